@@ -1,0 +1,63 @@
+# onion-of-experts: one target per habit. `make demo` runs the main job; `make test` the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help install bins engine test test-unit lint fmt cluster-up cluster-down demo bench bench-wake bench-router clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## Python environment with the product and dev tools
+
+bins:  ## build (or reuse) the pinned Kubernetes, etcd, kwok and helm binaries
+	bash hack/build-cluster-bins.sh
+
+engine: install  ## llama.cpp server and the small real models (compiled once, cached)
+	bash hack/install-engine.sh $(PY)
+
+test: install bins engine  ## all tests: unit, integration (real API server), end-to-end
+	$(PY) -m pytest tests
+
+test-unit: install  ## pure tests only (seconds)
+	$(PY) -m pytest tests/unit
+
+lint: install  ## ruff, mypy (strict), import contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+fmt: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+cluster-up: install bins  ## start the local control plane on 127.0.0.1; prints the KUBECONFIG
+	$(PY) hack/localcluster.py up
+
+cluster-down:  ## stop it
+	$(PY) hack/localcluster.py down
+
+demo: install bins  ## the main job on one machine (see README)
+	@echo "make demo: not built yet. It will start the local cluster, run the operator and the"
+	@echo "router, apply an Onion with a core and two sleeping layers on llama.cpp, and play a"
+	@echo "scripted session that escalates, wakes a layer and watches it go back to sleep."
+
+bench: bench-wake bench-router  ## all benchmarks; results as JSON under results/
+
+bench-wake: install bins  ## operator wake latency on the local cluster
+	@echo "bench-wake: not built yet"
+
+bench-router: install  ## router overhead vs direct vs LiteLLM
+	@echo "bench-router: not built yet"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""FastAPI router: the front door of an Onion."""

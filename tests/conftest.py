@@ -1,0 +1,36 @@
+"""Shared fixtures: the session's cluster and a fresh namespace per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.cluster import Cluster, LocalClusterProcess
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A real Kubernetes API server: $KUBECONFIG if ONION_TEST_CLUSTER=external, else local."""
+    if os.environ.get("ONION_TEST_CLUSTER") == "external":
+        kubeconfig = os.environ.get("KUBECONFIG")
+        if not kubeconfig:
+            pytest.fail("ONION_TEST_CLUSTER=external needs KUBECONFIG")
+        yield Cluster(kubeconfig, None, local=False)
+        return
+    local = LocalClusterProcess()
+    try:
+        yield local.start()
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace, deleted (without waiting) after the test."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

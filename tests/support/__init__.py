@@ -1,0 +1,1 @@
+"""Test-only helpers: the local cluster, waiting with deadlines, and test doubles."""

@@ -1,0 +1,64 @@
+"""The Kubernetes cluster tests run against: the local one from hack/localcluster.py, or any
+cluster in $KUBECONFIG when ONION_TEST_CLUSTER=external (for example a kind cluster)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCALCLUSTER = REPO / "hack" / "localcluster.py"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: str
+    bin_dir: Path | None  # cached binaries (kubectl, helm); None for an external cluster
+    local: bool
+
+    def tool(self, name: str) -> str:
+        if self.bin_dir is not None and (self.bin_dir / name).exists():
+            return str(self.bin_dir / name)
+        return name
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": self.kubeconfig}
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True
+                ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.tool("kubectl"), *args], input=input, text=True,
+                              capture_output=True, check=check, env=self.env(), timeout=120)
+
+    def kubectl_json(self, *args: str) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+
+def build_bins() -> Path:
+    out = subprocess.run(["bash", str(REPO / "hack" / "build-cluster-bins.sh")], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+class LocalClusterProcess:
+    """Starts a private local cluster in its own tmpfs state dir and stops it afterwards."""
+
+    def __init__(self) -> None:
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.state_dir = Path(tempfile.mkdtemp(prefix="onion-test-cluster-", dir=base))
+        self.bin_dir = build_bins()
+
+    def _run(self, cmd: str) -> None:
+        subprocess.run([sys.executable, str(LOCALCLUSTER), cmd, "--state-dir", str(self.state_dir)],
+                       check=True, env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)})
+
+    def start(self) -> Cluster:
+        self._run("up")
+        return Cluster(str(self.state_dir / "kubeconfig"), self.bin_dir, local=True)
+
+    def stop(self) -> None:
+        self._run("down")

@@ -1,0 +1,156 @@
+"""The router's configuration file (YAML, camelCase keys), as the operator renders it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+DEFAULT_SENTINEL = "[[ESCALATE]]"
+DEFAULT_INSTRUCTION = (
+    "If you are not confident that you can answer the user's request correctly, reply with "
+    "exactly {sentinel} and nothing else; a more capable assistant will then answer."
+)
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, not YAML, or does not match the schema."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Listen(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class Kubernetes(_Model):
+    enabled: bool = False
+    namespace: str = ""
+    onion: str = ""
+
+    @model_validator(mode="after")
+    def _needs_names(self) -> Kubernetes:
+        if self.enabled and not (self.namespace and self.onion):
+            raise ValueError("kubernetes.enabled needs kubernetes.namespace and kubernetes.onion")
+        return self
+
+
+class Auth(_Model):
+    keys_file: str
+
+
+class Escalation(_Model):
+    """How a tier's own answer is judged; a rejected answer goes one tier out."""
+
+    policy: Literal["none", "confidence", "self"] = "none"
+    threshold: float = -0.8
+    score: Literal["mean", "min", "firstK"] = "mean"
+    first_k: int = Field(default=8, ge=1)
+    sentinel: str = Field(default=DEFAULT_SENTINEL, min_length=1)
+    # System instruction for the `self` policy; "{sentinel}" is replaced by the sentinel.
+    instruction: str = DEFAULT_INSTRUCTION
+
+
+class Rule(_Model):
+    """One routing rule; a request matching any rule of a tier goes straight to that tier."""
+
+    regex: str | None = None
+    keywords: tuple[str, ...] | None = None
+    min_prompt_tokens: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Rule:
+        given = [v for v in (self.regex, self.keywords, self.min_prompt_tokens) if v is not None]
+        if len(given) != 1:
+            raise ValueError("a rule has exactly one of regex, keywords, minPromptTokens")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"rule regex {self.regex!r} does not compile: {err}") from err
+        return self
+
+
+class Tier(_Model):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    url: str
+    model: str
+    engine: Literal["tgi", "vllm", "llamacpp"] = "tgi"
+    managed: bool = False
+    lease: str | None = None
+    wake_timeout_seconds: float = Field(default=0, ge=0)
+    escalation: Escalation = Escalation()
+    rules: tuple[Rule, ...] = ()
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"tier url {url!r} must start with http:// or https://")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _lease_if_managed(self) -> Tier:
+        if self.managed and not self.lease:
+            raise ValueError(f"tier {self.name!r} is managed and needs a lease name")
+        return self
+
+
+class RouterConfig(_Model):
+    listen: Listen = Listen()
+    kubernetes: Kubernetes = Kubernetes()
+    while_waking: Literal["wait", "fallback"] = "wait"
+    max_queue_per_layer: int = Field(default=64, ge=0)
+    stream_buffer_tokens: int = Field(default=16, ge=0)
+    heartbeat_seconds: float = Field(default=5, gt=0)
+    max_request_bytes: int = Field(default=1_048_576, ge=1)
+    # Not in the operator's rendering; defaults suit it. Bounds one upstream call.
+    upstream_timeout_seconds: float = Field(default=600, gt=0)
+    auth: Auth | None = None
+    tiers: tuple[Tier, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RouterConfig:
+        names = [t.name for t in self.tiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tier names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def tier(self, name: str) -> Tier | None:
+        return next((t for t in self.tiers if t.name == name), None)
+
+    def index(self, name: str) -> int:
+        return next(i for i, t in enumerate(self.tiers) if t.name == name)
+
+
+def parse_config(data: object) -> RouterConfig:
+    """Validate already-loaded YAML data; one ConfigError with every problem listed."""
+    try:
+        return RouterConfig.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"invalid router config: {problems}") from None
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read router config {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"router config {path} is not valid YAML: {err}") from None
+    return parse_config(data)

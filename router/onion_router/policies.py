@@ -1,0 +1,143 @@
+"""Pure escalation and routing decisions: plain data in, a decision out; no I/O, no requests."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from onion_router.config import Escalation, Rule, Tier
+
+ROUTER_MODEL = "onion"
+PIN_PREFIX = "onion/"
+
+_TOKENISH = re.compile(r"\w+|[^\w\s]")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a tier's answer (or its first tokens) stands; `reason` is shown in /status."""
+
+    accept: bool
+    reason: str
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the client's `model` field asks for: the router's choice, a pinned tier, or neither."""
+
+    pinned: str | None  # tier name when pinned
+    known: bool
+
+
+def resolve_model(model: str, tier_names: Sequence[str]) -> ModelChoice:
+    if model == ROUTER_MODEL:
+        return ModelChoice(pinned=None, known=True)
+    if model.startswith(PIN_PREFIX) and model[len(PIN_PREFIX) :] in tier_names:
+        return ModelChoice(pinned=model[len(PIN_PREFIX) :], known=True)
+    return ModelChoice(pinned=None, known=False)
+
+
+def score_logprobs(logprobs: Sequence[float], method: str, first_k: int) -> float | None:
+    """Mean, minimum, or mean of the first k token logprobs; None when there are none."""
+    values = [lp for lp in logprobs if math.isfinite(lp)] if logprobs else []
+    if method == "firstK":
+        values = values[:first_k]
+    if not values:
+        return None
+    if method == "min":
+        return min(values)
+    return sum(values) / len(values)
+
+
+def judge(escalation: Escalation, text: str, logprobs: Sequence[float]) -> Verdict:
+    """Judge a complete answer of a tier by that tier's own policy."""
+    verdict = judge_prefix(escalation, text, logprobs, done=True)
+    assert verdict is not None  # a finished answer is always decidable
+    return verdict
+
+
+def judge_prefix(
+    escalation: Escalation, text: str, logprobs: Sequence[float], *, done: bool
+) -> Verdict | None:
+    """Judge the first tokens of an answer; None means "buffer more tokens before deciding"."""
+    if escalation.policy == "none":
+        return Verdict(True, "policy none")
+    if escalation.policy == "self":
+        head = text.lstrip()
+        if escalation.sentinel in text:
+            return Verdict(False, "model asked for help")
+        if not done and escalation.sentinel.startswith(head):
+            return None
+        return Verdict(True, "no sentinel")
+    score = score_logprobs(logprobs, escalation.score, escalation.first_k)
+    if score is None:
+        return Verdict(True, "no logprobs to judge")
+    if score < escalation.threshold:
+        return Verdict(False, f"confidence {score:.3f} < {escalation.threshold}", score)
+    return Verdict(True, f"confidence {score:.3f} >= {escalation.threshold}", score)
+
+
+def looks_uncertain(escalation: Escalation, text: str, logprobs: Sequence[float]) -> bool:
+    """Early-wake signal: do the first tokens already suggest this answer will be rejected?"""
+    if escalation.policy == "self":
+        return escalation.sentinel in text
+    if escalation.policy != "confidence" or len(logprobs) < min(escalation.first_k, 4):
+        return False
+    score = score_logprobs(logprobs[: escalation.first_k], "mean", escalation.first_k)
+    return score is not None and score < escalation.threshold
+
+
+def strip_sentinel(escalation: Escalation, text: str) -> str:
+    """Remove the `self` policy's sentinel, which the client must never see."""
+    if escalation.policy != "self" or escalation.sentinel not in text:
+        return text
+    return text.replace(escalation.sentinel, "").strip()
+
+
+def self_instruction(escalation: Escalation) -> str | None:
+    """The system instruction a `self`-policy tier gets, or None for other policies."""
+    if escalation.policy != "self":
+        return None
+    return escalation.instruction.replace("{sentinel}", escalation.sentinel)
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokenizer-free estimate: words and punctuation marks (real tokenizers give a bit more)."""
+    return len(_TOKENISH.findall(text))
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def rule_matches(rule: Rule, prompt: str) -> bool:
+    if rule.regex is not None:
+        return _compiled(rule.regex).search(prompt) is not None
+    if rule.keywords is not None:
+        lowered = prompt.lower()
+        return any(
+            re.search(rf"\b{re.escape(k.lower())}\b", lowered) is not None for k in rule.keywords
+        )
+    assert rule.min_prompt_tokens is not None
+    return estimate_tokens(prompt) >= rule.min_prompt_tokens
+
+
+def start_tier(tiers: Sequence[Tier], prompt: str) -> int:
+    """Index of the first tier (inside out) whose rules match the prompt; the core otherwise."""
+    for index, tier in enumerate(tiers):
+        if any(rule_matches(rule, prompt) for rule in tier.rules):
+            return index
+    return 0
+
+
+def fallback_tier(awake: Sequence[bool], wanted: int) -> int | None:
+    """The best awake tier for `whileWaking: fallback`: the outermost awake one inside `wanted`."""
+    for index in range(min(wanted, len(awake)) - 1, -1, -1):
+        if awake[index]:
+            return index
+    return None

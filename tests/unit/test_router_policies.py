@@ -1,0 +1,157 @@
+"""Escalation and routing decisions, table-driven on plain data."""
+
+from __future__ import annotations
+
+import pytest
+
+from onion_router.config import Escalation, Rule, Tier
+from onion_router.policies import (
+    estimate_tokens,
+    fallback_tier,
+    judge,
+    judge_prefix,
+    looks_uncertain,
+    resolve_model,
+    rule_matches,
+    score_logprobs,
+    self_instruction,
+    start_tier,
+    strip_sentinel,
+)
+
+CONF = Escalation(policy="confidence", threshold=-0.8, score="mean", first_k=2)
+SELF = Escalation(policy="self", sentinel="[[ESCALATE]]")
+NONE = Escalation(policy="none")
+
+
+@pytest.mark.parametrize(
+    ("logprobs", "method", "k", "expected"),
+    [
+        ([-0.2, -0.4, -1.2], "mean", 8, -0.6),
+        ([-0.2, -0.4, -1.2], "min", 8, -1.2),
+        ([-0.2, -0.4, -1.2], "firstK", 2, -0.3),
+        ([-0.2, float("-inf"), -0.4], "mean", 8, -0.3),
+        ([], "mean", 8, None),
+    ],
+)
+def test_score(logprobs: list[float], method: str, k: int, expected: float | None) -> None:
+    got = score_logprobs(logprobs, method, k)
+    assert got == pytest.approx(expected) if expected is not None else got is None
+
+
+@pytest.mark.parametrize(
+    ("escalation", "text", "logprobs", "accept"),
+    [
+        (NONE, "whatever", [-9.0], True),
+        (CONF, "sure", [-0.1, -0.2], True),
+        (CONF, "hmm", [-1.5, -0.9], False),
+        (CONF, "no logprobs", [], True),
+        (Escalation(policy="confidence", threshold=-0.5, score="min"), "x", [-0.1, -0.6], False),
+        (
+            Escalation(policy="confidence", threshold=-0.5, score="firstK", first_k=1),
+            "x",
+            [-0.1, -5.0],
+            True,
+        ),
+        (SELF, "[[ESCALATE]]", [-0.1], False),
+        (SELF, "I think [[ESCALATE]] maybe", [], False),
+        (SELF, "Paris.", [], True),
+    ],
+)
+def test_judge(escalation: Escalation, text: str, logprobs: list[float], accept: bool) -> None:
+    assert judge(escalation, text, logprobs).accept is accept
+
+
+@pytest.mark.parametrize(
+    ("text", "done", "expected"),
+    [
+        ("[[ESC", False, None),  # could still become the sentinel: buffer more
+        ("  [[", False, None),
+        ("[[ESC", True, True),
+        ("Paris", False, True),
+        ("[[ESCALATE]]", False, False),
+    ],
+)
+def test_judge_prefix_self(text: str, done: bool, expected: bool | None) -> None:
+    verdict = judge_prefix(SELF, text, [], done=done)
+    assert (verdict.accept if verdict else None) is expected
+
+
+def test_confidence_reason_names_the_score() -> None:
+    verdict = judge(CONF, "x", [-2.0])
+    assert not verdict.accept and verdict.score == -2.0 and "-2.000 < -0.8" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("escalation", "text", "logprobs", "uncertain"),
+    [
+        (CONF, "", [-3.0, -3.0, -3.0, -3.0], True),
+        (CONF, "", [-3.0], False),  # too few tokens to tell
+        (CONF, "", [-0.1, -0.1, -3.0, -3.0], False),  # first k=2 are confident
+        (SELF, "[[ESCALATE]]", [], True),
+        (NONE, "", [-9.0] * 8, False),
+    ],
+)
+def test_looks_uncertain(
+    escalation: Escalation, text: str, logprobs: list[float], uncertain: bool
+) -> None:
+    assert looks_uncertain(escalation, text, logprobs) is uncertain
+
+
+def test_sentinel_stripping_and_instruction() -> None:
+    assert strip_sentinel(SELF, "[[ESCALATE]] ") == ""
+    assert strip_sentinel(CONF, "[[ESCALATE]]") == "[[ESCALATE]]"
+    assert "[[ESCALATE]]" in (self_instruction(SELF) or "")
+    assert self_instruction(CONF) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "pinned", "known"),
+    [
+        ("onion", None, True),
+        ("onion/mid", "mid", True),
+        ("onion/nope", None, False),
+        ("gpt-4", None, False),
+    ],
+)
+def test_resolve_model(model: str, pinned: str | None, known: bool) -> None:
+    choice = resolve_model(model, ["core", "mid"])
+    assert (choice.pinned, choice.known) == (pinned, known)
+
+
+@pytest.mark.parametrize(
+    ("rule", "prompt", "matches"),
+    [
+        (Rule(regex="(?i)prove|theorem"), "Prove that 2 is prime", True),
+        (Rule(regex="(?i)prove|theorem"), "hello", False),
+        (Rule(keywords=("sql", "database")), "Write SQL for this", True),
+        (Rule(keywords=("sql",)), "results", False),  # whole words only
+        (Rule(min_prompt_tokens=5), "one two three four five", True),
+        (Rule(min_prompt_tokens=5), "one two", False),
+    ],
+)
+def test_rules(rule: Rule, prompt: str, matches: bool) -> None:
+    assert rule_matches(rule, prompt) is matches
+
+
+def test_start_tier_is_first_matching_tier_inside_out() -> None:
+    tiers = [
+        Tier(name="core", url="http://c", model="c"),
+        Tier(name="sql", url="http://s", model="s", rules=(Rule(keywords=("sql",)),)),
+        Tier(name="big", url="http://b", model="b", rules=(Rule(regex="(?i)sql|prove"),)),
+    ]
+    assert start_tier(tiers, "hello") == 0
+    assert start_tier(tiers, "sql please") == 1
+    assert start_tier(tiers, "prove it") == 2
+
+
+@pytest.mark.parametrize(
+    ("awake", "wanted", "expected"),
+    [([True, False, False], 2, 0), ([True, True, False], 2, 1), ([False, False], 1, None)],
+)
+def test_fallback_tier(awake: list[bool], wanted: int, expected: int | None) -> None:
+    assert fallback_tier(awake, wanted) == expected
+
+
+def test_estimate_tokens() -> None:
+    assert estimate_tokens("Hello, world!") == 4

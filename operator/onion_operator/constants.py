@@ -34,3 +34,52 @@ def child_name(onion: str, part: str) -> str:
 def lease_name(onion: str, layer: str) -> str:
     """The demand Lease the router renews and the operator watches, one per managed layer."""
     return f"{onion}-{layer}-demand"
+
+
+COMPONENT_MODEL = "model"
+COMPONENT_ROUTER = "router"
+COMPONENT_DEMAND = "demand"
+COMPONENT_CACHE = "model-cache"
+
+# Set on a layer Deployment in the same write that wakes it, so the wake time and count
+# survive an operator restart (the status is derived from them).
+ANNOTATION_WOKEN_AT = f"{GROUP}/woken-at"
+ANNOTATION_WAKE_COUNT = f"{GROUP}/wake-count"
+# Checksum of the router config on the router pod template: a config change rolls the router.
+ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+
+# Layer phases published in status.layers[].phase; the router forwards only on READY.
+PHASE_DORMANT = "Dormant"
+PHASE_WAKING = "Waking"
+PHASE_READY = "Ready"
+PHASE_DRAINING = "Draining"
+PHASE_FAILED = "Failed"
+
+# Condition types on the Onion.
+COND_READY = "Ready"
+COND_INVALID_SPEC = "InvalidSpec"
+
+ROUTER_CONFIG_KEY = "config.yaml"
+ROUTER_CONFIG_DIR = "/etc/onion"
+ROUTER_AUTH_DIR = "/etc/onion/auth"
+ROUTER_PORT = 8080
+SERVICE_PORT = 80
+DEFAULT_OPERATOR_IMAGE = "ghcr.io/onion-of-experts/onion:0.1.0"
+
+# One active operator: a coordination.k8s.io Lease held by the leader.
+LEADER_LEASE = "onion-operator-leader"
+
+
+def router_config_name(onion: str) -> str:
+    """The ConfigMap holding the router's config.yaml."""
+    return f"{onion}-router"
+
+
+def model_cache_pvc_name(onion: str) -> str:
+    """The PersistentVolumeClaim the operator creates when modelCache.size is given."""
+    return f"{onion}-model-cache"
+
+
+def service_url(onion: str, part: str, namespace: str) -> str:
+    """In-cluster URL of the Service in front of the core or a layer."""
+    return f"http://{child_name(onion, part)}.{namespace}.svc:{SERVICE_PORT}"

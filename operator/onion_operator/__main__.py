@@ -1,0 +1,116 @@
+"""`onion-operator`: run the Onion operator in a cluster or outside it (KUBECONFIG)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+
+import kopf
+
+from onion_operator import handlers  # noqa: F401  (registers the kopf handlers)
+from onion_operator.kube import Kube
+from onion_operator.leader import LeaderElection
+
+log = logging.getLogger("onion_operator")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="onion-operator", description=__doc__)
+    scope = p.add_mutually_exclusive_group(required=True)
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable)",
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.add_argument(
+        "--leader-namespace",
+        metavar="NS",
+        help="namespace of the leader-election Lease (default: $POD_NAMESPACE, "
+        "else the first --namespace, else 'default')",
+    )
+    p.add_argument(
+        "--leader-lease-seconds",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="how long a dead leader blocks a successor (default 15)",
+    )
+    p.add_argument(
+        "--identity", default=None, help="leader identity (default: $POD_NAME, else host-pid)"
+    )
+    p.add_argument(
+        "--no-leader-election",
+        action="store_true",
+        help="act without taking the leader Lease (one instance only!)",
+    )
+    return p.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    kube = await Kube.connect()
+    leader_ns = (
+        args.leader_namespace
+        or os.environ.get("POD_NAMESPACE")
+        or (args.namespace[0] if args.namespace else "default")
+    )
+    identity = (
+        args.identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    )
+    election = LeaderElection(
+        kube,
+        leader_ns,
+        identity,
+        lease_seconds=args.leader_lease_seconds,
+        renew_seconds=max(0.5, args.leader_lease_seconds / 3),
+    )
+    stop = asyncio.Event()
+    lost = asyncio.Event()
+    holder: asyncio.Task[None] | None = None
+    try:
+        if not args.no_leader_election:
+            await election.acquire()
+            holder = asyncio.create_task(election.hold(lost))
+        operator = asyncio.create_task(
+            kopf.operator(
+                standalone=True,  # leadership comes from our Lease, not kopf peering
+                clusterwide=args.all_namespaces,
+                namespaces=list(args.namespace),
+                stop_flag=stop,
+            )
+        )
+        loser = asyncio.create_task(lost.wait())
+        await asyncio.wait({operator, loser}, return_when=asyncio.FIRST_COMPLETED)
+        if lost.is_set():
+            stop.set()
+        loser.cancel()
+        await operator
+    finally:
+        if holder is not None:
+            holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holder
+        if not args.no_leader_election and not lost.is_set():
+            with contextlib.suppress(Exception):
+                await election.release()
+        await kube.close()
+    return 1 if lost.is_set() else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    kopf.configure(verbose=args.verbose, log_prefix=False)
+    sys.exit(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()

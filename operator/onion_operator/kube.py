@@ -1,0 +1,150 @@
+"""Kubernetes API I/O: the only module that talks to the API server.
+
+Children are written with server-side apply under one field manager (`onion-operator`); wakes
+and sleeps are JSON merge patches of one layer Deployment; status goes to the status subresource.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from onion_operator import constants as c
+
+Obj = dict[str, Any]
+ApiError = ApiException  # re-exported so callers need not import the client library
+
+# kind -> (API path prefix, plural); every kind the operator reads or writes.
+_RESOURCES: dict[str, tuple[str, str]] = {
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "Service": ("/api/v1", "services"),
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
+    c.KIND: (f"/apis/{c.API_VERSION}", c.PLURAL),
+}
+
+# Kinds the operator garbage-collects itself when a layer is removed (owner refs cover the rest).
+LAYER_KINDS = ("Lease", "Deployment", "Service")
+
+NotFound = 404
+Conflict = 409
+
+
+def _path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    prefix, plural = _RESOURCES[kind]
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    if name:
+        path += f"/{name}"
+    if sub:
+        path += f"/{sub}"
+    return path
+
+
+class Kube:
+    """A thin async client over kubernetes_asyncio's ApiClient, speaking plain dicts."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        """In-cluster service account when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        else:
+            await config.load_kube_config()
+        return cls(client.ApiClient())
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        return await self.api.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+            response_types_map={200: "object", 201: "object"},
+            _return_http_data_only=True,
+        )
+
+    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        try:
+            result: Obj = await self._call("GET", _path(kind, namespace, name))
+        except ApiException as e:
+            if e.status == NotFound:
+                return None
+            raise
+        return result
+
+    async def list(self, kind: str, namespace: str, selector: dict[str, str]) -> list[Obj]:
+        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
+        result = await self._call("GET", _path(kind, namespace), query=query)
+        items: list[Obj] = result.get("items") or []
+        return items
+
+    async def apply(self, obj: Obj) -> Obj:
+        """Server-side apply under the operator's field manager, taking over conflicts."""
+        meta = obj["metadata"]
+        query = [("fieldManager", c.FIELD_MANAGER), ("force", "true")]
+        result: Obj = await self._call(
+            "PATCH",
+            _path(obj["kind"], meta["namespace"], meta["name"]),
+            body=json.dumps(obj),
+            query=query,
+            content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    async def merge_patch(
+        self, kind: str, namespace: str, name: str, patch: Obj, sub: str | None = None
+    ) -> Obj:
+        query = [("fieldManager", c.FIELD_MANAGER)]
+        result: Obj = await self._call(
+            "PATCH",
+            _path(kind, namespace, name, sub),
+            body=patch,
+            query=query,
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self._call(
+                "DELETE", _path(kind, namespace, name), body={"propagationPolicy": "Background"}
+            )
+        except ApiException as e:
+            if e.status != NotFound:
+                raise
+
+    async def create(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        result: Obj = await self._call("POST", _path(obj["kind"], meta["namespace"]), body=obj)
+        return result
+
+    async def replace(self, obj: Obj) -> Obj:
+        """PUT with the object's resourceVersion: fails with 409 if someone wrote in between."""
+        meta = obj["metadata"]
+        result: Obj = await self._call(
+            "PUT", _path(obj["kind"], meta["namespace"], meta["name"]), body=obj
+        )
+        return result

@@ -1,0 +1,368 @@
+"""Pure builders of every object an Onion owns, as plain dicts ready for server-side apply."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from onion_operator import constants as c
+from onion_operator.spec import Core, Layer, ModelCache, OnionSpec, RouterSettings
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The Onion that owns the children: deleting it garbage-collects them."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> Obj:
+        return {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def labels(onion: str, part: str, component: str) -> dict[str, str]:
+    return {
+        c.LABEL_ONION: onion,
+        c.LABEL_LAYER: part,
+        c.LABEL_COMPONENT: component,
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+    }
+
+
+def _meta(owner: Owner, name: str, part: str, component: str) -> Obj:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner.name, part, component),
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def _selector(onion: str, part: str, component: str) -> dict[str, str]:
+    return {c.LABEL_ONION: onion, c.LABEL_LAYER: part, c.LABEL_COMPONENT: component}
+
+
+def tier_url(spec_layer: Layer | Core, onion: str, namespace: str) -> str:
+    """Where the router reaches a tier: its Service, or an external layer's endpoint."""
+    if isinstance(spec_layer, Layer) and spec_layer.endpoint is not None:
+        return spec_layer.endpoint
+    part = spec_layer.name if isinstance(spec_layer, Layer) else c.CORE
+    return c.service_url(onion, part, namespace)
+
+
+def build_model_deployment(
+    owner: Owner,
+    part: str,
+    work: Core | Layer,
+    replicas: int,
+    model_cache: ModelCache | None,
+) -> Obj:
+    """The engine Deployment of the core or a managed layer, at `replicas`."""
+    engine = work.engine_info
+    model = work.model or ""
+    args = list(work.args) if work.args is not None else engine.args(model, work.upstream_model)
+    env = [{"name": k, "value": v} for k, v in engine.cache_env] + [dict(e) for e in work.env]
+    volumes: list[Obj] = []
+    mounts: list[Obj] = []
+    if model_cache is not None:
+        claim = model_cache.pvc_name or c.model_cache_pvc_name(owner.name)
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}})
+    else:
+        volumes.append({"name": "model-cache", "emptyDir": {}})
+    mounts.append({"name": "model-cache", "mountPath": engine.cache_dir})
+    if engine.resources:  # GPU engines want a large /dev/shm for NCCL and tensor parallelism
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}})
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    container: Obj = {
+        "name": "engine",
+        "image": work.image or engine.image,
+        "args": args,
+        "ports": [{"name": "http", "containerPort": engine.port, "protocol": "TCP"}],
+        "env": env,
+        "resources": dict(work.resources if work.resources is not None else engine.resources),
+        "readinessProbe": {
+            "httpGet": {"path": engine.health_path, "port": "http"},
+            "periodSeconds": 1,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": mounts,
+    }
+    pod_spec: Obj = {
+        "containers": [container],
+        "volumes": volumes,
+        "nodeSelector": dict(work.node_selector),
+        "tolerations": [dict(t) for t in work.tolerations],
+        "enableServiceLinks": False,
+    }
+    selector = _selector(owner.name, part, c.COMPONENT_MODEL)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, c.child_name(owner.name, part), part, c.COMPONENT_MODEL),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            # One GPU per replica: never surge a second pod during a rollout.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels(owner.name, part, c.COMPONENT_MODEL),
+                    "annotations": dict(work.pod_annotations),
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_service(owner: Owner, part: str, component: str, target_port: str = "http") -> Obj:
+    """ClusterIP Service on port 80 in front of the core, a layer or the router."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, c.child_name(owner.name, part), part, component),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _selector(owner.name, part, component),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": c.SERVICE_PORT,
+                    "targetPort": target_port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def build_demand_lease(owner: Owner, layer: str) -> Obj:
+    """The demand record for one managed layer; the router patches only its renewTime."""
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": _meta(owner, c.lease_name(owner.name, layer), layer, c.COMPONENT_DEMAND),
+        "spec": {},
+    }
+
+
+def build_model_cache_pvc(owner: Owner, cache: ModelCache) -> Obj | None:
+    """The shared weights volume when the spec asks for a size (None for an existing PVC)."""
+    if cache.size is None:
+        return None
+    spec: Obj = {
+        "accessModes": [cache.access_mode],
+        "resources": {"requests": {"storage": cache.size}},
+    }
+    if cache.storage_class_name:
+        spec["storageClassName"] = cache.storage_class_name
+    meta = _meta(owner, c.model_cache_pvc_name(owner.name), c.CORE, c.COMPONENT_CACHE)
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def _escalation(work: Core | Layer) -> Obj:
+    e = work.escalation
+    out: Obj = {"policy": e.policy, "threshold": e.threshold, "score": e.score, "firstK": e.first_k}
+    if e.policy == "self" or isinstance(work, Core):
+        out["sentinel"] = e.sentinel
+    return out
+
+
+def _rule(rule: Any) -> Obj:
+    if rule.regex is not None:
+        return {"regex": rule.regex}
+    if rule.keywords is not None:
+        return {"keywords": list(rule.keywords)}
+    return {"minPromptTokens": rule.min_prompt_tokens}
+
+
+def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
+    """The router's config.yaml (camelCase), parsed by onion_router.config.RouterConfig."""
+    r = spec.router
+    tiers: list[Obj] = [
+        {
+            "name": c.CORE,
+            "url": c.service_url(onion, c.CORE, namespace),
+            "model": spec.core.upstream_model,
+            "engine": spec.core.engine,
+            "managed": False,
+            "lease": None,
+            "wakeTimeoutSeconds": 0,
+            "escalation": _escalation(spec.core),
+            "rules": [],
+        }
+    ]
+    for layer in spec.layers:
+        tiers.append(
+            {
+                "name": layer.name,
+                "url": tier_url(layer, onion, namespace),
+                "model": layer.upstream_model or layer.name,
+                "engine": layer.engine,
+                "managed": layer.managed,
+                "lease": c.lease_name(onion, layer.name) if layer.managed else None,
+                "wakeTimeoutSeconds": layer.wake_timeout if layer.managed else 0,
+                "escalation": _escalation(layer),
+                "rules": [_rule(rule) for rule in layer.rules],
+            }
+        )
+    config: Obj = {
+        "listen": {"host": "0.0.0.0", "port": c.ROUTER_PORT},
+        "kubernetes": {"enabled": True, "namespace": namespace, "onion": onion},
+        "whileWaking": r.while_waking,
+        "maxQueuePerLayer": r.max_queue_per_layer,
+        "streamBufferTokens": r.stream_buffer_tokens,
+        "heartbeatSeconds": r.heartbeat_seconds,
+        "maxRequestBytes": r.max_request_bytes,
+    }
+    if r.auth_secret_name:
+        config["auth"] = {"keysFile": f"{c.ROUTER_AUTH_DIR}/keys"}
+    config["tiers"] = tiers
+    return config
+
+
+def render_router_config(spec: OnionSpec, namespace: str, onion: str) -> str:
+    return yaml.safe_dump(build_router_config(spec, namespace, onion), sort_keys=False)
+
+
+def build_router_configmap(owner: Owner, config_yaml: str) -> Obj:
+    name = c.router_config_name(owner.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(owner, name, c.ROUTER, c.COMPONENT_ROUTER),
+        "data": {c.ROUTER_CONFIG_KEY: config_yaml},
+    }
+
+
+def build_router_deployment(owner: Owner, router: RouterSettings, config_yaml: str) -> Obj:
+    """The router: `onion-router --config /etc/onion/config.yaml`, restarted on config change."""
+    name = c.child_name(owner.name, c.ROUTER)
+    digest = hashlib.sha256(config_yaml.encode()).hexdigest()[:16]
+    volumes: list[Obj] = [
+        {"name": "config", "configMap": {"name": c.router_config_name(owner.name)}}
+    ]
+    mounts: list[Obj] = [{"name": "config", "mountPath": c.ROUTER_CONFIG_DIR, "readOnly": True}]
+    if router.auth_secret_name:
+        volumes.append({"name": "auth", "secret": {"secretName": router.auth_secret_name}})
+        mounts.append({"name": "auth", "mountPath": c.ROUTER_AUTH_DIR, "readOnly": True})
+    probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 2}
+    container: Obj = {
+        "name": "router",
+        "image": router.image or c.DEFAULT_OPERATOR_IMAGE,
+        "command": ["onion-router", "--config", f"{c.ROUTER_CONFIG_DIR}/{c.ROUTER_CONFIG_KEY}"],
+        "ports": [{"name": "http", "containerPort": c.ROUTER_PORT, "protocol": "TCP"}],
+        "resources": dict(router.resources),
+        "readinessProbe": probe,
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, name, c.ROUTER, c.COMPONENT_ROUTER),
+        "spec": {
+            "replicas": router.replicas,
+            "selector": {"matchLabels": _selector(owner.name, c.ROUTER, c.COMPONENT_ROUTER)},
+            "template": {
+                "metadata": {
+                    "labels": labels(owner.name, c.ROUTER, c.COMPONENT_ROUTER),
+                    "annotations": {c.ANNOTATION_CONFIG_HASH: digest},
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    "containers": [container],
+                    "volumes": volumes,
+                    "nodeSelector": dict(router.node_selector),
+                    "tolerations": [dict(t) for t in router.tolerations],
+                    "enableServiceLinks": False,
+                },
+            },
+        },
+    }
+
+
+def build_router_rbac(owner: Owner, spec: OnionSpec) -> list[Obj]:
+    """ServiceAccount, Role and RoleBinding: read Onions, renew only this Onion's demand Leases."""
+    name = c.child_name(owner.name, c.ROUTER)
+    leases = [c.lease_name(owner.name, layer.name) for layer in spec.managed_layers]
+    rules: list[Obj] = [
+        {"apiGroups": [c.GROUP], "resources": [c.PLURAL], "verbs": ["get", "list", "watch"]},
+    ]
+    if leases:
+        rules.append(
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": leases,
+                "verbs": ["get", "patch", "update"],
+            }
+        )
+
+    def meta() -> Obj:
+        return _meta(owner, name, c.ROUTER, c.COMPONENT_ROUTER)
+
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta()},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta(),
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta(),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+        },
+    ]
+
+
+def build_children(owner: Owner, spec: OnionSpec, layer_replicas: dict[str, int]) -> list[Obj]:
+    """Every object the Onion owns, layer Deployments at the planner's replicas."""
+    objs: list[Obj] = []
+    if spec.model_cache is not None:
+        pvc = build_model_cache_pvc(owner, spec.model_cache)
+        if pvc is not None:
+            objs.append(pvc)
+    objs.append(
+        build_model_deployment(owner, c.CORE, spec.core, spec.core.replicas, spec.model_cache)
+    )
+    objs.append(build_service(owner, c.CORE, c.COMPONENT_MODEL))
+    for layer in spec.managed_layers:
+        objs.append(build_demand_lease(owner, layer.name))
+        objs.append(
+            build_model_deployment(
+                owner, layer.name, layer, layer_replicas.get(layer.name, 0), spec.model_cache
+            )
+        )
+        objs.append(build_service(owner, layer.name, c.COMPONENT_MODEL))
+    config_yaml = render_router_config(spec, owner.namespace, owner.name)
+    objs.append(build_router_configmap(owner, config_yaml))
+    objs.extend(build_router_rbac(owner, spec))
+    objs.append(build_router_deployment(owner, spec.router, config_yaml))
+    objs.append(build_service(owner, c.ROUTER, c.COMPONENT_ROUTER))
+    return objs

@@ -1,0 +1,196 @@
+"""Pure wake/sleep decisions: `plan(spec, observed, demand, now) -> Plan`.
+
+Level-based: the desired replicas of every managed layer are recomputed from recorded demand
+(the Leases' renewTime) and what the Deployments say now, so a restart at any point converges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from onion_operator import constants as c
+from onion_operator.spec import OnionSpec
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a model Deployment says now (None replicas: it does not exist yet)."""
+
+    replicas: int | None = None
+    ready_replicas: int = 0
+    current_replicas: int = 0  # pods that still exist, including terminating-soon ones
+    woken_at: datetime | None = None
+    wake_count: int = 0
+    failure: str | None = None  # a Deployment condition that says it cannot progress
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 time (Kubernetes Time or MicroTime) as an aware datetime."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def format_time(value: datetime) -> str:
+    """MicroTime as Kubernetes writes it: 2026-11-28T18:00:00.000000Z."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def observe_deployment(obj: Mapping[str, Any]) -> Observed:
+    """The parts of a Deployment the planner and the status need."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    failure = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            failure = f"{cond.get('reason')}: {cond.get('message')}"
+        if (
+            cond.get("type") == "Progressing"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            failure = f"ProgressDeadlineExceeded: {cond.get('message')}"
+    try:
+        wake_count = int(annotations.get(c.ANNOTATION_WAKE_COUNT, "0"))
+    except ValueError:
+        wake_count = 0
+    return Observed(
+        replicas=int(spec.get("replicas", 1)),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        current_replicas=int(status.get("replicas") or 0),
+        woken_at=parse_time(annotations.get(c.ANNOTATION_WOKEN_AT)),
+        wake_count=wake_count,
+        failure=failure,
+    )
+
+
+def lease_demand(obj: Mapping[str, Any]) -> datetime | None:
+    """The last demand the router recorded on a layer's Lease (None: never)."""
+    return parse_time((obj.get("spec") or {}).get("renewTime"))
+
+
+@dataclass(frozen=True)
+class Wake:
+    layer: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Sleep:
+    layer: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A layer has demand but waits for a slot in the maxAwakeLayers budget."""
+
+    layer: str
+    reason: str
+
+
+Action = Wake | Sleep | Hold
+
+
+@dataclass(frozen=True)
+class Plan:
+    replicas: dict[str, int]  # desired replicas of every managed layer
+    actions: tuple[Action, ...] = field(default=())
+
+    def wakes(self) -> tuple[Wake, ...]:
+        return tuple(a for a in self.actions if isinstance(a, Wake))
+
+    def sleeps(self) -> tuple[Sleep, ...]:
+        return tuple(a for a in self.actions if isinstance(a, Sleep))
+
+    def holds(self) -> tuple[Hold, ...]:
+        return tuple(a for a in self.actions if isinstance(a, Hold))
+
+
+def _age(demand: datetime | None, now: datetime) -> float | None:
+    return None if demand is None else (now - demand).total_seconds()
+
+
+def _stamp(demand: datetime | None) -> float:
+    return demand.timestamp() if demand is not None else 0.0
+
+
+def plan(
+    spec: OnionSpec,
+    observed: Mapping[str, Observed],
+    demand: Mapping[str, datetime | None],
+    now: datetime,
+) -> Plan:
+    """Desired replicas per managed layer, and the wakes, sleeps and holds that get there."""
+    layers = spec.managed_layers
+    awake_now = {lay.name: (observed.get(lay.name) or Observed()).replicas or 0 for lay in layers}
+    warm = {lay.name for lay in layers if lay.min_replicas >= 1}
+
+    def fresh(name: str, window: float) -> bool:
+        age = _age(demand.get(name), now)
+        return age is not None and age <= window
+
+    wanted = {lay.name for lay in layers if lay.name in warm or fresh(lay.name, lay.idle_timeout)}
+    desired = set(wanted)
+    holds: list[Hold] = []
+    budget_sleeps: set[str] = set()
+
+    if spec.max_awake_layers is not None:
+        budget = spec.max_awake_layers
+        keep = [n for n in (lay.name for lay in layers) if n in wanted and awake_now[n] > 0]
+        newcomers = [n for n in (lay.name for lay in layers) if n in wanted and awake_now[n] == 0]
+        # Warm layers first, then the most recent demand first.
+        newcomers.sort(key=lambda n: (n not in warm, -_stamp(demand.get(n))))
+        admitted: list[str] = []
+
+        def evictable() -> list[str]:
+            # In use = renewed within the grace period: never put to sleep for the budget.
+            cands = [n for n in keep if n not in warm and not fresh(n, spec.eviction_grace_period)]
+            return sorted(cands, key=lambda n: _stamp(demand.get(n)))
+
+        for name in newcomers:
+            if len(keep) + len(admitted) < budget:
+                admitted.append(name)
+                continue
+            victims = evictable()
+            if victims:
+                keep.remove(victims[0])
+                budget_sleeps.add(victims[0])
+                admitted.append(name)
+            else:
+                holds.append(
+                    Hold(name, f"maxAwakeLayers={budget} reached; all awake layers are in use")
+                )
+        # A lowered budget: put the least recently used awake layers to sleep.
+        while len(keep) + len(admitted) > budget and evictable():
+            victim = evictable()[0]
+            keep.remove(victim)
+            budget_sleeps.add(victim)
+        desired = set(keep) | set(admitted)
+
+    actions: list[Action] = []
+    replicas: dict[str, int] = {}
+    for lay in layers:
+        name = lay.name
+        want = 1 if name in desired else 0
+        replicas[name] = want
+        if want and not awake_now[name]:
+            reason = "warm minimum" if name in warm else "demand recorded"
+            actions.append(Wake(name, reason))
+        elif not want and awake_now[name]:
+            if name in budget_sleeps:
+                reason = f"least recently used; maxAwakeLayers={spec.max_awake_layers}"
+            else:
+                age = _age(demand.get(name), now)
+                idle = "never" if age is None else f"{age:.0f}s ago"
+                reason = f"idle: last demand {idle}, idleTimeout {lay.idle_timeout:g}s"
+            actions.append(Sleep(name, reason))
+    actions.extend(holds)
+    return Plan(replicas=replicas, actions=tuple(actions))

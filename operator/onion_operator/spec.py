@@ -1,0 +1,238 @@
+"""The Onion spec as frozen pydantic models, parsed from the custom resource's `spec`.
+
+Everything the schema cannot check (regexes, budgets against warm layers, name lengths) is
+checked here and reported as one `InvalidSpec` error whose message names the field to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from onion_operator.constants import CORE, ROUTER
+from onion_operator.engines import ENGINES, Engine
+
+EngineName = Literal["tgi", "vllm", "llamacpp"]
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+class InvalidSpec(ValueError):
+    """The Onion's spec cannot be acted on; the message says which field and why."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration such as `10m`, `1h30m`, `2.5s` or `500ms`."""
+    text = text.strip()
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise ValueError(f"{text!r} is not a duration like 90s, 10m or 1h30m")
+    return total
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be a positive duration")
+    return seconds
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, alias_generator=to_camel, populate_by_name=True, extra="ignore"
+    )
+
+
+class Escalation(_Model):
+    """When THIS tier's own answer is rejected and the request goes one tier out."""
+
+    policy: Literal["none", "confidence", "self"] = "confidence"
+    threshold: float = -0.8
+    score: Literal["mean", "min", "firstK"] = "mean"
+    first_k: int = Field(default=8, ge=1)
+    sentinel: str = "[[ESCALATE]]"
+
+
+class Rule(_Model):
+    """A prompt feature that routes a request straight to this layer."""
+
+    regex: str | None = None
+    keywords: tuple[str, ...] | None = None
+    min_prompt_tokens: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Rule:
+        given = [k for k in ("regex", "keywords", "min_prompt_tokens") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("a rule has exactly one of regex, keywords, minPromptTokens")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as e:
+                raise ValueError(f"regex {self.regex!r} does not compile: {e}") from e
+        return self
+
+
+class _Workload(_Model):
+    """Fields shared by the core and the managed layers: how their pods run."""
+
+    model: str | None = None
+    served_model_name: str | None = None
+    engine: EngineName = "tgi"
+    image: str | None = None
+    args: tuple[str, ...] | None = None
+    env: tuple[dict[str, Any], ...] = ()
+    resources: dict[str, Any] | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    escalation: Escalation = Field(default_factory=Escalation)
+
+    @property
+    def engine_info(self) -> Engine:
+        return ENGINES[self.engine]
+
+    @property
+    def upstream_model(self) -> str:
+        """The model name the router sends upstream."""
+        return self.served_model_name or self.model or ""
+
+
+class Core(_Workload):
+    model: str
+    replicas: int = Field(default=1, ge=1)
+
+
+class Layer(_Workload):
+    name: str
+    endpoint: str | None = None
+    idle_timeout: float = 600.0
+    wake_timeout: float = 600.0
+    min_replicas: Literal[0, 1] = 0
+    rules: tuple[Rule, ...] = ()
+
+    _durations = field_validator("idle_timeout", "wake_timeout", mode="before")(
+        classmethod(lambda _cls, v: _positive_duration(v))
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v) or len(v) > 40:
+            raise ValueError(f"{v!r} must be a DNS label (a-z, 0-9, '-') of at most 40 characters")
+        if v in (CORE, ROUTER):
+            raise ValueError(f"{v!r} is reserved; choose another layer name")
+        return v
+
+    @model_validator(mode="after")
+    def _model_xor_endpoint(self) -> Layer:
+        if (self.model is None) == (self.endpoint is None):
+            raise ValueError(f"layer {self.name!r} needs exactly one of model or endpoint")
+        return self
+
+    @property
+    def managed(self) -> bool:
+        """A managed layer runs as a Deployment the operator wakes; an external one does not."""
+        return self.endpoint is None
+
+
+class RouterSettings(_Model):
+    replicas: int = Field(default=1, ge=0)
+    while_waking: Literal["wait", "fallback"] = "wait"
+    image: str | None = None
+    auth_secret_name: str | None = None
+    max_queue_per_layer: int = Field(default=64, ge=1)
+    stream_buffer_tokens: int = Field(default=16, ge=0)
+    heartbeat_seconds: float = Field(default=5, gt=0)
+    max_request_bytes: int = Field(default=1048576, ge=1)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+
+
+class ModelCache(_Model):
+    """A volume mounted at each engine's cache dir so weights survive a sleep."""
+
+    pvc_name: str | None = None
+    size: str | None = None
+    storage_class_name: str | None = None
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadOnlyMany"] = "ReadWriteMany"
+
+    @model_validator(mode="after")
+    def _pvc_xor_size(self) -> ModelCache:
+        if (self.pvc_name is None) == (self.size is None):
+            raise ValueError("modelCache needs exactly one of pvcName or size")
+        return self
+
+
+class OnionSpec(_Model):
+    core: Core
+    layers: tuple[Layer, ...] = ()
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    max_awake_layers: int | None = Field(default=None, ge=1)
+    # A layer whose demand was renewed this recently is in use: the GPU budget never evicts it.
+    eviction_grace_period: float = 10.0
+    model_cache: ModelCache | None = None
+
+    _grace = field_validator("eviction_grace_period", mode="before")(
+        classmethod(lambda _cls, v: _positive_duration(v))
+    )
+
+    @model_validator(mode="after")
+    def _semantics(self) -> OnionSpec:
+        names = [layer.name for layer in self.layers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"layer names must be unique; repeated: {', '.join(dupes)}")
+        warm = [layer.name for layer in self.layers if layer.managed and layer.min_replicas]
+        if self.max_awake_layers is not None and len(warm) > self.max_awake_layers:
+            raise ValueError(
+                f"maxAwakeLayers={self.max_awake_layers} is smaller than the number of warm "
+                f"layers (minReplicas: 1): {', '.join(warm)}; raise the budget or set "
+                "minReplicas: 0 on some of them"
+            )
+        return self
+
+    def layer(self, name: str) -> Layer | None:
+        return next((layer for layer in self.layers if layer.name == name), None)
+
+    @property
+    def managed_layers(self) -> tuple[Layer, ...]:
+        return tuple(layer for layer in self.layers if layer.managed)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = "spec"
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def parse_spec(name: str, spec: Mapping[str, Any]) -> OnionSpec:
+    """Parse an Onion's `spec`, or raise `InvalidSpec` naming every field to fix."""
+    try:
+        parsed = OnionSpec.model_validate(dict(spec))
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{_where(err['loc'])}: {msg}")
+        raise InvalidSpec("; ".join(problems)) from None
+    too_long = [layer.name for layer in parsed.layers if len(f"{name}-{layer.name}-demand") > 63]
+    if too_long:
+        raise InvalidSpec(
+            f"Onion name {name!r} plus layer name(s) {', '.join(too_long)} make child names "
+            "longer than 63 characters; shorten the Onion or layer names"
+        )
+    return parsed

@@ -1,0 +1,184 @@
+"""Pure construction of the Onion's `status`: per-layer phases and conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from onion_operator import constants as c
+from onion_operator.manifests import tier_url
+from onion_operator.planner import Observed, Plan, format_time
+from onion_operator.spec import OnionSpec
+
+Obj = dict[str, Any]
+
+
+def layer_phase(obs: Observed | None, wake_timeout: float | None, now: datetime) -> tuple[str, str]:
+    """Phase of a model Deployment and a one-line reason."""
+    if obs is None or obs.replicas is None:
+        return c.PHASE_DORMANT, "not created yet"
+    if obs.replicas == 0:
+        if obs.current_replicas > 0:
+            return c.PHASE_DRAINING, f"{obs.current_replicas} pod(s) stopping"
+        return c.PHASE_DORMANT, "0 replicas"
+    if obs.ready_replicas >= 1:
+        return c.PHASE_READY, f"{obs.ready_replicas}/{obs.replicas} replicas ready"
+    if obs.failure:
+        return c.PHASE_FAILED, obs.failure
+    if wake_timeout and obs.woken_at and (now - obs.woken_at).total_seconds() > wake_timeout:
+        return c.PHASE_FAILED, f"not Ready {wake_timeout:g}s (wakeTimeout) after waking"
+    return c.PHASE_WAKING, "waiting for a Ready pod"
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[Obj]:
+    """Conditions with `type_` set; lastTransitionTime moves only when the status flips."""
+    value = "True" if status else "False"
+    out: list[Obj] = []
+    old = next((cond for cond in conditions if cond.get("type") == type_), None)
+    since = old.get("lastTransitionTime") if old and old.get("status") == value else None
+    new = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": since or format_time(now).split(".")[0] + "Z",
+    }
+    out = [dict(cond) for cond in conditions if cond.get("type") != type_]
+    out.append(new)
+    return sorted(out, key=lambda cond: str(cond.get("type")))
+
+
+def _previous_layers(previous: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {entry.get("name", ""): entry for entry in previous.get("layers") or []}
+
+
+def build_status(
+    spec: OnionSpec,
+    onion: str,
+    namespace: str,
+    generation: int,
+    observed: Mapping[str, Observed],
+    demand: Mapping[str, datetime | None],
+    plan: Plan,
+    previous: Mapping[str, Any],
+    now: datetime,
+) -> Obj:
+    """The whole status: the core first, then each layer inside -> out, and conditions."""
+    prev_layers = _previous_layers(previous)
+    held = {hold.layer: hold.reason for hold in plan.holds()}
+    core_obs = observed.get(c.CORE)
+    core_phase, core_msg = layer_phase(core_obs, None, now)
+    if core_phase == c.PHASE_DORMANT and core_obs is not None and core_obs.replicas:
+        core_phase = c.PHASE_WAKING
+    layers: list[Obj] = [
+        {
+            "name": c.CORE,
+            "phase": core_phase,
+            "managed": False,
+            "replicas": core_obs.replicas or 0 if core_obs else 0,
+            "readyReplicas": core_obs.ready_replicas if core_obs else 0,
+            "endpoint": c.service_url(onion, c.CORE, namespace),
+            "message": core_msg,
+        }
+    ]
+    for layer in spec.layers:
+        entry: Obj = {
+            "name": layer.name,
+            "managed": layer.managed,
+            "endpoint": tier_url(layer, onion, namespace),
+        }
+        if not layer.managed:
+            entry.update(
+                phase=c.PHASE_READY,
+                replicas=0,
+                readyReplicas=0,
+                message="external endpoint, assumed awake",
+            )
+            layers.append(entry)
+            continue
+        obs = observed.get(layer.name)
+        phase, message = layer_phase(obs, layer.wake_timeout, now)
+        if layer.name in held and phase == c.PHASE_DORMANT:
+            message = f"demand waiting: {held[layer.name]}"
+        prev = prev_layers.get(layer.name, {})
+        entry.update(
+            phase=phase,
+            message=message,
+            replicas=obs.replicas or 0 if obs else 0,
+            readyReplicas=obs.ready_replicas if obs else 0,
+            wakeCount=obs.wake_count if obs else 0,
+        )
+        last_demand = demand.get(layer.name)
+        if last_demand is not None:
+            entry["lastDemandTime"] = format_time(last_demand)
+        woken_at = format_time(obs.woken_at) if obs and obs.woken_at else None
+        if prev.get("lastWakeSeconds") is not None:
+            entry["lastWakeSeconds"] = prev["lastWakeSeconds"]
+        if prev.get("wokenAt"):
+            entry["wokenAt"] = prev["wokenAt"]
+        # A wake finished since we last looked: its cold-start time is now - woken-at.
+        if phase == c.PHASE_READY and obs and obs.woken_at and prev.get("wokenAt") != woken_at:
+            entry["lastWakeSeconds"] = round((now - obs.woken_at).total_seconds(), 3)
+            entry["wokenAt"] = woken_at
+        layers.append(entry)
+
+    conditions = set_condition(
+        previous.get("conditions") or [],
+        c.COND_INVALID_SPEC,
+        False,
+        "Valid",
+        "spec accepted",
+        generation,
+        now,
+    )
+    core_ready = core_phase == c.PHASE_READY
+    failed = [e["name"] for e in layers if e["phase"] == c.PHASE_FAILED]
+    if not core_ready:
+        reason, message = "CoreNotReady", f"core: {core_msg}"
+    elif failed:
+        reason, message = "LayerFailed", f"failed layer(s): {', '.join(failed)}"
+    else:
+        reason, message = "CoreReady", "core is Ready; outer layers wake on demand"
+    conditions = set_condition(
+        conditions, c.COND_READY, core_ready and not failed, reason, message, generation, now
+    )
+    managed = [e for e in layers[1:] if e["managed"]]
+    return {
+        "observedGeneration": generation,
+        "layers": layers,
+        "layerCount": len(spec.layers),
+        "awakeLayers": sum(1 for e in managed if e["replicas"] > 0),
+        "readyLayers": sum(1 for e in managed if e["phase"] == c.PHASE_READY),
+        "conditions": conditions,
+    }
+
+
+def invalid_status(
+    previous: Mapping[str, Any], generation: int, message: str, now: datetime
+) -> Obj:
+    """The previous status with InvalidSpec=True: the cluster is left as it was."""
+    conditions = set_condition(
+        previous.get("conditions") or [],
+        c.COND_INVALID_SPEC,
+        True,
+        "InvalidSpec",
+        message,
+        generation,
+        now,
+    )
+    conditions = set_condition(
+        conditions, c.COND_READY, False, "InvalidSpec", f"spec rejected: {message}", generation, now
+    )
+    out = {k: v for k, v in previous.items() if k != "conditions"}
+    out["conditions"] = conditions
+    return out

@@ -1,0 +1,41 @@
+"""`onion-router --config FILE [--host H --port P]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from onion_router.app import create_app
+from onion_router.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="onion-router", description=__doc__)
+    parser.add_argument("--config", required=True, help="router config YAML")
+    parser.add_argument("--host", help="overrides listen.host")
+    parser.add_argument("--port", type=int, help="overrides listen.port")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"onion-router: {err}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_app(config),
+        host=args.host or config.listen.host,
+        port=args.port if args.port is not None else config.listen.port,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

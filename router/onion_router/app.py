@@ -1,0 +1,398 @@
+"""The HTTP front door: `create_app(config)`; the lifespan owns the HTTP pool and the layer link.
+
+Routes stay thin: read and parse the body, plan, hand over to the Escalator, shape the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx2
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.responses import Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from onion_router.config import RouterConfig
+from onion_router.escalation import Answering, Escalator, Holding, StreamEvent
+from onion_router.layers import LayerLink, Layers, Refused, StaticLink
+from onion_router.metrics import Metrics
+from onion_router.protocol import (
+    ChatRequest,
+    Meta,
+    ProtocolError,
+    StreamShaper,
+    error_body,
+    heartbeat,
+    parse_chat,
+    parse_completions,
+    parse_tgi,
+    render_answer,
+    tgi_error_body,
+)
+from onion_router.upstream import Upstream, UpstreamError
+
+log = logging.getLogger("onion_router")
+T = TypeVar("T")
+
+UNAUTHENTICATED = frozenset({"/health", "/ready", "/metrics"})
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
+
+
+class RequestIdMiddleware:
+    """Propagate the client's X-Request-Id or mint one; every response carries it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value[:128]
+                break
+        if not rid:
+            rid = uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = rid.decode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class Keys:
+    """Bearer keys from a file (one per line), re-read when the file (a mounted Secret) changes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._mtime: float | None = None
+        self._keys: list[bytes] = []
+        self._checked = 0.0
+
+    def _load(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < 1.0 and self._mtime is not None:
+            return
+        self._checked = now
+        try:
+            mtime = os.stat(self.path).st_mtime
+        except OSError:
+            self._keys, self._mtime = [], None
+            return
+        if mtime != self._mtime:
+            with open(self.path, "rb") as handle:
+                lines = handle.read().splitlines()
+            self._keys = [k.strip() for k in lines if k.strip() and not k.startswith(b"#")]
+            self._mtime = mtime
+
+    def allows(self, authorization: str | None) -> bool:
+        self._load()
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return False
+        given = authorization[7:].strip().encode()
+        return any(hmac.compare_digest(given, key) for key in self._keys)
+
+
+@dataclass
+class Services:
+    """What the lifespan builds and the routes use."""
+
+    escalator: Escalator
+    layers: Layers
+    upstreams: dict[str, Upstream]
+    metrics: Metrics
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body).encode(), status, headers, media_type="application/json")
+
+
+def _tgi(kind: str) -> bool:
+    return kind in ("tgi", "tgi_list")
+
+
+def _failure(err: Exception, kind: str) -> Response:
+    """One mapping from our exceptions to HTTP errors, in the client protocol's error shape."""
+    headers: dict[str, str] = {}
+    param = None
+    if isinstance(err, ProtocolError):
+        status, message, code, param = err.status, err.message, err.code, err.param
+    elif isinstance(err, Refused):
+        status, message, code = err.status, err.message, err.code
+        if err.retry_after is not None:
+            headers["Retry-After"] = str(err.retry_after)
+    elif isinstance(err, UpstreamError):
+        status, message, code = err.status, err.message, err.code
+    else:
+        raise err
+    body = tgi_error_body(message, code) if _tgi(kind) else error_body(status, message, code, param)
+    return _json(body, status, headers)
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(
+            f"request body is larger than {limit} bytes", status=413, code="request_too_large"
+        )
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise ProtocolError(
+                f"request body is larger than {limit} bytes", status=413, code="request_too_large"
+            )
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ProtocolError(f"request body is not valid JSON: {err}") from None
+
+
+async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run `work` unless the client leaves first; then cancel it (closing upstream calls)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise ClientGone
+    return task.result()
+
+
+def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAPI:
+    """The router app. `link` replaces the Kubernetes (or static) layer link, e.g. in tests."""
+    services: Services | None = None
+    keys = Keys(config.auth.keys_file) if config.auth else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nonlocal services
+        chosen = link
+        if chosen is None and config.kubernetes.enabled:
+            from onion_router.kube import KubeLink  # only in cluster mode
+
+            chosen = KubeLink(config.kubernetes.namespace, config.kubernetes.onion)
+        layers = Layers(config, chosen or StaticLink(config.tiers))
+        limits = httpx2.Limits(max_connections=1024, max_keepalive_connections=256)
+        async with httpx2.AsyncClient(
+            limits=limits, timeout=config.upstream_timeout_seconds, follow_redirects=False
+        ) as pool:
+            upstreams = {
+                t.name: Upstream(t, pool, config.upstream_timeout_seconds) for t in config.tiers
+            }
+            metrics = Metrics()
+            services = Services(
+                Escalator(config, layers, upstreams, metrics), layers, upstreams, metrics
+            )
+            await layers.start()
+            try:
+                yield
+            finally:
+                await layers.close()
+                services = None
+
+    app = FastAPI(
+        title="onion-router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.add_middleware(RequestIdMiddleware)
+
+    def svc() -> Services:
+        assert services is not None, "the app's lifespan has not started"
+        return services
+
+    @app.middleware("http")
+    async def authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        path = request.url.path
+        if (
+            keys
+            and path not in UNAUTHENTICATED
+            and not keys.allows(request.headers.get("authorization"))
+        ):
+            body = error_body(401, "missing or invalid bearer token", "invalid_api_key")
+            return _json(body, 401, {"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, err: HTTPException) -> Response:
+        code = "not_found" if err.status_code == 404 else "http_error"
+        return _json(error_body(err.status_code, str(err.detail), code), err.status_code)
+
+    async def serve(
+        request: Request,
+        parse: Callable[[Any], ChatRequest],
+        endpoint: str,
+    ) -> Response:
+        s = svc()
+        kind = "tgi" if endpoint.startswith("/generate") else "chat"
+        started = time.perf_counter()
+        try:
+            chat = parse(await _read_json(request, config.max_request_bytes))
+            kind = chat.kind
+            chat = chat.with_id(request.state.request_id)
+            plan = s.escalator.plan(chat)
+            if chat.stream:
+                return await stream(request, chat, s.escalator.stream(chat, plan), endpoint)
+            outcome = await _until_disconnect(request, s.escalator.complete(chat, plan))
+        except ClientGone:
+            s.metrics.requests.labels(endpoint, "", "client_gone").inc()
+            return Response(status_code=499)
+        except (ProtocolError, Refused, UpstreamError) as err:
+            s.metrics.requests.labels(endpoint, "", "error").inc()
+            s.metrics.refusals.labels(getattr(err, "code", "error")).inc()
+            return _failure(err, kind)
+        s.metrics.requests.labels(endpoint, outcome.meta.layer, "ok").inc()
+        s.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return _json(
+            render_answer(chat, outcome.answer, outcome.meta), headers=outcome.meta.headers()
+        )
+
+    async def stream(
+        request: Request, chat: ChatRequest, events: AsyncGenerator[StreamEvent], endpoint: str
+    ) -> Response:
+        s = svc()
+        try:
+            first = await _until_disconnect(request, events.__anext__())
+        except BaseException:
+            await events.aclose()
+            raise
+        if isinstance(first, Answering):
+            headers = first.meta.headers()
+        elif isinstance(first, Holding):
+            headers = {"X-Onion-Layer": first.tier, "X-Onion-Path": "", "X-Onion-Held": "true"}
+        else:  # pragma: no cover - the escalator always announces the answering tier first
+            raise AssertionError(f"unexpected first stream event {first!r}")
+        shaper = StreamShaper(chat)
+
+        async def body() -> AsyncIterator[bytes]:
+            meta = Meta("", ())
+            event: StreamEvent = first
+            outcome = "ok"
+            try:
+                while True:
+                    if isinstance(event, Holding):
+                        yield heartbeat(event.tier, event.phase, event.waited, event.timeout)
+                    elif isinstance(event, Answering):
+                        meta = event.meta
+                    else:
+                        data = shaper.chunk(event, meta)
+                        if data:
+                            yield data
+                    try:
+                        event = await events.__anext__()
+                    except StopAsyncIteration:
+                        break
+                yield shaper.done()
+            except (Refused, UpstreamError) as err:
+                outcome = "error"
+                s.metrics.refusals.labels(err.code).inc()
+                yield shaper.error(err.status, err.message, err.code)
+            except asyncio.CancelledError:
+                outcome = "client_gone"
+                raise
+            finally:
+                await events.aclose()
+                s.metrics.requests.labels(endpoint, meta.layer, outcome).inc()
+
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"
+        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await serve(request, parse_chat, "/v1/chat/completions")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await serve(request, parse_completions, "/v1/completions")
+
+    @app.post("/generate")
+    async def generate(request: Request) -> Response:
+        return await serve(request, lambda b: parse_tgi(b, stream=False), "/generate")
+
+    @app.post("/generate_stream")
+    async def generate_stream(request: Request) -> Response:
+        return await serve(request, lambda b: parse_tgi(b, stream=True), "/generate_stream")
+
+    @app.post("/")
+    async def tgi_root(request: Request) -> Response:
+        return await serve(
+            request, lambda b: parse_tgi(b, stream=None, kind="tgi_list"), "/generate"
+        )
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        ids = ["onion", *(f"onion/{t.name}" for t in config.tiers)]
+        return _json(
+            {
+                "object": "list",
+                "data": [
+                    {"id": i, "object": "model", "created": 0, "owned_by": "onion"} for i in ids
+                ],
+            }
+        )
+
+    @app.get("/health")
+    async def health() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        core = config.tiers[0].name
+        if await svc().upstreams[core].reachable():
+            return _json({"ready": True, "core": core})
+        return _json(
+            error_body(503, f"core layer {core!r} is not reachable", "core_unreachable"), 503
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(svc().metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/status")
+    async def status() -> Response:
+        s = svc()
+        tiers = s.layers.snapshot()
+        for entry, tier in zip(tiers, config.tiers, strict=True):
+            entry["url"] = tier.url
+            entry["policy"] = tier.escalation.policy
+        return _json(
+            {
+                "whileWaking": config.while_waking,
+                "kubernetes": config.kubernetes.model_dump(by_alias=True),
+                "layers": tiers,
+                "recentEscalations": s.metrics.recent_escalations(),
+            }
+        )
+
+    return app

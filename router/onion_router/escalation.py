@@ -1,0 +1,264 @@
+"""The escalation loop: ask a tier, judge its answer by that tier's policy, go one tier out
+when it is rejected; wake and hold tiers on the way. Non-streaming and streaming."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, replace
+
+from onion_router.config import RouterConfig, Tier
+from onion_router.layers import READY, Layers
+from onion_router.metrics import Metrics
+from onion_router.policies import (
+    Verdict,
+    fallback_tier,
+    judge,
+    judge_prefix,
+    looks_uncertain,
+    resolve_model,
+    self_instruction,
+    start_tier,
+    strip_sentinel,
+)
+from onion_router.protocol import Answer, ChatRequest, Chunk, Meta, ProtocolError
+from onion_router.upstream import Upstream, UpstreamError, UpstreamStream
+
+
+@dataclass(frozen=True)
+class Plan:
+    start: int
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class Holding:
+    """Stream event: still waiting for a tier to wake."""
+
+    tier: str
+    phase: str
+    waited: float
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Answering:
+    """Stream event: this tier's answer stands; its chunks follow."""
+
+    meta: Meta
+
+
+StreamEvent = Holding | Answering | Chunk
+
+
+@dataclass(frozen=True)
+class Outcome:
+    answer: Answer
+    meta: Meta
+
+
+class Escalator:
+    def __init__(
+        self, config: RouterConfig, layers: Layers, upstreams: dict[str, Upstream], metrics: Metrics
+    ) -> None:
+        self.config = config
+        self.tiers = config.tiers
+        self.layers = layers
+        self.upstreams = upstreams
+        self.metrics = metrics
+
+    # --- planning --------------------------------------------------------------------------
+
+    def plan(self, request: ChatRequest) -> Plan:
+        choice = resolve_model(request.model, [t.name for t in self.tiers])
+        if not choice.known:
+            names = ", ".join(["onion", *(f"onion/{t.name}" for t in self.tiers)])
+            raise ProtocolError(
+                f"model {request.model!r} does not exist; use one of: {names}",
+                status=404,
+                param="model",
+                code="model_not_found",
+            )
+        if choice.pinned is not None:
+            return Plan(self.config.index(choice.pinned), pinned=True)
+        return Plan(start_tier(self.tiers, request.prompt), pinned=False)
+
+    def _judges(self, plan: Plan, index: int) -> bool:
+        policy = self.tiers[index].escalation.policy
+        return not plan.pinned and index < len(self.tiers) - 1 and policy != "none"
+
+    def _prepare(self, tier: Tier, request: ChatRequest) -> ChatRequest:
+        instruction = self_instruction(tier.escalation)
+        return request.with_system(instruction) if instruction else request
+
+    def _next_sleeping(self, index: int) -> Tier | None:
+        """The next tier out if it is managed and not awake (early wake is worth it)."""
+        if index + 1 >= len(self.tiers):
+            return None
+        nxt = self.tiers[index + 1]
+        return nxt if nxt.managed and self.layers.phase(nxt.name) != READY else None
+
+    def _fallback_from(self, index: int) -> int | None:
+        """With `whileWaking: fallback`, the tier to answer instead of a sleeping one."""
+        if self.config.while_waking != "fallback" or self.layers.phase(self.tiers[index].name) == (
+            READY
+        ):
+            return None
+        self.layers.demand(self.tiers[index].name)  # it still wakes, for the next requests
+        return fallback_tier(self.layers.awake(), index)
+
+    def _record(self, tier: Tier, verdict: Verdict, escalated_to: str | None) -> None:
+        self.metrics.judged(tier.name, verdict.accept, escalated_to)
+
+    # --- non-streaming ---------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest, plan: Plan) -> Outcome:
+        path: list[str] = []
+        index = plan.start
+        rejected: Outcome | None = None
+        degraded = False
+        while True:
+            fallback = self._fallback_from(index)
+            if fallback is not None:
+                if rejected is not None:
+                    return replace(rejected, meta=replace(rejected.meta, degraded=True))
+                index, degraded = fallback, True
+            tier = self.tiers[index]
+            try:
+                async with self.layers.admit(tier.name) as admission:
+                    await admission.wait()
+                    path.append(tier.name)
+                    answer = await self._ask(tier, index, request)
+            except UpstreamError:
+                if rejected is not None and self.config.while_waking == "fallback":
+                    return replace(rejected, meta=replace(rejected.meta, degraded=True))
+                raise
+            answer.text = strip_sentinel(tier.escalation, answer.text)
+            outcome = Outcome(answer, Meta(tier.name, tuple(path), degraded))
+            if degraded or not self._judges(plan, index):
+                return outcome
+            verdict = judge(tier.escalation, answer.text, [t.logprob for t in answer.tokens])
+            if verdict.accept:
+                self._record(tier, verdict, None)
+                return outcome
+            self._record(tier, verdict, self.tiers[index + 1].name)
+            rejected, index = outcome, index + 1
+
+    async def _ask(self, tier: Tier, index: int, request: ChatRequest) -> Answer:
+        upstream = self.upstreams[tier.name]
+        prepared = self._prepare(tier, request)
+        logprobs = tier.escalation.policy == "confidence"
+        if self._next_sleeping(index) is None or tier.escalation.policy == "none":
+            return await upstream.complete(prepared, logprobs=logprobs)
+        # The next tier sleeps: stream internally so its wake can start on the first tokens.
+        stream = await upstream.open_stream(prepared, logprobs=logprobs)
+        async with contextlib.aclosing(stream):
+            return await self._collect(tier, index, stream)
+
+    async def _collect(self, tier: Tier, index: int, stream: UpstreamStream) -> Answer:
+        text, tokens, finish, usage, first = "", [], None, None, None
+        woke = False
+        async for chunk in stream:
+            first = first or chunk.raw
+            text += chunk.text
+            tokens.extend(chunk.tokens)
+            finish = chunk.finish_reason or finish
+            usage = chunk.usage or usage
+            if not woke:
+                woke = self._early_wake(tier, index, text, [t.logprob for t in tokens])
+        raw = {
+            "id": (first or {}).get("id"),
+            "object": "chat.completion",
+            "created": (first or {}).get("created") or int(time.time()),
+            "model": (first or {}).get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": usage,
+        }
+        return Answer(text, tokens, finish, usage, raw)
+
+    def _early_wake(self, tier: Tier, index: int, text: str, logprobs: list[float]) -> bool:
+        nxt = self._next_sleeping(index)
+        if nxt is None or not looks_uncertain(tier.escalation, text, logprobs):
+            return False
+        self.metrics.early_wake(nxt.name)
+        self.layers.demand(nxt.name)
+        return True
+
+    # --- streaming -------------------------------------------------------------------------
+
+    async def stream(self, request: ChatRequest, plan: Plan) -> AsyncGenerator[StreamEvent]:
+        """Events for one streaming answer; buffers each judged tier's first tokens to decide."""
+        path: list[str] = []
+        index = plan.start
+        degraded = False
+        heartbeat = self.config.heartbeat_seconds
+        while True:
+            fallback = self._fallback_from(index)
+            if fallback is not None:
+                index, degraded = fallback, True
+            tier = self.tiers[index]
+            async with self.layers.admit(tier.name) as admission:
+                while not await admission.wait(heartbeat):
+                    yield Holding(tier.name, admission.phase, admission.waited, admission.timeout)
+                path.append(tier.name)
+                upstream = await self.upstreams[tier.name].open_stream(
+                    self._prepare(tier, request),
+                    logprobs=tier.escalation.policy == "confidence",
+                )
+                async with contextlib.aclosing(upstream):
+                    judges = self._judges(plan, index) and not degraded
+                    buffered, verdict = await self._buffer(tier, index, upstream, judges)
+                    if verdict is not None and not verdict.accept:
+                        nxt = self.tiers[index + 1]
+                        if self._fallback_from(index + 1) is None:
+                            self._record(tier, verdict, nxt.name)
+                            index += 1
+                            continue
+                        degraded = True  # the outer tier sleeps: keep this answer, marked
+                    elif verdict is not None:
+                        self._record(tier, verdict, None)
+                    yield Answering(Meta(tier.name, tuple(path), degraded))
+                    for chunk in buffered:
+                        yield self._clean(tier, chunk)
+                    async for chunk in upstream:
+                        yield self._clean(tier, chunk)
+                    return
+
+    async def _buffer(
+        self, tier: Tier, index: int, upstream: UpstreamStream, judges: bool
+    ) -> tuple[list[Chunk], Verdict | None]:
+        """Read first tokens until the tier's policy can decide (or the answer ends)."""
+        if not judges:
+            return [], None
+        buffered: list[Chunk] = []
+        text, count = "", 0
+        logprobs: list[float] = []
+        woke = False
+        async for chunk in upstream:
+            buffered.append(chunk)
+            text += chunk.text
+            logprobs.extend(t.logprob for t in chunk.tokens)
+            count += len(chunk.tokens) or (1 if chunk.text else 0)
+            if not woke:
+                woke = self._early_wake(tier, index, text, logprobs)
+            if count >= self.config.stream_buffer_tokens:
+                verdict = judge_prefix(tier.escalation, text, logprobs, done=False)
+                if verdict is not None:
+                    return buffered, verdict
+        return buffered, judge(tier.escalation, text, logprobs)
+
+    @staticmethod
+    def _clean(tier: Tier, chunk: Chunk) -> Chunk:
+        if tier.escalation.policy == "self" and tier.escalation.sentinel in chunk.text:
+            return replace(chunk, text=chunk.text.replace(tier.escalation.sentinel, ""))
+        return chunk
+
+
+__all__ = ["Answering", "Escalator", "Holding", "Outcome", "Plan", "StreamEvent", "UpstreamError"]

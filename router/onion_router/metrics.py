@@ -1,0 +1,70 @@
+"""Prometheus metrics and the recent escalation counts /status shows; one registry per app."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+RECENT_SECONDS = 300.0
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "onion_router_requests",
+            "Answered requests by endpoint, answering layer and outcome",
+            ["endpoint", "layer", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "onion_router_request_seconds",
+            "Time to the complete answer (non-streaming)",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+        )
+        self.judgements = Counter(
+            "onion_router_judgements",
+            "Answers judged by a layer's policy",
+            ["layer", "verdict"],
+            registry=self.registry,
+        )
+        self.escalations = Counter(
+            "onion_router_escalations",
+            "Escalations from one layer to the next",
+            ["source", "target"],
+            registry=self.registry,
+        )
+        self.early_wakes = Counter(
+            "onion_router_early_wakes",
+            "Demand recorded early from uncertain first tokens",
+            ["layer"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "onion_router_refusals",
+            "Requests refused (queue full, wake timeout, upstream error)",
+            ["code"],
+            registry=self.registry,
+        )
+        self._recent: deque[tuple[float, str, str]] = deque(maxlen=10_000)
+
+    def judged(self, layer: str, accept: bool, escalated_to: str | None) -> None:
+        self.judgements.labels(layer, "accept" if accept else "escalate").inc()
+        if escalated_to is not None:
+            self.escalations.labels(layer, escalated_to).inc()
+            self._recent.append((time.monotonic(), layer, escalated_to))
+
+    def early_wake(self, layer: str) -> None:
+        self.early_wakes.labels(layer).inc()
+
+    def recent_escalations(self) -> dict[str, int]:
+        """Escalations in the last five minutes, keyed "source->target"."""
+        horizon = time.monotonic() - RECENT_SECONDS
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+        return dict(Tally(f"{src}->{dst}" for _, src, dst in self._recent))

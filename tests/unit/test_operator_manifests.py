@@ -1,0 +1,257 @@
+"""The pure builders: children, router config and least-privilege RBAC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from onion_operator.manifests import (
+    Owner,
+    build_children,
+    build_model_deployment,
+    build_router_config,
+)
+from onion_operator.spec import parse_spec
+
+OWNER = Owner("chat", "ns1", "uid-1")
+
+SPEC = {
+    "core": {"model": "HuggingFaceTB/SmolLM2-1.7B-Instruct"},
+    "layers": [
+        {
+            "name": "mid",
+            "model": "Qwen/Qwen2.5-14B-Instruct",
+            "wakeTimeout": "5m",
+            "rules": [
+                {"regex": "(?i)prove|theorem"},
+                {"keywords": ["sql", "database"]},
+                {"minPromptTokens": 2000},
+            ],
+        },
+        {
+            "name": "remote",
+            "endpoint": "https://api.example.com/v1",
+            "servedModelName": "big",
+            "escalation": {"policy": "none"},
+        },
+    ],
+    "router": {"authSecretName": "router-keys"},
+}
+
+
+def by_kind_name(objs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objs}
+
+
+def test_children_are_owned_labelled_and_complete() -> None:
+    objs = by_kind_name(build_children(OWNER, parse_spec("chat", SPEC), {"mid": 0}))
+    assert set(objs) == {
+        ("Deployment", "chat-core"),
+        ("Service", "chat-core"),
+        ("Lease", "chat-mid-demand"),
+        ("Deployment", "chat-mid"),
+        ("Service", "chat-mid"),
+        ("ConfigMap", "chat-router"),
+        ("ServiceAccount", "chat-router"),
+        ("Role", "chat-router"),
+        ("RoleBinding", "chat-router"),
+        ("Deployment", "chat-router"),
+        ("Service", "chat-router"),
+    }
+    for obj in objs.values():
+        meta = obj["metadata"]
+        assert meta["namespace"] == "ns1"
+        assert meta["ownerReferences"][0]["uid"] == "uid-1"
+        assert meta["labels"]["onion.dev/onion"] == "chat"
+    lease = objs[("Lease", "chat-mid-demand")]
+    assert lease["metadata"]["labels"]["onion.dev/component"] == "demand"
+    assert "renewTime" not in lease["spec"]  # the router's field, never the operator's
+    assert objs[("Deployment", "chat-mid")]["spec"]["replicas"] == 0
+    assert objs[("Deployment", "chat-core")]["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize(
+    ("engine", "image", "port", "args", "gpu", "cache"),
+    [
+        (
+            "tgi",
+            "ghcr.io/huggingface/text-generation-inference:3.3.4",
+            8080,
+            ["--model-id", "org/m", "--hostname", "0.0.0.0", "--port", "8080"],
+            1,
+            "/data",
+        ),
+        (
+            "vllm",
+            "vllm/vllm-openai:v0.10.1",
+            8000,
+            [
+                "--model",
+                "org/m",
+                "--served-model-name",
+                "org/m",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "8000",
+            ],
+            1,
+            "/root/.cache/huggingface",
+        ),
+        (
+            "llamacpp",
+            "ghcr.io/ggml-org/llama.cpp:server",
+            8080,
+            ["-hf", "org/m", "--alias", "org/m", "--host", "0.0.0.0", "--port", "8080"],
+            None,
+            "/models",
+        ),
+    ],
+)
+def test_engine_defaults(
+    engine: str, image: str, port: int, args: list[str], gpu: int | None, cache: str
+) -> None:
+    spec = parse_spec(
+        "chat", {"core": {"model": "org/m", "engine": engine}, "modelCache": {"pvcName": "weights"}}
+    )
+    dep = build_model_deployment(OWNER, "core", spec.core, 1, spec.model_cache)
+    ctr = dep["spec"]["template"]["spec"]["containers"][0]
+    assert ctr["image"] == image
+    assert ctr["args"] == args
+    assert ctr["ports"][0]["containerPort"] == port
+    assert ctr["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert ctr["resources"].get("limits", {}).get("nvidia.com/gpu") == gpu
+    mount = next(m for m in ctr["volumeMounts"] if m["name"] == "model-cache")
+    assert mount["mountPath"] == cache
+    volume = next(
+        v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "model-cache"
+    )
+    assert volume["persistentVolumeClaim"]["claimName"] == "weights"
+
+
+def test_overrides_win_over_engine_defaults() -> None:
+    spec = parse_spec(
+        "chat",
+        {
+            "core": {
+                "model": "/models/q.gguf",
+                "engine": "llamacpp",
+                "image": "my/llama:1",
+                "args": ["--custom"],
+                "resources": {"limits": {"cpu": "4"}},
+                "podAnnotations": {"pod-ready.stage.kwok.x-k8s.io/delay": "2s"},
+            }
+        },
+    )
+    dep = build_model_deployment(OWNER, "core", spec.core, 1, None)
+    ctr = dep["spec"]["template"]["spec"]["containers"][0]
+    assert (ctr["image"], ctr["args"], ctr["resources"]) == (
+        "my/llama:1",
+        ["--custom"],
+        {"limits": {"cpu": "4"}},
+    )
+    assert dep["spec"]["template"]["metadata"]["annotations"] == {
+        "pod-ready.stage.kwok.x-k8s.io/delay": "2s"
+    }
+
+
+def test_router_config_matches_the_contract() -> None:
+    config = build_router_config(parse_spec("chat", SPEC), "ns1", "chat")
+    assert config["listen"] == {"host": "0.0.0.0", "port": 8080}
+    assert config["kubernetes"] == {"enabled": True, "namespace": "ns1", "onion": "chat"}
+    assert config["auth"] == {"keysFile": "/etc/onion/auth/keys"}
+    assert (
+        config["whileWaking"],
+        config["maxQueuePerLayer"],
+        config["streamBufferTokens"],
+        config["heartbeatSeconds"],
+        config["maxRequestBytes"],
+    ) == ("wait", 64, 16, 5, 1048576)
+    core, mid, remote = config["tiers"]
+    assert core == {
+        "name": "core",
+        "url": "http://chat-core.ns1.svc:80",
+        "model": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+        "engine": "tgi",
+        "managed": False,
+        "lease": None,
+        "wakeTimeoutSeconds": 0,
+        "escalation": {
+            "policy": "confidence",
+            "threshold": -0.8,
+            "score": "mean",
+            "firstK": 8,
+            "sentinel": "[[ESCALATE]]",
+        },
+        "rules": [],
+    }
+    assert mid["url"] == "http://chat-mid.ns1.svc:80"
+    assert (mid["managed"], mid["lease"], mid["wakeTimeoutSeconds"]) == (
+        True,
+        "chat-mid-demand",
+        300,
+    )
+    assert mid["rules"] == [
+        {"regex": "(?i)prove|theorem"},
+        {"keywords": ["sql", "database"]},
+        {"minPromptTokens": 2000},
+    ]
+    assert remote["url"] == "https://api.example.com/v1"
+    assert (remote["managed"], remote["lease"], remote["model"]) == (False, None, "big")
+    assert remote["escalation"]["policy"] == "none"
+
+
+def test_no_auth_key_without_secret() -> None:
+    config = build_router_config(parse_spec("chat", {"core": {"model": "m"}}), "ns1", "chat")
+    assert "auth" not in config and [t["name"] for t in config["tiers"]] == ["core"]
+
+
+def test_router_rbac_is_least_privilege() -> None:
+    objs = by_kind_name(build_children(OWNER, parse_spec("chat", SPEC), {}))
+    role = objs[("Role", "chat-router")]
+    assert role["rules"] == [
+        {"apiGroups": ["onion.dev"], "resources": ["onions"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["chat-mid-demand"],
+            "verbs": ["get", "patch", "update"],
+        },
+    ]
+    binding = objs[("RoleBinding", "chat-router")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "chat-router", "namespace": "ns1"}
+    ]
+
+
+def test_router_deployment_mounts_config_and_rolls_on_change() -> None:
+    spec = parse_spec("chat", SPEC)
+    objs = by_kind_name(build_children(OWNER, spec, {}))
+    dep = objs[("Deployment", "chat-router")]
+    pod = dep["spec"]["template"]["spec"]
+    ctr = pod["containers"][0]
+    assert ctr["command"] == ["onion-router", "--config", "/etc/onion/config.yaml"]
+    assert ctr["image"] == "ghcr.io/onion-of-experts/onion:0.1.0"
+    assert pod["serviceAccountName"] == "chat-router"
+    assert {m["mountPath"] for m in ctr["volumeMounts"]} == {"/etc/onion", "/etc/onion/auth"}
+    config = yaml.safe_load(objs[("ConfigMap", "chat-router")]["data"]["config.yaml"])
+    assert config["tiers"][1]["name"] == "mid"
+    changed = parse_spec("chat", {**SPEC, "router": {"whileWaking": "fallback"}})
+    dep2 = by_kind_name(build_children(OWNER, changed, {}))[("Deployment", "chat-router")]
+    hash_key = "onion.dev/config-hash"
+    assert (
+        dep["spec"]["template"]["metadata"]["annotations"][hash_key]
+        != dep2["spec"]["template"]["metadata"]["annotations"][hash_key]
+    )
+
+
+def test_model_cache_size_creates_a_claim() -> None:
+    spec = parse_spec("chat", {"core": {"model": "m"}, "modelCache": {"size": "200Gi"}})
+    objs = by_kind_name(build_children(OWNER, spec, {}))
+    pvc = objs[("PersistentVolumeClaim", "chat-model-cache")]
+    assert pvc["spec"] == {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": "200Gi"}},
+    }

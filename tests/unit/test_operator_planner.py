@@ -1,0 +1,186 @@
+"""The planner: wake, sleep, warm minimum and GPU budget, with an explicit clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from onion_operator.planner import (
+    Hold,
+    Observed,
+    Sleep,
+    Wake,
+    lease_demand,
+    observe_deployment,
+    plan,
+)
+from onion_operator.spec import parse_spec
+
+NOW = datetime(2026, 11, 28, 18, 0, 0, tzinfo=UTC)
+
+
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+def spec_of(*layers: dict[str, Any], **extra: Any) -> Any:
+    return parse_spec("o", {"core": {"model": "small"}, "layers": list(layers), **extra})
+
+
+MID = {"name": "mid", "model": "m", "idleTimeout": "60s"}
+BIG = {"name": "big", "model": "b", "idleTimeout": "60s"}
+REMOTE = {"name": "remote", "endpoint": "https://example.com/v1"}
+UP = Observed(replicas=1, ready_replicas=1, current_replicas=1)
+DOWN = Observed(replicas=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "observed", "demand", "replicas", "actions"),
+    [
+        ("no demand stays dormant", {"mid": DOWN}, {"mid": None}, 0, []),
+        (
+            "fresh demand wakes",
+            {"mid": DOWN},
+            {"mid": ago(0.2)},
+            1,
+            [Wake("mid", "demand recorded")],
+        ),
+        ("demand at exactly idleTimeout still counts", {"mid": UP}, {"mid": ago(60)}, 1, []),
+        (
+            "stale demand sleeps",
+            {"mid": UP},
+            {"mid": ago(61)},
+            0,
+            [Sleep("mid", "idle: last demand 61s ago, idleTimeout 60s")],
+        ),
+        (
+            "never any demand sleeps",
+            {"mid": UP},
+            {},
+            0,
+            [Sleep("mid", "idle: last demand never, idleTimeout 60s")],
+        ),
+        ("old demand does not wake a dormant layer", {"mid": DOWN}, {"mid": ago(3600)}, 0, []),
+        ("deployment not yet created", {}, {"mid": ago(1)}, 1, [Wake("mid", "demand recorded")]),
+    ],
+)
+def test_idle_and_wake(name: str, observed: Any, demand: Any, replicas: int, actions: Any) -> None:
+    result = plan(spec_of(MID), observed, demand, NOW)
+    assert result.replicas == {"mid": replicas}, name
+    assert list(result.actions) == actions, name
+
+
+def test_warm_minimum_keeps_a_layer_awake_without_demand() -> None:
+    result = plan(spec_of({**MID, "minReplicas": 1}), {"mid": DOWN}, {}, NOW)
+    assert result.replicas == {"mid": 1}
+    assert result.wakes() == (Wake("mid", "warm minimum"),)
+    assert (
+        plan(spec_of({**MID, "minReplicas": 1}), {"mid": UP}, {"mid": ago(9999)}, NOW).actions == ()
+    )
+
+
+def test_external_layers_are_never_planned() -> None:
+    result = plan(spec_of(MID, REMOTE), {"mid": DOWN}, {"remote": ago(1)}, NOW)
+    assert result.replicas == {"mid": 0}
+    assert result.actions == ()
+
+
+BUDGET = {"maxAwakeLayers": 1, "evictionGracePeriod": "5s"}
+
+
+def test_budget_evicts_least_recently_used_idle_layer() -> None:
+    result = plan(
+        spec_of(MID, BIG, **BUDGET),
+        {"mid": UP, "big": DOWN},
+        {"mid": ago(30), "big": ago(0.1)},
+        NOW,
+    )
+    assert result.replicas == {"mid": 0, "big": 1}
+    assert set(result.actions) == {
+        Wake("big", "demand recorded"),
+        Sleep("mid", "least recently used; maxAwakeLayers=1"),
+    }
+
+
+def test_budget_never_evicts_a_layer_in_use() -> None:
+    result = plan(
+        spec_of(MID, BIG, **BUDGET), {"mid": UP, "big": DOWN}, {"mid": ago(2), "big": ago(0.1)}, NOW
+    )
+    assert result.replicas == {"mid": 1, "big": 0}
+    assert result.holds() == (Hold("big", "maxAwakeLayers=1 reached; all awake layers are in use"),)
+    assert result.wakes() == () and result.sleeps() == ()
+
+
+def test_budget_picks_the_oldest_demand_among_several() -> None:
+    third = {"name": "third", "model": "t", "idleTimeout": "60s"}
+    spec = spec_of(MID, BIG, third, maxAwakeLayers=2, evictionGracePeriod="5s")
+    result = plan(
+        spec,
+        {"mid": UP, "big": UP, "third": DOWN},
+        {"mid": ago(20), "big": ago(40), "third": ago(0)},
+        NOW,
+    )
+    assert result.replicas == {"mid": 1, "big": 0, "third": 1}
+
+
+def test_budget_most_recent_newcomer_first_when_two_want_one_slot() -> None:
+    result = plan(
+        spec_of(MID, BIG, **BUDGET), {"mid": DOWN, "big": DOWN}, {"mid": ago(2), "big": ago(1)}, NOW
+    )
+    assert result.replicas == {"mid": 0, "big": 1}
+    assert [type(a) for a in result.actions] == [Wake, Hold]
+
+
+def test_lowered_budget_sleeps_lru_but_keeps_warm() -> None:
+    spec = spec_of({**MID, "minReplicas": 1}, BIG, {"name": "c", "model": "c"}, **BUDGET)
+    result = plan(
+        spec, {"mid": UP, "big": UP, "c": UP}, {"mid": ago(50), "big": ago(30), "c": ago(20)}, NOW
+    )
+    assert result.replicas == {"mid": 1, "big": 0, "c": 0}
+
+
+def test_idle_sleep_frees_a_slot_for_a_newcomer() -> None:
+    result = plan(
+        spec_of(MID, BIG, **BUDGET), {"mid": UP, "big": DOWN}, {"mid": ago(120), "big": ago(0)}, NOW
+    )
+    assert result.replicas == {"mid": 0, "big": 1}
+    assert Sleep("mid", "idle: last demand 120s ago, idleTimeout 60s") in result.actions
+
+
+def test_observe_deployment_and_lease() -> None:
+    obs = observe_deployment(
+        {
+            "metadata": {
+                "annotations": {
+                    "onion.dev/woken-at": "2026-11-28T17:59:58.500000Z",
+                    "onion.dev/wake-count": "3",
+                }
+            },
+            "spec": {"replicas": 1},
+            "status": {
+                "replicas": 1,
+                "readyReplicas": 1,
+                "conditions": [
+                    {
+                        "type": "ReplicaFailure",
+                        "status": "True",
+                        "reason": "FailedCreate",
+                        "message": "quota",
+                    }
+                ],
+            },
+        }
+    )
+    assert obs == Observed(
+        replicas=1,
+        ready_replicas=1,
+        current_replicas=1,
+        woken_at=ago(1.5),
+        wake_count=3,
+        failure="FailedCreate: quota",
+    )
+    assert lease_demand({"spec": {"renewTime": "2026-11-28T17:59:59.000000Z"}}) == ago(1)
+    assert lease_demand({"spec": {}}) is None
+    assert lease_demand({"spec": {"renewTime": "garbage"}}) is None

@@ -1,0 +1,95 @@
+"""Parsing the Onion spec: defaults, durations and actionable InvalidSpec messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from onion_operator.spec import InvalidSpec, parse_duration, parse_spec
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("10m", 600), ("1h30m", 5400), ("2.5s", 2.5), ("500ms", 0.5), ("1h0m1s", 3601)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "10", "m", "10x", "1h 30m", "-5s", "5s3"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+def test_defaults() -> None:
+    spec = parse_spec("o", {"core": {"model": "small"}, "layers": [{"name": "mid", "model": "m"}]})
+    assert spec.core.engine == "tgi" and spec.core.replicas == 1
+    mid = spec.layers[0]
+    assert (mid.idle_timeout, mid.wake_timeout, mid.min_replicas) == (600, 600, 0)
+    assert mid.managed and mid.escalation.policy == "confidence"
+    assert spec.router.while_waking == "wait" and spec.max_awake_layers is None
+
+
+def core(**kw: Any) -> dict[str, Any]:
+    return {"core": {"model": "small"}, **kw}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({}, "spec.core: Field required"),
+        (core(layers=[{"name": "mid"}]), "layer 'mid' needs exactly one of model or endpoint"),
+        (
+            core(layers=[{"name": "mid", "model": "m", "endpoint": "http://x"}]),
+            "exactly one of model or endpoint",
+        ),
+        (
+            core(layers=[{"name": "mid", "model": "m", "idleTimeout": "0s"}]),
+            "spec.layers[0].idleTimeout: '0s' must be a positive duration",
+        ),
+        (
+            core(layers=[{"name": "mid", "model": "m", "wakeTimeout": "soon"}]),
+            "spec.layers[0].wakeTimeout: 'soon' is not a duration",
+        ),
+        (
+            core(layers=[{"name": "a", "model": "m"}, {"name": "a", "model": "n"}]),
+            "layer names must be unique; repeated: a",
+        ),
+        (core(layers=[{"name": "core", "model": "m"}]), "'core' is reserved"),
+        (core(layers=[{"name": "Big_One", "model": "m"}]), "must be a DNS label"),
+        (
+            core(layers=[{"name": "mid", "model": "m", "rules": [{"regex": "(unclosed"}]}]),
+            "spec.layers[0].rules[0]: regex '(unclosed' does not compile",
+        ),
+        (
+            core(
+                layers=[{"name": "mid", "model": "m", "rules": [{"regex": "a", "keywords": ["b"]}]}]
+            ),
+            "a rule has exactly one of regex, keywords, minPromptTokens",
+        ),
+        (
+            core(
+                maxAwakeLayers=1,
+                layers=[
+                    {"name": "a", "model": "m", "minReplicas": 1},
+                    {"name": "b", "model": "n", "minReplicas": 1},
+                ],
+            ),
+            "maxAwakeLayers=1 is smaller than the number of warm layers",
+        ),
+        (core(modelCache={}), "modelCache needs exactly one of pvcName or size"),
+        ({"core": {"model": "small", "engine": "ollama"}}, "spec.core.engine: Input should be"),
+        ({"core": {"model": "small", "replicas": 0}}, "spec.core.replicas"),
+    ],
+)
+def test_invalid_specs_name_the_field(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidSpec) as err:
+        parse_spec("o", spec)
+    assert message in str(err.value)
+
+
+def test_names_too_long_for_children() -> None:
+    with pytest.raises(InvalidSpec, match="longer than 63 characters"):
+        parse_spec("x" * 30, core(layers=[{"name": "y" * 30, "model": "m"}]))

@@ -113,6 +113,26 @@ class Keys:
         return any(hmac.compare_digest(given, key) for key in self._keys)
 
 
+class AuthMiddleware:
+    """Bearer-token check for everything but the probes and metrics."""
+
+    def __init__(self, app: ASGIApp, keys: Keys) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in UNAUTHENTICATED:
+            authorization = next(
+                (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None
+            )
+            if not self.keys.allows(authorization):
+                body = error_body(401, "missing or invalid bearer token", "invalid_api_key")
+                response = _json(body, 401, {"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 @dataclass
 class Services:
     """What the lifespan builds and the routes use."""
@@ -224,24 +244,12 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
         title="onion-router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.add_middleware(RequestIdMiddleware)
+    if keys is not None:
+        app.add_middleware(AuthMiddleware, keys=keys)
 
     def svc() -> Services:
         assert services is not None, "the app's lifespan has not started"
         return services
-
-    @app.middleware("http")
-    async def authenticate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        path = request.url.path
-        if (
-            keys
-            and path not in UNAUTHENTICATED
-            and not keys.allows(request.headers.get("authorization"))
-        ):
-            body = error_body(401, "missing or invalid bearer token", "invalid_api_key")
-            return _json(body, 401, {"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> Response:

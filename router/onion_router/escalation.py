@@ -134,11 +134,11 @@ class Escalator:
                 if rejected is not None and self.config.while_waking == "fallback":
                     return replace(rejected, meta=replace(rejected.meta, degraded=True))
                 raise
+            verdict = judge(tier.escalation, answer.text, [t.logprob for t in answer.tokens])
             answer.text = strip_sentinel(tier.escalation, answer.text)
             outcome = Outcome(answer, Meta(tier.name, tuple(path), degraded))
             if degraded or not self._judges(plan, index):
                 return outcome
-            verdict = judge(tier.escalation, answer.text, [t.logprob for t in answer.tokens])
             if verdict.accept:
                 self._record(tier, verdict, None)
                 return outcome

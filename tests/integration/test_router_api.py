@@ -1,0 +1,290 @@
+"""The router's API driven by the real openai SDK and huggingface_hub's InferenceClient, in front
+of TGI-protocol test servers: policies, recursion, pinning, streaming, both client protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from huggingface_hub import InferenceClient
+
+from tests.support.fake_tgi import FakeTGI, Script
+from tests.support.router_server import RouterServer, tier
+
+CONFIDENT = Script(tokens=["Paris", " is", " the", " capital", "."], logprob=-0.05)
+UNSURE = Script(tokens=["Maybe", " Lyon", "?", " or", " Nice"], logprob=-2.5)
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[FakeTGI, FakeTGI, FakeTGI]]:
+    core = FakeTGI(CONFIDENT, name="core").start()
+    mid = FakeTGI(Script(tokens=["Mid", " says", " hi"], logprob=-0.3), name="mid").start()
+    big = FakeTGI(Script(tokens=["Big", " knows"], logprob=-0.01), name="big").start()
+    yield core, mid, big
+    for server in (core, mid, big):
+        server.stop()
+
+
+def three_tiers(core: FakeTGI, mid: FakeTGI, big: FakeTGI, **overrides: object) -> dict:
+    conf = {"policy": "confidence", "threshold": -1.0, "score": "mean"}
+    return {
+        "streamBufferTokens": 3,
+        "tiers": [
+            tier("core", core.url, escalation=conf),
+            tier("mid", mid.url, escalation=conf, rules=[{"keywords": ["sql"]}]),
+            tier("big", big.url, rules=[{"regex": "(?i)theorem"}]),
+        ],
+        **overrides,
+    }
+
+
+@pytest.fixture
+def router(servers: tuple[FakeTGI, FakeTGI, FakeTGI]) -> Iterator[RouterServer]:
+    with RouterServer(three_tiers(*servers)) as server:
+        yield server
+
+
+def client(router: RouterServer, **kwargs: object) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0, **kwargs)  # type: ignore[arg-type]
+
+
+def ask(router: RouterServer, text: str, model: str = "onion", **kwargs: object):  # type: ignore[no-untyped-def]
+    return client(router).chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], **kwargs
+    )  # type: ignore[call-overload]
+
+
+def test_confident_core_answers(router: RouterServer, servers: tuple[FakeTGI, ...]) -> None:
+    raw = ask(router, "What is the capital of France?")
+    answer = raw.parse()
+    assert answer.choices[0].message.content == "Paris is the capital."
+    assert raw.headers["x-onion-layer"] == "core" and raw.headers["x-onion-path"] == "core"
+    assert answer.model_extra is not None
+    assert answer.model_extra["onion"] == {"layer": "core", "path": ["core"], "degraded": False}
+    assert answer.choices[0].logprobs is None  # the router asked for them, the client did not
+    upstream = servers[0].stats.requests[-1]
+    assert upstream["model"] == "core-model" and upstream["logprobs"] is True
+    assert not servers[1].stats.requests
+
+
+def test_unsure_core_escalates_once(router: RouterServer, servers: tuple[FakeTGI, ...]) -> None:
+    servers[0].script = UNSURE
+    raw = ask(router, "Where is the Louvre?", logprobs=True, top_logprobs=1)
+    answer = raw.parse()
+    assert answer.choices[0].message.content == "Mid says hi"
+    assert raw.headers["x-onion-path"] == "core,mid"
+    assert answer.choices[0].logprobs is not None
+    assert [t.token for t in answer.choices[0].logprobs.content] == ["Mid", " says", " hi"]
+
+
+def test_three_tier_recursion(router: RouterServer, servers: tuple[FakeTGI, ...]) -> None:
+    servers[0].script = UNSURE
+    servers[1].script = UNSURE
+    raw = ask(router, "Hard question")
+    assert raw.parse().choices[0].message.content == "Big knows"
+    assert raw.headers["x-onion-path"] == "core,mid,big"
+    status = httpx.get(f"{router.url}/status").json()
+    assert status["recentEscalations"] == {"core->mid": 1, "mid->big": 1}
+    metrics = httpx.get(f"{router.url}/metrics").text
+    assert 'onion_router_escalations_total{source="core",target="mid"} 1.0' in metrics
+
+
+def test_rules_route_straight_to_a_tier(router: RouterServer, servers: tuple[FakeTGI, ...]) -> None:
+    assert ask(router, "Prove this theorem").headers["x-onion-path"] == "big"
+    assert ask(router, "write sql for me").headers["x-onion-path"] == "mid"
+    assert not servers[0].stats.requests
+
+
+def test_pinning_skips_policies(router: RouterServer, servers: tuple[FakeTGI, ...]) -> None:
+    servers[1].script = UNSURE
+    raw = ask(router, "hi", model="onion/mid")
+    assert raw.headers["x-onion-path"] == "mid"
+    assert raw.parse().model == "onion/mid"
+    with pytest.raises(openai.NotFoundError) as err:
+        ask(router, "hi", model="gpt-4")
+    assert err.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+
+def test_self_policy_sentinel_is_intercepted(servers: tuple[FakeTGI, ...]) -> None:
+    core, mid, big = servers
+    config = three_tiers(core, mid, big)
+    config["tiers"][0]["escalation"] = {"policy": "self", "sentinel": "[[ESCALATE]]"}
+    core.script = Script(tokens=["[[", "ESC", "ALATE", "]]"], logprob=-0.01)
+    with RouterServer(config) as router:
+        raw = ask(router, "Explain quantum gravity")
+        assert raw.parse().choices[0].message.content == "Mid says hi"
+        assert raw.headers["x-onion-path"] == "core,mid"
+        sent = core.stats.requests[-1]["messages"]
+        assert sent[0]["role"] == "system" and "[[ESCALATE]]" in sent[0]["content"]
+        # Streaming: the sentinel arrives in pieces and is never shown.
+        stream = client(router).chat.completions.create(
+            model="onion", messages=[{"role": "user", "content": "again"}], stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == "Mid says hi"
+
+
+def test_streaming_buffers_then_streams_one_coherent_answer(
+    router: RouterServer, servers: tuple[FakeTGI, ...]
+) -> None:
+    servers[0].script = UNSURE
+    with client(router).chat.completions.with_streaming_response.create(
+        model="onion",
+        messages=[{"role": "user", "content": "stream it"}],
+        stream=True,
+        logprobs=True,
+        top_logprobs=1,
+    ) as response:
+        assert response.headers["x-onion-layer"] == "mid"
+        chunks = list(response.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Mid says hi"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.model == "onion" for c in chunks)
+    assert {c.model_extra["onion"]["layer"] for c in chunks if c.model_extra} == {"mid"}
+    lps = [
+        c.choices[0].logprobs.content[0].logprob
+        for c in chunks
+        if c.choices and c.choices[0].logprobs and c.choices[0].logprobs.content
+    ]
+    assert lps == [-0.3, -0.3, -0.3]
+    # The core's rejected stream was closed after the buffer, not read to the end.
+    assert servers[0].stats.streams_started == 1
+
+
+def test_completions_api(router: RouterServer) -> None:
+    answer = client(router).completions.create(
+        model="onion", prompt="Capital of France?", logprobs=1
+    )
+    assert answer.object == "text_completion"
+    assert answer.choices[0].text == "Paris is the capital."
+    assert answer.choices[0].logprobs is not None
+    assert answer.choices[0].logprobs.tokens == ["Paris", " is", " the", " capital", "."]
+    stream = client(router).completions.create(model="onion/big", prompt="x", stream=True)
+    assert "".join(c.choices[0].text for c in stream if c.choices) == "Big knows"
+
+
+def test_models_health_ready(router: RouterServer) -> None:
+    ids = [m.id for m in client(router).models.list()]
+    assert ids == ["onion", "onion/core", "onion/mid", "onion/big"]
+    assert httpx.get(f"{router.url}/health").status_code == 200
+    assert httpx.get(f"{router.url}/ready").json() == {"ready": True, "core": "core"}
+    layers = httpx.get(f"{router.url}/status").json()["layers"]
+    assert [(x["name"], x["phase"]) for x in layers] == [
+        ("core", "Ready"),
+        ("mid", "Ready"),
+        ("big", "Ready"),
+    ]
+
+
+def test_ready_fails_when_core_is_down(servers: tuple[FakeTGI, ...]) -> None:
+    config = three_tiers(*servers)
+    servers[0].stop()
+    with RouterServer(config) as router:
+        response = httpx.get(f"{router.url}/ready")
+        assert response.status_code == 503 and "core" in response.json()["error"]["message"]
+
+
+def test_tgi_protocol_with_inference_client(
+    router: RouterServer, servers: tuple[FakeTGI, ...]
+) -> None:
+    hf = InferenceClient(base_url=router.url)
+    assert hf.text_generation("Capital of France?", max_new_tokens=20) == "Paris is the capital."
+    assert servers[0].stats.requests[-1]["max_tokens"] == 20
+    details = hf.text_generation("Capital?", details=True)
+    assert details.generated_text == "Paris is the capital."
+    assert details.details is not None and len(details.details.tokens) == 5
+    tokens = list(hf.text_generation("Capital?", stream=True))
+    assert "".join(tokens) == "Paris is the capital."
+    servers[0].script = UNSURE
+    final = list(hf.text_generation("Capital?", stream=True, details=True))[-1]
+    assert final.generated_text == "Mid says hi" and final.details is not None
+    # TGI's own routes too.
+    body = httpx.post(f"{router.url}/generate", json={"inputs": "hi"}).json()
+    assert body["generated_text"] == "Mid says hi" and body["onion"]["path"] == ["core", "mid"]
+    events = httpx.post(f"{router.url}/generate_stream", json={"inputs": "hi"}).text
+    assert events.startswith("data:") and '"generated_text": "Mid says hi"' in events
+
+
+def test_chat_through_inference_client(router: RouterServer) -> None:
+    hf = InferenceClient(base_url=f"{router.url}/v1")
+    out = hf.chat_completion([{"role": "user", "content": "hi"}], model="onion")
+    assert out.choices[0].message.content == "Paris is the capital."
+    streamed = hf.chat_completion(
+        [{"role": "user", "content": "hi"}], model="onion/big", stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == "Big knows"
+
+
+def test_request_id_propagates(router: RouterServer, servers: tuple[FakeTGI, ...]) -> None:
+    response = httpx.post(
+        f"{router.url}/v1/chat/completions",
+        headers={"X-Request-Id": "abc-1"},
+        json={"model": "onion", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert response.headers["x-request-id"] == "abc-1"
+    minted = httpx.get(f"{router.url}/health").headers["x-request-id"]
+    assert len(minted) == 32
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"model": "onion"}', 400, "'messages'"),
+        (b'{"model": "onion", "messages": [{"content": "x"}]}', 400, "messages[0]"),
+        (b'{"model": "onion", "messages": [{"role": "user", "content": "x"}], "n": 3}', 400, "n=1"),
+        (b"[1, 2]", 400, "JSON object"),
+    ],
+)
+def test_malformed_requests_get_openai_errors(
+    router: RouterServer, body: bytes, status: int, fragment: str
+) -> None:
+    response = httpx.post(
+        f"{router.url}/v1/chat/completions",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert fragment in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_oversized_request(servers: tuple[FakeTGI, ...]) -> None:
+    with RouterServer(three_tiers(*servers, maxRequestBytes=1000)) as router:
+        big = "x" * 2000
+        with pytest.raises(openai.APIStatusError) as err:
+            ask(router, big)
+        assert err.value.status_code == 413
+        # Without a Content-Length (chunked upload) the limit holds as well.
+        response = httpx.post(
+            f"{router.url}/v1/chat/completions",
+            content=iter([b'{"messages": "', big.encode(), b'"}']),
+        )
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_unknown_route_is_an_openai_error(router: RouterServer) -> None:
+    response = httpx.get(f"{router.url}/v1/nothing")
+    assert response.status_code == 404 and "error" in response.json()
+
+
+def test_auth(servers: tuple[FakeTGI, ...], tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# router keys\nsk-one\nsk-two\n")
+    with RouterServer(three_tiers(*servers, auth={"keysFile": str(keys)})) as router:
+        ok = openai.OpenAI(base_url=f"{router.url}/v1", api_key="sk-two", max_retries=0)
+        assert ok.chat.completions.create(
+            model="onion", messages=[{"role": "user", "content": "x"}]
+        ).choices
+        bad = openai.OpenAI(base_url=f"{router.url}/v1", api_key="sk-nope", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+        assert httpx.get(f"{router.url}/health").status_code == 200  # probes stay open
+        assert httpx.get(f"{router.url}/status").status_code == 401
+        hf = InferenceClient(base_url=router.url, api_key="sk-one")
+        assert hf.text_generation("x") == "Paris is the capital."

@@ -1,0 +1,104 @@
+"""Run the router in-process on a loopback port for tests, and a layer link the test drives
+(it plays the operator: sets phases, and sees the demand the router records)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from onion_router.app import create_app
+from onion_router.config import RouterConfig, parse_config
+from onion_router.layers import LayerLink, LeaseMissing, PhaseSink
+
+
+class OperatorDouble:
+    """A LayerLink for tests: phases set by the test, renewals recorded (thread-safe)."""
+
+    def __init__(
+        self, phases: dict[str, str] | None = None, missing: set[str] | None = None
+    ) -> None:
+        self.phases = dict(phases or {})
+        self.missing = set(missing or ())
+        self.renewals: list[tuple[float, str]] = []
+        self._sink: PhaseSink | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self, on_phases: PhaseSink) -> None:
+        self._sink = on_phases
+        self._loop = asyncio.get_running_loop()
+        on_phases(dict(self.phases))
+
+    async def renew(self, lease: str) -> None:
+        if lease in self.missing:
+            raise LeaseMissing(f"demand Lease {lease} does not exist")
+        self.renewals.append((time.monotonic(), lease))
+
+    async def close(self) -> None:
+        self._sink = None
+
+    def set_phase(self, layer: str, phase: str) -> None:
+        self.phases[layer] = phase
+        if self._loop is not None and self._sink is not None:
+            sink = self._sink
+            self._loop.call_soon_threadsafe(sink, {layer: phase})
+
+    def renewed(self, lease: str) -> int:
+        return sum(1 for _, name in self.renewals if name == lease)
+
+
+class RouterServer:
+    """The router app under uvicorn in a background thread, on 127.0.0.1 and a free port."""
+
+    def __init__(
+        self, config: RouterConfig | dict[str, Any], link: LayerLink | None = None
+    ) -> None:
+        self.config = config if isinstance(config, RouterConfig) else parse_config(config)
+        self.app = create_app(self.config, link=link)
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RouterServer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("router did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=15)
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(timeout=5)
+            self._server = None
+
+    def __enter__(self) -> RouterServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def tier(name: str, url: str, **fields: Any) -> dict[str, Any]:
+    """A tier entry for a test config (camelCase like the operator renders)."""
+    return {"name": name, "url": url, "model": f"{name}-model", **fields}

@@ -55,7 +55,7 @@ demo: install bins  ## the main job on one machine (see README)
 bench: bench-wake bench-router  ## all benchmarks; results as JSON under results/
 
 bench-wake: install bins  ## operator wake latency on the local cluster
-	@echo "bench-wake: not built yet"
+	$(PY) bench/wake_latency.py
 
 bench-router: install  ## router overhead vs direct vs LiteLLM
 	@echo "bench-router: not built yet"

@@ -55,13 +55,16 @@ class Kube:
         self.api = api
 
     @classmethod
-    async def connect(cls) -> Kube:
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
         """In-cluster service account when running in a pod, else $KUBECONFIG / ~/.kube/config."""
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        configuration = client.Configuration()
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
-            await config.load_kube_config()
-        return cls(client.ApiClient())
+            await config.load_kube_config(
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        return cls(client.ApiClient(configuration))
 
     async def close(self) -> None:
         await self.api.close()

@@ -1,0 +1,96 @@
+"""The real `onion-operator` CLI as a subprocess against the test cluster, and small helpers
+that act like the router does (renewing demand Leases)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from onion_operator.planner import format_time
+from tests.support.cluster import REPO, Cluster
+
+CRD = REPO / "crds" / "onion.dev_onions.yaml"
+OPERATOR_BIN = Path(sys.executable).with_name("onion-operator")
+
+
+def apply_crd(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/onions.onion.dev")
+
+
+class OperatorProcess:
+    """`onion-operator --namespace NS`, logs to a temp file; stop() always ends it."""
+
+    def __init__(self, cluster: Cluster, namespace: str, *extra: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.extra = extra
+        self.log = Path(tempfile.mkstemp(prefix="onion-operator-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        args = [
+            str(OPERATOR_BIN),
+            "--namespace",
+            self.namespace,
+            "--verbose",
+            "--leader-lease-seconds",
+            "3",
+            *self.extra,
+        ]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": self.cluster.kubeconfig},
+                start_new_session=True,
+            )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as when a node dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def renew_demand(
+    cluster: Cluster, namespace: str, lease: str, when: datetime | None = None
+) -> datetime:
+    """What the router does: patch renewTime (and holderIdentity) of a demand Lease."""
+    when = when or datetime.now(UTC)
+    patch = json.dumps({"spec": {"renewTime": format_time(when), "holderIdentity": "test-router"}})
+    cluster.kubectl("-n", namespace, "patch", "lease", lease, "--type=merge", "-p", patch)
+    return when
+
+
+def layer_status(cluster: Cluster, namespace: str, onion: str, layer: str) -> dict[str, Any]:
+    status = cluster.kubectl_json("-n", namespace, "get", "onion", onion).get("status") or {}
+    return next((e for e in status.get("layers") or [] if e["name"] == layer), {})
+
+
+def replicas(cluster: Cluster, namespace: str, name: str) -> int | None:
+    out = cluster.kubectl(
+        "-n", namespace, "get", "deployment", name, "-o", "jsonpath={.spec.replicas}", check=False
+    )
+    return int(out.stdout) if out.returncode == 0 and out.stdout else None

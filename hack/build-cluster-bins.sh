@@ -44,7 +44,6 @@ MOD
    gomod="$(python3 -c 'import json,sys; print(json.load(open("kube.json"))["GoMod"])')"
    grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" \
      | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}' >> go.mod
-   printf 'package main\n' > /dev/null
    ldflags="-s -w"
    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
      ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
@@ -74,16 +73,17 @@ MOD
   mark etcd
 }
 
-build_simple() {  # name module-path version
+build_simple() {  # name module-path version [extra ldflags]
   have "$1" && return 0
   log "$1 $3: building"
-  GOBIN="$bin" go install -ldflags "-s -w" "$2@$3"
+  GOBIN="$bin" go install -ldflags "-s -w ${4:-}" "$2@$3"
   mark "$1"
 }
 
 build_etcd
 build_simple kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
-build_simple helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+build_simple helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
+  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 build_kubernetes
 log "all binaries ready"
 echo "$bin"

@@ -14,6 +14,7 @@ loopback only. Binaries come from hack/build-cluster-bins.sh (cached outside the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -62,19 +63,58 @@ def openssl(*args: str) -> None:
 
 def make_pki(pki: Path) -> None:
     pki.mkdir(parents=True, exist_ok=True)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-            "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"),
-            "-subj", "/CN=onion-local-ca")
-    sans = ("subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
-            "DNS:kubernetes.default,DNS:kubernetes.default.svc")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(pki / "apiserver.key"),
-            "-out", str(pki / "apiserver.csr"), "-subj", "/CN=kube-apiserver")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-keyout",
+        str(pki / "ca.key"),
+        "-out",
+        str(pki / "ca.crt"),
+        "-subj",
+        "/CN=onion-local-ca",
+    )
+    sans = (
+        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc"
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(pki / "apiserver.key"),
+        "-out",
+        str(pki / "apiserver.csr"),
+        "-subj",
+        "/CN=kube-apiserver",
+    )
     ext = pki / "apiserver.ext"
-    ext.write_text(sans + "\nkeyUsage=digitalSignature,keyEncipherment\n"
-                   "extendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt"),
-            "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650",
-            "-extfile", str(ext), "-out", str(pki / "apiserver.crt"))
+    ext.write_text(
+        sans + "\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(pki / "apiserver.csr"),
+        "-CA",
+        str(pki / "ca.crt"),
+        "-CAkey",
+        str(pki / "ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(pki / "apiserver.crt"),
+    )
     openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
 
@@ -83,8 +123,9 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: str, token: str) -
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "onion-local",
-                      "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "clusters": [
+            {"name": "onion-local", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "onion-local", "context": {"cluster": "onion-local", "user": user}}],
         "current-context": "onion-local",
@@ -113,7 +154,9 @@ class Api:
             return e.code, e.read().decode(errors="replace")
 
 
-def wait_for(what: str, check: Any, timeout: float, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+def wait_for(
+    what: str, check: Any, timeout: float, procs: dict[str, subprocess.Popen[bytes]]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, p in procs.items():
@@ -161,8 +204,12 @@ def node_manifest(name: str) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "annotations": {NODE_ANNOTATION: "fake"},
-            "labels": {"type": "kwok", "kubernetes.io/hostname": name,
-                       "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            },
         },
         "status": {"capacity": capacity, "allocatable": capacity},
     }
@@ -185,7 +232,9 @@ def up(state_dir: Path, nodes: int) -> dict[str, Any]:
     make_pki(pki)
     etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
     server = f"https://127.0.0.1:{api_port}"
-    tokens = {u: secrets.token_hex(16) for u in ("admin", "controller-manager", "scheduler", "kwok")}
+    tokens = {
+        u: secrets.token_hex(16) for u in ("admin", "controller-manager", "scheduler", "kwok")
+    }
     (pki / "tokens.csv").write_text(
         "".join(f'{tok},{user},{user},"system:masters"\n' for user, tok in tokens.items())
     )
@@ -196,63 +245,102 @@ def up(state_dir: Path, nodes: int) -> dict[str, Any]:
 
     commands = {
         "etcd": [
-            str(bins / "etcd"), "--name=onion", f"--data-dir={state_dir / 'etcd'}",
+            str(bins / "etcd"),
+            "--name=onion",
+            f"--data-dir={state_dir / 'etcd'}",
             f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
             f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
             f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
             f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
             f"--initial-cluster=onion=http://127.0.0.1:{etcd_peer}",
-            "--unsafe-no-fsync", "--quota-backend-bytes=1073741824", "--log-level=warn",
+            "--unsafe-no-fsync",
+            "--quota-backend-bytes=1073741824",
+            "--log-level=warn",
         ],
         "kube-apiserver": [
-            str(bins / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={api_port}", f"--cert-dir={pki}",
+            str(bins / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--token-auth-file={pki / 'tokens.csv'}", "--authorization-mode=Node,RBAC",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            "--authorization-mode=Node,RBAC",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/16", "--endpoint-reconciler-type=none",
-            "--allow-privileged=true", "--profiling=false", "--v=0",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=0",
         ],
         "kube-controller-manager": [
             str(bins / "kube-controller-manager"),
-            f"--kubeconfig={kubeconfigs['controller-manager']}", "--leader-elect=false",
-            "--secure-port=0", f"--service-account-private-key-file={pki / 'sa.key'}",
-            f"--root-ca-file={pki / 'ca.crt'}", "--profiling=false",
-            "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
+            f"--kubeconfig={kubeconfigs['controller-manager']}",
+            "--leader-elect=false",
+            "--secure-port=0",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            "--profiling=false",
+            "--concurrent-deployment-syncs=10",
+            "--concurrent-replicaset-syncs=10",
             "--concurrent-gc-syncs=10",
         ],
         "kube-scheduler": [
-            str(bins / "kube-scheduler"), f"--kubeconfig={kubeconfigs['scheduler']}",
-            "--leader-elect=false", "--secure-port=0", "--profiling=false",
+            str(bins / "kube-scheduler"),
+            f"--kubeconfig={kubeconfigs['scheduler']}",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--profiling=false",
         ],
         "kwok": [
-            str(bins / "kwok"), f"--kubeconfig={kubeconfigs['kwok']}",
-            f"--config={HERE / 'kwok-stages.yaml'}", "--manage-all-nodes=false",
+            str(bins / "kwok"),
+            f"--kubeconfig={kubeconfigs['kwok']}",
+            f"--config={HERE / 'kwok-stages.yaml'}",
+            "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
-            "--node-ip=127.0.0.1", "--cidr=10.244.0.0/16", "--node-lease-duration-seconds=40",
+            "--node-ip=127.0.0.1",
+            "--cidr=10.244.0.0/16",
+            "--node-lease-duration-seconds=40",
         ],
     }
     procs: dict[str, subprocess.Popen[bytes]] = {}
     api = Api(server, pki / "ca.crt", tokens["admin"])
-    state = {"server": server, "ca": str(pki / "ca.crt"), "token": tokens["admin"],
-             "kubeconfig": str(kubeconfigs["admin"]), "pids": {}}
+    state = {
+        "server": server,
+        "ca": str(pki / "ca.crt"),
+        "token": tokens["admin"],
+        "kubeconfig": str(kubeconfigs["admin"]),
+        "pids": {},
+    }
 
     def start(name: str) -> None:
         out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child process
-        procs[name] = subprocess.Popen(commands[name], stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        procs[name] = subprocess.Popen(
+            commands[name],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         state["pids"][name] = procs[name].pid
         (state_dir / "state.json").write_text(json.dumps(state, indent=2))
         log(f"started {name} (pid {procs[name].pid})")
 
     try:
         start("etcd")
-        wait_for("etcd", lambda: urllib.request.urlopen(
-            f"http://127.0.0.1:{etcd_port}/health", timeout=2).status == 200, 30, procs)
+        wait_for(
+            "etcd",
+            lambda: (
+                urllib.request.urlopen(f"http://127.0.0.1:{etcd_port}/health", timeout=2).status
+                == 200
+            ),
+            30,
+            procs,
+        )
         start("kube-apiserver")
         wait_for("kube-apiserver /readyz", lambda: api.call("GET", "/readyz")[0] == 200, 90, procs)
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
@@ -264,14 +352,22 @@ def up(state_dir: Path, nodes: int) -> dict[str, Any]:
 
         def nodes_ready() -> bool:
             items = api.call("GET", "/api/v1/nodes")[1]["items"]
-            ready = [n for n in items for c in n.get("status", {}).get("conditions", [])
-                     if c["type"] == "Ready" and c["status"] == "True"]
+            ready = [
+                n
+                for n in items
+                for c in n.get("status", {}).get("conditions", [])
+                if c["type"] == "Ready" and c["status"] == "True"
+            ]
             return len(ready) >= nodes
 
         wait_for(f"{nodes} kwok nodes Ready", nodes_ready, 60, procs)
         # Pods are admitted only once the service-account controller made `default`.
-        wait_for("default ServiceAccount", lambda: api.call(
-            "GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200, 60, procs)
+        wait_for(
+            "default ServiceAccount",
+            lambda: api.call("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+            60,
+            procs,
+        )
     except BaseException:
         log(f"start failed; logs in {logs}")
         down(state_dir, keep_logs=True)
@@ -304,10 +400,8 @@ def down(state_dir: Path, keep_logs: bool = False) -> None:
 
 def reap(pid: int) -> None:
     """Collect a child that has exited (only our own children; others are reaped by init)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def main() -> int:

@@ -29,18 +29,30 @@ class Cluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": self.kubeconfig}
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True
-                ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.tool("kubectl"), *args], input=input, text=True,
-                              capture_output=True, check=check, env=self.env(), timeout=120)
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.tool("kubectl"), *args],
+            input=input,
+            text=True,
+            capture_output=True,
+            check=check,
+            env=self.env(),
+            timeout=120,
+        )
 
     def kubectl_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
 
 def build_bins() -> Path:
-    out = subprocess.run(["bash", str(REPO / "hack" / "build-cluster-bins.sh")], check=True,
-                         stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run(
+        ["bash", str(REPO / "hack" / "build-cluster-bins.sh")],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
     return Path(out.strip().splitlines()[-1])
 
 
@@ -53,8 +65,11 @@ class LocalClusterProcess:
         self.bin_dir = build_bins()
 
     def _run(self, cmd: str) -> None:
-        subprocess.run([sys.executable, str(LOCALCLUSTER), cmd, "--state-dir", str(self.state_dir)],
-                       check=True, env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)})
+        subprocess.run(
+            [sys.executable, str(LOCALCLUSTER), cmd, "--state-dir", str(self.state_dir)],
+            check=True,
+            env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)},
+        )
 
     def start(self) -> Cluster:
         self._run("up")

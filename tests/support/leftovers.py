@@ -7,8 +7,14 @@ import sys
 from pathlib import Path
 
 # Command-line fragments of everything the tests start.
-OURS = ("onion-of-experts/bin/", "llama_cpp.server", "onion-operator", "onion-router",
-        "tests.support.", "litellm")
+OURS = (
+    "onion-of-experts/bin/",
+    "llama_cpp.server",
+    "onion-operator",
+    "onion-router",
+    "tests.support.",
+    "litellm",
+)
 
 
 def leftovers(ignore: str | None = None) -> list[str]:
@@ -28,7 +34,9 @@ def leftovers(ignore: str | None = None) -> list[str]:
 
 def main() -> int:
     # A cluster the user started with `make cluster-up` is theirs, not a leftover.
-    user_cluster = os.environ.get("ONION_CLUSTER_DIR", f"/dev/shm/onion-local-cluster-{os.getuid()}")
+    user_cluster = os.environ.get(
+        "ONION_CLUSTER_DIR", f"/dev/shm/onion-local-cluster-{os.getuid()}"
+    )
     left = leftovers(ignore=user_cluster)
     if left:
         print("processes left running after the tests:\n  " + "\n  ".join(left), file=sys.stderr)

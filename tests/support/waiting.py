@@ -14,8 +14,9 @@ class WaitTimeout(AssertionError):
     pass
 
 
-def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.1,
-               what: str = "condition") -> T:
+def wait_until(
+    check: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+) -> T:
     """Poll `check` until it returns something truthy; fail with the last value after timeout."""
     deadline = time.monotonic() + timeout
     last: T | None = None
@@ -24,12 +25,18 @@ def wait_until(check: Callable[[], T], timeout: float = 30.0, interval: float = 
         if last:
             return last
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+            raise WaitTimeout(
+                f"timed out after {timeout}s waiting for {what}; last value: {last!r}"
+            )
         time.sleep(interval)
 
 
-async def async_wait_until(check: Callable[[], Awaitable[T]], timeout: float = 30.0,
-                           interval: float = 0.1, what: str = "condition") -> T:
+async def async_wait_until(
+    check: Callable[[], Awaitable[T]],
+    timeout: float = 30.0,  # noqa: ASYNC109 - a deadline with a useful message is the point
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
     deadline = time.monotonic() + timeout
     last: T | None = None
     while True:
@@ -37,5 +44,7 @@ async def async_wait_until(check: Callable[[], Awaitable[T]], timeout: float = 3
         if last:
             return last
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+            raise WaitTimeout(
+                f"timed out after {timeout}s waiting for {what}; last value: {last!r}"
+            )
         await asyncio.sleep(interval)

@@ -109,6 +109,10 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose, log_prefix=False)
+    # The API client's debug log prints every response body; too much even for --verbose.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
+    if not args.verbose:  # one line per handled event otherwise
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     sys.exit(asyncio.run(run(args)))
 
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -33,11 +33,13 @@ class OperatorState:
         self.kube = kube
         self.locks: dict[str, asyncio.Lock] = {}
         self.last_ensure: dict[str, float] = {}
+        self.last_error: dict[str, str] = {}
         self.ticker: asyncio.Task[None] | None = None
 
     def forget(self, key: str) -> None:
         self.locks.pop(key, None)
         self.last_ensure.pop(key, None)
+        self.last_error.pop(key, None)
 
 
 async def run_reconcile(state: OperatorState, namespace: str, name: str) -> None:
@@ -53,27 +55,22 @@ async def run_reconcile(state: OperatorState, namespace: str, name: str) -> None
         try:
             outcome = await reconcile(state.kube, namespace, name, now, full=full)
         except ApiError as e:
-            log.warning("reconciling %s failed: %s %s", key, e.status, e.reason)
+            body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else e.body
+            message = f"{e.status} {e.reason}: {body}"
+            log.warning("reconciling %s failed: %s", key, message)
             onion = await state.kube.get(c.KIND, namespace, name)
-            if onion is not None:
-                kopf.warn(
-                    kopf.Body(cast(kopf.RawBody, onion)),
-                    reason="ReconcileError",
-                    message=f"{e.status} {e.reason}",
-                )
+            if onion is not None and state.last_error.get(key) != message:
+                state.last_error[key] = message  # one Event per distinct error, not per tick
+                await state.kube.post_event(onion, "Warning", "ReconcileError", message, now)
             return
+        state.last_error.pop(key, None)
         if full:
             state.last_ensure[key] = loop_now
     if outcome.onion is None:
         state.forget(key)
         return
     for event in outcome.events:
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, outcome.onion)),
-            type=event.type,
-            reason=event.reason,
-            message=event.message,
-        )
+        await state.kube.post_event(outcome.onion, event.type, event.reason, event.message, now)
 
 
 async def _tick(state: OperatorState) -> None:
@@ -93,7 +90,7 @@ async def _tick(state: OperatorState) -> None:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=c.GROUP)
-    settings.posting.level = logging.INFO
+    settings.posting.enabled = False  # our own Events say what happened; not kopf's per handler
     settings.watching.server_timeout = 300
     state = OperatorState(await Kube.connect())
     state.ticker = asyncio.create_task(_tick(state))

@@ -6,8 +6,8 @@ and sleeps are JSON merge patches of one layer Deployment; status goes to the st
 
 from __future__ import annotations
 
-import json
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client, config
@@ -111,7 +111,7 @@ class Kube:
         result: Obj = await self._call(
             "PATCH",
             _path(obj["kind"], meta["namespace"], meta["name"]),
-            body=json.dumps(obj),
+            body=obj,  # JSON is YAML; the client serialises it
             query=query,
             content_type="application/apply-patch+yaml",
         )
@@ -143,6 +143,34 @@ class Kube:
         meta = obj["metadata"]
         result: Obj = await self._call("POST", _path(obj["kind"], meta["namespace"]), body=obj)
         return result
+
+    async def post_event(
+        self, regarding: Obj, type_: str, reason: str, message: str, now: datetime
+    ) -> None:
+        """A core/v1 Event about `regarding` (an Onion), as `kubectl describe` shows them."""
+        meta = regarding["metadata"]
+        stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": regarding.get("apiVersion", c.API_VERSION),
+                "kind": regarding.get("kind", c.KIND),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "source": {"component": c.FIELD_MANAGER},
+            "reportingComponent": c.FIELD_MANAGER,
+        }
+        await self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
 
     async def replace(self, obj: Obj) -> Obj:
         """PUT with the object's resourceVersion: fails with 409 if someone wrote in between."""

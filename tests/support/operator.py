@@ -3,15 +3,19 @@ that act like the router does (renewing demand Leases)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from onion_operator.planner import format_time
 from tests.support.cluster import REPO, Cluster
@@ -94,3 +98,52 @@ def replicas(cluster: Cluster, namespace: str, name: str) -> int | None:
         "-n", namespace, "get", "deployment", name, "-o", "jsonpath={.spec.replicas}", check=False
     )
     return int(out.stdout) if out.returncode == 0 and out.stdout else None
+
+
+DELAY_ANNOTATION = "pod-ready.stage.kwok.x-k8s.io/delay"
+
+
+def onion_yaml(name: str, layers: list[dict[str, Any]], **spec: Any) -> str:
+    """An Onion with a small core that turns Ready 0.5 s after scheduling on kwok."""
+    body = {
+        "apiVersion": "onion.dev/v1alpha1",
+        "kind": "Onion",
+        "metadata": {"name": name},
+        "spec": {
+            "core": {
+                "model": "HuggingFaceTB/SmolLM2-360M-Instruct",
+                "podAnnotations": {DELAY_ANNOTATION: "500ms"},
+            },
+            "layers": layers,
+            **spec,
+        },
+    }
+    return yaml.safe_dump(body)
+
+
+def owned_names(cluster: Cluster, namespace: str, kind: str, onion: str) -> set[str]:
+    items = cluster.kubectl_json("-n", namespace, "get", kind, "-l", f"onion.dev/onion={onion}")
+    return {item["metadata"]["name"] for item in items["items"]}
+
+
+def onion_events(cluster: Cluster, namespace: str) -> list[str]:
+    items = cluster.kubectl_json(
+        "-n", namespace, "get", "events", "--field-selector", "involvedObject.kind=Onion"
+    )["items"]
+    return [f"{e['reason']}: {e['message']}" for e in items]
+
+
+def condition(cluster: Cluster, namespace: str, onion: str, type_: str) -> dict[str, Any]:
+    status = cluster.kubectl_json("-n", namespace, "get", "onion", onion).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+@contextlib.contextmanager
+def running_operator(cluster: Cluster, namespace: str, *extra: str) -> Iterator[OperatorProcess]:
+    """The CRD applied and an operator watching `namespace`; always stopped afterwards."""
+    apply_crd(cluster)
+    proc = OperatorProcess(cluster, namespace, *extra).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

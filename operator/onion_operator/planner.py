@@ -145,7 +145,17 @@ def plan(
     if spec.max_awake_layers is not None:
         budget = spec.max_awake_layers
         keep = [n for n in (lay.name for lay in layers) if n in wanted and awake_now[n] > 0]
-        newcomers = [n for n in (lay.name for lay in layers) if n in wanted and awake_now[n] == 0]
+        # An asleep layer competes for a slot only while someone waits for it: the router renews
+        # demand for held requests, so their demand stays within the grace period. Older demand
+        # (for example of a layer the budget just evicted) must not wake it again, or two layers
+        # with demand inside their idle timeout evict each other on every pass.
+        newcomers = [
+            n
+            for n in (lay.name for lay in layers)
+            if n in wanted
+            and awake_now[n] == 0
+            and (n in warm or fresh(n, spec.eviction_grace_period))
+        ]
         # Warm layers first, then the most recent demand first.
         newcomers.sort(key=lambda n: (n not in warm, -_stamp(demand.get(n))))
         admitted: list[str] = []

@@ -184,3 +184,31 @@ def test_observe_deployment_and_lease() -> None:
     assert lease_demand({"spec": {"renewTime": "2026-11-28T17:59:59.000000Z"}}) == ago(1)
     assert lease_demand({"spec": {}}) is None
     assert lease_demand({"spec": {"renewTime": "garbage"}}) is None
+
+
+def test_budget_does_not_rewake_an_evicted_layer_without_new_demand() -> None:
+    """Two layers with demand inside their idle timeout but nobody waiting must not evict each
+    other on every pass (found by bench/idle_policy.py replaying a real trace)."""
+    spec = spec_of(MID, BIG, **BUDGET)
+    demand = {"mid": ago(30), "big": ago(40)}
+    observed = {"mid": UP, "big": DOWN}
+    for second in range(5):
+        result = plan(spec, observed, demand, NOW + timedelta(seconds=second))
+        assert result.replicas == {"mid": 1, "big": 0}
+        assert result.wakes() == () and result.sleeps() == ()
+
+
+def test_budget_is_stable_under_replay_and_serves_held_requests() -> None:
+    """Replaying the plan with its own output: a newcomer with a held request gets the slot once."""
+    spec = spec_of(MID, BIG, **BUDGET)
+    observed = {"mid": UP, "big": DOWN}
+    wakes = 0
+    for second in range(30):
+        now = NOW + timedelta(seconds=second)
+        # A request for big is held and renewed every 3 s; mid was last used 40 s before NOW.
+        demand = {"mid": ago(40), "big": now - timedelta(seconds=second % 3)}
+        result = plan(spec, observed, demand, now)
+        wakes += len(result.wakes())
+        observed = {n: Observed(replicas=r) for n, r in result.replicas.items()}
+    assert observed["big"].replicas == 1 and observed["mid"].replicas == 0
+    assert wakes == 1

@@ -47,10 +47,8 @@ cluster-up: install bins  ## start the local control plane on 127.0.0.1; prints 
 cluster-down:  ## stop it
 	$(PY) hack/localcluster.py down
 
-demo: install bins  ## the main job on one machine (see README)
-	@echo "make demo: not built yet. It will start the local cluster, run the operator and the"
-	@echo "router, apply an Onion with a core and two sleeping layers on llama.cpp, and play a"
-	@echo "scripted session that escalates, wakes a layer and watches it go back to sleep."
+demo: install bins engine  ## the main job on one machine (about a minute; see README)
+	$(PY) demo/run_demo.py
 
 bench: bench-idle bench-wake bench-router  ## all benchmarks; results as JSON under results/
 

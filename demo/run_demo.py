@@ -1,0 +1,511 @@
+#!/usr/bin/env python3
+"""`make demo`: the whole system on one machine, no GPU and no Docker.
+
+Starts a private local Kubernetes control plane (hack/localcluster.py, kwok nodes), installs the
+Onion CRD, runs `onion-operator` and `onion-router` (Kubernetes mode: demand Leases, readiness
+from the Onion status) as local processes, applies examples/demo-local.yaml, serves its three
+tiers with real small models on llama.cpp's server, and plays a scripted session with the openai
+SDK: an easy question (core), a hard one that a routing rule sends to a sleeping layer (woken,
+progress shown, answered), then the idle wait that puts the layer back to sleep.
+
+    demo/run_demo.py [--report FILE.json] [--quiet-models]
+
+Everything it starts runs in its own process group and is stopped on exit, Ctrl-C or failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "demo-local.yaml"
+CRD = REPO / "crds" / "onion.dev_onions.yaml"
+BIN = Path(sys.executable).parent
+NAMESPACE = "onion-demo"
+ONION = "demo"
+EASY = "What is the capital of France? Answer in one short sentence."
+HARD = "Prove that the square root of 2 is irrational."
+MAX_TOKENS = 32
+
+T0 = time.monotonic()
+
+
+def say(msg: str = "", *, who: str = "demo") -> None:
+    stamp = f"{time.monotonic() - T0:6.1f}s"
+    for line in msg.splitlines() or [""]:
+        print(f"{stamp} {who:>8} | {line}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except Exception:  # not ready yet; the timeout reports it
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:  # loopback only
+        return 200 <= resp.status < 300
+
+
+@dataclass
+class Processes:
+    """Everything the demo starts; each in its own session, stopped in reverse order."""
+
+    logs: Path
+    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Path:
+        log = self.logs / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # own process group: stopped as a whole
+            )
+        self.started.append((name, proc))
+        return log
+
+    def check_alive(self) -> None:
+        for name, proc in self.started:
+            if proc.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.started):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in reversed(self.started):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.started.clear()
+
+
+class Cluster:
+    """A private hack/localcluster.py control plane in its own tmpfs state dir."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        out = subprocess.run(
+            ["bash", str(REPO / "hack" / "build-cluster-bins.sh")],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
+        self.bin_dir = Path(out.strip().splitlines()[-1])
+        self.kubeconfig = str(state_dir / "kubeconfig")
+        self.up = False
+
+    def _localcluster(self, command: str) -> None:
+        subprocess.run(
+            [
+                *(sys.executable, str(REPO / "hack" / "localcluster.py"), command),
+                *("--state-dir", str(self.state_dir)),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)},
+        )
+
+    def start(self) -> None:
+        self.up = True
+        self._localcluster("up")
+
+    def stop(self) -> None:
+        if self.up:
+            self._localcluster("down")
+            self.up = False
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": self.kubeconfig}
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [str(self.bin_dir / "kubectl"), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def onion(self) -> dict[str, Any]:
+        return json.loads(self.kubectl("-n", NAMESPACE, "get", "onion", ONION, "-o", "json"))
+
+    def show_onions(self) -> None:
+        say(self.kubectl("-n", NAMESPACE, "get", "onions").rstrip(), who="kubectl")
+
+
+def phases(onion: dict[str, Any]) -> dict[str, str]:
+    return {
+        layer["name"]: layer.get("phase", "?")
+        for layer in (onion.get("status") or {}).get("layers") or []
+    }
+
+
+class PhaseWatcher(threading.Thread):
+    """Polls the Onion's status and prints every layer phase change as it happens."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.stopped = threading.Event()
+        self.current: dict[str, str] = {}
+        self.history: dict[str, list[str]] = {}
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.3):
+            try:
+                now = phases(self.cluster.onion())
+            except Exception:  # a missed poll is retried 0.3 s later
+                continue
+            with self.lock:
+                for name, phase in now.items():
+                    before = self.current.get(name)
+                    if before != phase:
+                        self.history.setdefault(name, []).append(phase)
+                        if before is not None:
+                            say(f"layer {name}: {before} -> {phase}", who="status")
+                self.current = now
+
+    def phase(self, name: str) -> str | None:
+        with self.lock:
+            return self.current.get(name)
+
+
+def start_models(procs: Processes, tiers: list[dict[str, Any]]) -> dict[str, str]:
+    """One llama.cpp server per tier, on loopback; returns tier name -> base URL."""
+    smollm2 = _model_path("smollm2")
+    gemma3 = _model_path("gemma3")
+    files = {"core": (smollm2, None), "mid": (gemma3, "gemma"), "big": (smollm2, None)}
+    urls: dict[str, str] = {}
+    for tier in tiers:
+        path, chat_format = files[tier["name"]]
+        port = free_port()
+        args = [
+            *(sys.executable, "-m", "llama_cpp.server", "--model", path),
+            *("--model_alias", tier["model"], "--host", "127.0.0.1", "--port", str(port)),
+            *("--n_threads", "2", "--n_ctx", "1024", "--logits_all", "true"),
+        ]
+        if chat_format:  # Gemma-3-270M is a base model without a chat template in its GGUF
+            args += ["--chat_format", chat_format]
+        procs.start(f"llama-{tier['name']}", args)
+        urls[tier["name"]] = f"http://127.0.0.1:{port}"
+        say(f"llama.cpp serves {tier['name']:<4} = {Path(path).name} as {tier['model']!r}")
+    for name, url in urls.items():
+        wait_until(f"llama.cpp server for {name}", lambda u=url: http_ok(f"{u}/v1/models"), 120)
+        procs.check_alive()
+    return urls
+
+
+def _model_path(name: str) -> str:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "models.py"), name],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    return out.strip()
+
+
+def local_router_config(rendered: str, urls: dict[str, str]) -> dict[str, Any]:
+    """The operator's rendered config with only the tier URLs pointed at the local servers."""
+    config: dict[str, Any] = yaml.safe_load(rendered)
+    for tier in config["tiers"]:
+        tier["url"] = urls[tier["name"]]
+    return config
+
+
+@contextlib.contextmanager
+def interrupt_as_exception() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) unwind like Ctrl-C, so the finally blocks clean up."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def ask_easy(client: Any) -> dict[str, Any]:
+    say(f"Q1 (easy) > {EASY}", who="client")
+    started = time.monotonic()
+    raw = client.chat.completions.with_raw_response.create(
+        model="onion",
+        messages=[{"role": "user", "content": EASY}],
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+    )
+    reply = raw.parse()
+    took = time.monotonic() - started
+    text = (reply.choices[0].message.content or "").strip()
+    onion = (reply.model_extra or {}).get("onion") or {}
+    say(f"A1 < {text!r}", who="client")
+    say(
+        f"answered by layer {raw.headers.get('X-Onion-Layer')!r}, "
+        f"path {raw.headers.get('X-Onion-Path')!r}, {took:.1f}s: no rule matched, the core answers",
+        who="router",
+    )
+    return {
+        "question": EASY,
+        "answer": text,
+        "layer": raw.headers.get("X-Onion-Layer"),
+        "path": onion.get("path", []),
+        "seconds": round(took, 2),
+    }
+
+
+def ask_hard(client: Any, watcher: PhaseWatcher) -> dict[str, Any]:
+    say(f"Q2 (hard) > {HARD}", who="client")
+    say(
+        "the layer `mid` has a routing rule (keywords: prove, proof, step by step) that matches "
+        f"'prove'; mid is {watcher.phase('mid')}, so the router renews its demand Lease and holds "
+        "the request until the Onion status says Ready (SSE heartbeats below)",
+        who="router",
+    )
+    started = time.monotonic()
+    heartbeats = 0
+    pieces: list[str] = []
+    onion: dict[str, Any] = {}
+    with client.chat.completions.with_streaming_response.create(
+        model="onion",
+        messages=[{"role": "user", "content": HARD}],
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        stream=True,
+    ) as response:
+        held = response.headers.get("X-Onion-Held") == "true"
+        for line in response.iter_lines():
+            if line.startswith(":"):  # an SSE comment: the router's heartbeat while waking
+                heartbeats += 1
+                say(line[1:].strip(), who="sse")
+            elif line.startswith("data: ") and line != "data: [DONE]":
+                chunk = json.loads(line[6:])
+                for choice in chunk.get("choices") or []:
+                    pieces.append((choice.get("delta") or {}).get("content") or "")
+                onion = chunk.get("onion") or onion
+    took = time.monotonic() - started
+    text = "".join(pieces).strip()
+    say(f"A2 < {text!r}", who="client")
+    say(
+        f"answered by layer {onion.get('layer')!r}, path {onion.get('path')}, {took:.1f}s "
+        f"including the wake ({heartbeats} heartbeats while held)",
+        who="router",
+    )
+    return {
+        "question": HARD,
+        "answer": text,
+        "layer": onion.get("layer"),
+        "path": onion.get("path", []),
+        "held": held,
+        "heartbeats": heartbeats,
+        "seconds": round(took, 2),
+        "rule": "mid: keywords [prove, proof, step by step]",
+    }
+
+
+def run(report_path: Path | None) -> dict[str, Any]:
+    from openai import OpenAI  # imported late: only the session needs it
+
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    state = Path(tempfile.mkdtemp(prefix="onion-demo-", dir=base))
+    logs = state / "logs"
+    logs.mkdir()
+    procs = Processes(logs)
+    cluster = Cluster(state / "cluster")
+    watcher: PhaseWatcher | None = None
+    report: dict[str, Any] = {"ok": False}
+    try:
+        say("These tiny CPU models (SmolLM2-135M, Gemma-3-270M) show the MECHANISM, not")
+        say("intelligence: expect odd answers. Watch which layer answers and when layers wake.")
+        say()
+        say("starting a private Kubernetes control plane (etcd, kube-apiserver, kwok nodes)")
+        cluster.start()
+        cluster.kubectl("create", "namespace", NAMESPACE)
+        cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd/onions.onion.dev"
+        )
+        say(f"CRD onions.onion.dev installed; namespace {NAMESPACE}")
+
+        procs.start(
+            "operator",
+            [str(BIN / "onion-operator"), "--namespace", NAMESPACE, "--leader-lease-seconds", "5"],
+            env=cluster.env(),
+        )
+        say(f"onion-operator runs as a local process (watching {NAMESPACE})")
+
+        idle = yaml.safe_load(EXAMPLE.read_text())["spec"]["layers"][0]["idleTimeout"]
+        cluster.kubectl("-n", NAMESPACE, "apply", "-f", str(EXAMPLE))
+        say(f"applied {EXAMPLE.relative_to(REPO)}: core + layers mid, big (idleTimeout {idle})")
+        rendered = wait_until(
+            "the operator to render the router ConfigMap",
+            lambda: json.loads(
+                cluster.kubectl(
+                    "-n", NAMESPACE, "get", "configmap", f"{ONION}-router", "-o", "json"
+                )
+            )["data"]["config.yaml"],
+            60,
+        )
+        procs.check_alive()
+        tiers = yaml.safe_load(rendered)["tiers"]
+        if [t["name"] for t in tiers] != ["core", "mid", "big"]:
+            raise RuntimeError(f"unexpected tiers in the rendered router config: {tiers}")
+
+        urls = start_models(procs, tiers)
+        config = local_router_config(rendered, urls)
+        router_port = free_port()
+        config["listen"] = {"host": "127.0.0.1", "port": router_port}
+        config_file = state / "router.yaml"
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        say(
+            "router config = the operator's ConfigMap demo-router/config.yaml with only the tier "
+            "URLs replaced by the local llama.cpp servers (kwok pods run nothing):",
+            who="demo",
+        )
+        for tier in config["tiers"]:
+            say(
+                f"  {tier['name']:<4} {tier['url']}  model={tier['model']}  "
+                f"lease={tier['lease']}  rules={tier['rules']}",
+                who="demo",
+            )
+        procs.start(
+            "router",
+            [str(BIN / "onion-router"), "--config", str(config_file), "--log-level", "warning"],
+            env=cluster.env(),
+        )
+        router = f"http://127.0.0.1:{router_port}"
+        wait_until("the router", lambda: http_ok(f"{router}/health"), 60)
+        wait_until(
+            "the core to be Ready",
+            lambda: (
+                (cluster.onion().get("status") or {}).get("conditions") is not None
+                and phases(cluster.onion()).get("core") == "Ready"
+            ),
+            60,
+        )
+        wait_until("the router to see the Onion", lambda: http_ok(f"{router}/ready"), 60)
+        say(f"onion-router listens on {router} (Kubernetes mode: Leases + Onion status)")
+        watcher = PhaseWatcher(cluster)
+        watcher.start()
+        cluster.show_onions()
+        say(f"layer phases: {phases(cluster.onion())}", who="status")
+        say()
+
+        client = OpenAI(base_url=f"{router}/v1", api_key="demo", max_retries=0, timeout=180)
+        easy = ask_easy(client)
+        say()
+        before = phases(cluster.onion())
+        hard = ask_hard(client, watcher)
+        procs.check_alive()
+        cluster.show_onions()
+        say(f"layer phases: {phases(cluster.onion())}", who="status")
+        say()
+
+        say(f"waiting for mid to go back to sleep (no demand for idleTimeout={idle})")
+        slept = time.monotonic()
+        wait_until("mid to be Dormant again", lambda: watcher.phase("mid") == "Dormant", 90)
+        say(f"mid is Dormant again {time.monotonic() - slept:.0f}s after the answer")
+        replicas = cluster.kubectl(
+            "-n", NAMESPACE, "get", "deployment", f"{ONION}-mid", "-o", "jsonpath={.spec.replicas}"
+        )
+        say(f"deployment {ONION}-mid replicas={replicas}", who="kubectl")
+        cluster.show_onions()
+        say()
+        say("done: the core answered the easy question, a rule woke `mid` for the hard one, and")
+        say("`mid` went back to zero replicas after its idle timeout; `big` never woke.")
+        with watcher.lock:
+            history = {k: list(v) for k, v in watcher.history.items()}
+        report = {
+            "ok": True,
+            "easy": easy,
+            "hard": hard,
+            "phases_before_hard": before,
+            "phase_history": history,
+            "final_phases": phases(cluster.onion()),
+            "mid_replicas_after_sleep": int(replicas or 0),
+            "wall_seconds": round(time.monotonic() - T0, 1),
+        }
+        return report
+    except BaseException as err:
+        why = "interrupted" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        say(f"{why}; logs were in {logs} (last lines below)", who="demo")
+        for log in sorted(logs.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"--- {log.name}\n" + "\n".join(tail), file=sys.stderr)
+        raise
+    finally:
+        if watcher is not None:
+            watcher.stopped.set()
+            watcher.join(timeout=5)
+        procs.stop_all()
+        with contextlib.suppress(Exception):
+            cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
+        if report_path is not None:
+            report_path.write_text(json.dumps(report, indent=2))
+        say(f"cleaned up: processes stopped, cluster down ({time.monotonic() - T0:.0f}s in all)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run_demo.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", type=Path, help="also write the outcome as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        with interrupt_as_exception():
+            run(args.report)
+    except KeyboardInterrupt:
+        print("interrupted; everything the demo started was stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -81,10 +81,10 @@ class _TierState:
 class Layers:
     """Tracks phases, queues and in-flight counts; renews demand while a tier is wanted."""
 
-    def __init__(self, config: RouterConfig, link: LayerLink, renew_every: float = 3.0) -> None:
+    def __init__(self, config: RouterConfig, link: LayerLink) -> None:
         self._config = config
         self._link = link
-        self._renew_every = renew_every
+        self._renew_every = config.demand_renew_seconds
         self._state = {
             t.name: _TierState(t, READY if not t.managed else UNKNOWN) for t in config.tiers
         }

@@ -47,8 +47,8 @@ def router(servers: tuple[FakeTGI, FakeTGI, FakeTGI]) -> Iterator[RouterServer]:
         yield server
 
 
-def client(router: RouterServer, **kwargs: object) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0, **kwargs)  # type: ignore[arg-type]
+def client(router: RouterServer) -> openai.OpenAI:
+    return router.openai()
 
 
 def ask(router: RouterServer, text: str, model: str = "onion", **kwargs: object):  # type: ignore[no-untyped-def]
@@ -277,11 +277,11 @@ def test_auth(servers: tuple[FakeTGI, ...], tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("# router keys\nsk-one\nsk-two\n")
     with RouterServer(three_tiers(*servers, auth={"keysFile": str(keys)})) as router:
-        ok = openai.OpenAI(base_url=f"{router.url}/v1", api_key="sk-two", max_retries=0)
+        ok = router.openai(api_key="sk-two")
         assert ok.chat.completions.create(
             model="onion", messages=[{"role": "user", "content": "x"}]
         ).choices
-        bad = openai.OpenAI(base_url=f"{router.url}/v1", api_key="sk-nope", max_retries=0)
+        bad = router.openai(api_key="sk-nope")
         with pytest.raises(openai.AuthenticationError):
             bad.models.list()
         assert httpx.get(f"{router.url}/health").status_code == 200  # probes stay open

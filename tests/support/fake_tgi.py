@@ -51,6 +51,7 @@ class Stats:
     streams_started: int = 0
     streams_finished: int = 0
     streams_abandoned: int = 0  # the client (the router) went away before the end
+    calls_abandoned: int = 0  # same for non-streaming answers
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -136,13 +137,18 @@ class FakeTGI:
                 return script
         return self.script
 
-    async def _tokens(self, script: Script, limit: int | None) -> AsyncIterator[tuple[str, float]]:
+    async def _tokens(
+        self, script: Script, limit: int | None, request: Request | None = None
+    ) -> AsyncIterator[tuple[str, float]]:
         pairs = list(zip(script.tokens, script.logprobs(), strict=False))[:limit]
         for index, pair in enumerate(pairs):
             if script.fail in ("die", "error_event") and index == script.fail_after:
                 raise _Die
             if script.token_delay:
                 await asyncio.sleep(script.token_delay)
+                if request is not None and await request.is_disconnected():
+                    self.stats.calls_abandoned += 1
+                    return
             yield pair
 
     async def _prefill(self, script: Script) -> Response | None:
@@ -200,7 +206,7 @@ class FakeTGI:
             return {"content": [{"token": token, "logprob": lp, "top_logprobs": top}]}
 
         if not body.get("stream"):
-            pairs = [pair async for pair in self._tokens(script, limit)]
+            pairs = [pair async for pair in self._tokens(script, limit, request)]
             content = [{"token": t, "logprob": lp, "top_logprobs": []} for t, lp in pairs]
             return JSONResponse(
                 {
@@ -264,7 +270,7 @@ class FakeTGI:
         params = body.get("parameters") or {}
         limit = params.get("max_new_tokens")
         if not stream:
-            pairs = [pair async for pair in self._tokens(script, limit)]
+            pairs = [pair async for pair in self._tokens(script, limit, request)]
             out: dict[str, Any] = {"generated_text": "".join(t for t, _ in pairs)}
             if params.get("details"):
                 out["details"] = {

@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+import openai
 import uvicorn
 
 from onion_router.app import create_app
@@ -62,10 +63,17 @@ class RouterServer:
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._clients: list[openai.OpenAI] = []
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def openai(self, api_key: str = "unused") -> openai.OpenAI:
+        """A real OpenAI SDK client for this router, closed when the router stops."""
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0)
+        self._clients.append(client)
+        return client
 
     def start(self) -> RouterServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -84,6 +92,9 @@ class RouterServer:
         return self
 
     def stop(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(timeout=15)

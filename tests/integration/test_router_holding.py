@@ -1,0 +1,199 @@
+"""Waking and holding without a cluster: an operator double sets layer phases and sees the
+demand the router records; clients are the real openai SDK and plain HTTP for raw SSE."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from tests.support.fake_tgi import FakeTGI, Script
+from tests.support.router_server import OperatorDouble, RouterServer, tier
+from tests.support.waiting import wait_until
+
+UNSURE = Script(tokens=["Maybe", " Lyon", "?"], logprob=-2.5)
+
+
+@pytest.fixture
+def core() -> Iterator[FakeTGI]:
+    with FakeTGI(Script(tokens=["core", " answer"], logprob=-0.05), name="core") as server:
+        yield server
+
+
+@pytest.fixture
+def mid() -> Iterator[FakeTGI]:
+    with FakeTGI(Script(tokens=["mid", " answer"], logprob=-0.05), name="mid") as server:
+        yield server
+
+
+def config(core: FakeTGI, mid: FakeTGI, **overrides: object) -> dict:
+    return {
+        "heartbeatSeconds": 0.2,
+        "demandRenewSeconds": 0.3,
+        "tiers": [
+            tier("core", core.url, escalation={"policy": "confidence", "threshold": -1.0}),
+            tier(
+                "mid",
+                mid.url,
+                managed=True,
+                lease="onion-mid-demand",
+                wakeTimeoutSeconds=overrides.pop("wake", 20),
+            ),
+        ],
+        **overrides,
+    }
+
+
+def chat(router: RouterServer, model: str = "onion", **kwargs: object):  # type: ignore[no-untyped-def]
+    return router.openai().chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "hello"}], **kwargs
+    )  # type: ignore[call-overload]
+
+
+def layer(router: RouterServer, name: str) -> dict:
+    layers = httpx.get(f"{router.url}/status").json()["layers"]
+    return next(x for x in layers if x["name"] == name)
+
+
+def test_held_request_is_answered_once_the_layer_is_ready(core: FakeTGI, mid: FakeTGI) -> None:
+    link = OperatorDouble({"mid": "Dormant"})
+    with RouterServer(config(core, mid), link) as router, ThreadPoolExecutor(1) as pool:
+        held = pool.submit(chat, router, "onion/mid")
+        wait_until(lambda: link.renewed("onion-mid-demand"), what="demand for mid")
+        wait_until(lambda: layer(router, "mid")["queued"] == 1, what="request queued")
+        assert not held.done() and not mid.stats.requests
+        link.set_phase("mid", "Waking")
+        time.sleep(0.3)  # a non-Ready phase change must not release the request
+        assert not held.done()
+        link.set_phase("mid", "Ready")
+        raw = held.result(timeout=10)
+        assert raw.parse().choices[0].message.content == "mid answer"
+        assert raw.headers["x-onion-layer"] == "mid"
+
+
+def test_escalation_wakes_the_next_layer(core: FakeTGI, mid: FakeTGI) -> None:
+    core.script = UNSURE
+    link = OperatorDouble({"mid": "Dormant"})
+    with RouterServer(config(core, mid), link) as router, ThreadPoolExecutor(1) as pool:
+        held = pool.submit(chat, router)
+        wait_until(lambda: link.renewed("onion-mid-demand"), what="demand for mid")
+        link.set_phase("mid", "Ready")
+        assert held.result(timeout=10).headers["x-onion-path"] == "core,mid"
+
+
+def test_early_wake_overlaps_cold_start_with_generation(core: FakeTGI, mid: FakeTGI) -> None:
+    core.script = Script(tokens=[f" w{i}" for i in range(12)], logprob=-2.5, token_delay=0.15)
+    link = OperatorDouble({"mid": "Dormant"})
+    with RouterServer(config(core, mid), link) as router, ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        held = pool.submit(chat, router)
+        wait_until(lambda: link.renewed("onion-mid-demand"), what="early demand for mid")
+        first_demand = link.renewals[0][0] - started
+        # The core needs 12 x 0.15 s; demand was recorded after its first few tokens.
+        assert first_demand < 1.2, first_demand
+        assert core.stats.streams_finished == 0
+        link.set_phase("mid", "Ready")
+        assert held.result(timeout=10).headers["x-onion-path"] == "core,mid"
+        metrics = httpx.get(f"{router.url}/metrics").text
+        assert 'onion_router_early_wakes_total{layer="mid"} 1.0' in metrics
+
+
+def test_wake_timeout_gives_503_with_retry_after(core: FakeTGI, mid: FakeTGI) -> None:
+    link = OperatorDouble({"mid": "Waking"})
+    with RouterServer(config(core, mid, wake=1), link) as router:
+        started = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as err:
+            chat(router, "onion/mid")
+        assert 0.9 < time.monotonic() - started < 5
+        assert err.value.status_code == 503
+        assert err.value.response.headers["retry-after"]
+        assert "did not become ready within 1s" in err.value.message
+
+
+def test_full_queue_gives_429_with_retry_after(core: FakeTGI, mid: FakeTGI) -> None:
+    link = OperatorDouble({"mid": "Dormant"})
+    with (
+        RouterServer(config(core, mid, maxQueuePerLayer=1), link) as router,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        held = pool.submit(chat, router, "onion/mid")
+        wait_until(lambda: layer(router, "mid")["queued"] == 1, what="one request queued")
+        with pytest.raises(openai.RateLimitError) as err:
+            chat(router, "onion/mid")
+        assert int(err.value.response.headers["retry-after"]) >= 1
+        assert err.value.body["code"] == "queue_full"  # type: ignore[index]
+        link.set_phase("mid", "Ready")
+        assert held.result(timeout=10).parse().choices[0].message.content == "mid answer"
+
+
+def test_demand_is_renewed_while_a_request_is_in_flight(core: FakeTGI, mid: FakeTGI) -> None:
+    mid.script = Script(tokens=[f" t{i}" for i in range(10)], token_delay=0.15)
+    link = OperatorDouble({"mid": "Ready"})
+    with RouterServer(config(core, mid), link) as router:
+        chat(router, "onion/mid")  # 1.5 s in flight, renewals every 0.3 s
+        assert link.renewed("onion-mid-demand") >= 3
+
+
+def test_missing_lease_is_a_clear_503(core: FakeTGI, mid: FakeTGI) -> None:
+    link = OperatorDouble({"mid": "Dormant"}, missing={"onion-mid-demand"})
+    with RouterServer(config(core, mid), link) as router:
+        with pytest.raises(openai.APIStatusError) as err:
+            chat(router, "onion/mid")
+        assert err.value.status_code == 503
+        assert "onion-mid-demand does not exist" in err.value.message
+        assert layer(router, "mid")["queued"] == 0
+
+
+def test_failed_layer_releases_held_requests(core: FakeTGI, mid: FakeTGI) -> None:
+    link = OperatorDouble({"mid": "Waking"})
+    with RouterServer(config(core, mid), link) as router, ThreadPoolExecutor(1) as pool:
+        held = pool.submit(chat, router, "onion/mid")
+        wait_until(lambda: layer(router, "mid")["queued"] == 1, what="queued")
+        link.set_phase("mid", "Failed")
+        with pytest.raises(openai.APIStatusError) as err:
+            held.result(timeout=10)
+        assert err.value.status_code == 503 and "failed to start" in err.value.message
+
+
+def test_streaming_client_gets_heartbeats_while_held(core: FakeTGI, mid: FakeTGI) -> None:
+    link = OperatorDouble({"mid": "Waking"})
+    body = {"model": "onion/mid", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with (
+        RouterServer(config(core, mid), link) as router,
+        httpx.stream(
+            "POST", f"{router.url}/v1/chat/completions", json=body, timeout=20
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["x-onion-held"] == "true"
+        lines = response.iter_lines()
+        assert next(lines).startswith(": waiting for layer mid (Waking")
+        link.set_phase("mid", "Ready")
+        rest = [line for line in lines if line.startswith("data:")]
+    assert rest[-1] == "data: [DONE]" and '"mid"' in rest[1]
+
+
+def test_fallback_answers_from_an_awake_layer_marked_degraded(core: FakeTGI, mid: FakeTGI) -> None:
+    core.script = UNSURE
+    link = OperatorDouble({"mid": "Dormant"})
+    with RouterServer(config(core, mid, whileWaking="fallback"), link) as router:
+        raw = chat(router)
+        assert raw.headers["x-onion-layer"] == "core"
+        assert raw.headers["x-onion-degraded"] == "true"
+        assert raw.parse().model_extra["onion"]["degraded"] is True
+        pinned = chat(router, "onion/mid")  # the pinned layer sleeps: the core stands in
+        assert pinned.headers["x-onion-layer"] == "core"
+        assert pinned.headers["x-onion-degraded"] == "true"
+        with router.openai().chat.completions.with_streaming_response.create(
+            model="onion", messages=[{"role": "user", "content": "x"}], stream=True
+        ) as streamed:
+            assert streamed.headers["x-onion-degraded"] == "true"
+            text = "".join(c.choices[0].delta.content or "" for c in streamed.parse() if c.choices)
+        assert text == "Maybe Lyon?"
+        # Meanwhile the sleeping layer was asked to wake for the next requests.
+        assert link.renewed("onion-mid-demand") >= 1
+        assert not mid.stats.requests

@@ -57,7 +57,10 @@ class KubeLink:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
             return client.ApiClient()
         configuration = client.Configuration()
-        await config.load_kube_config(client_configuration=configuration)
+        # KUBECONFIG is read now, not when kubernetes_asyncio was imported.
+        await config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
         return client.ApiClient(configuration)
 
     async def start(self, on_phases: PhaseSink) -> None:

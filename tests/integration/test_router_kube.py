@@ -1,0 +1,135 @@
+"""Kubernetes mode against the real local API server, without the operator: the test plays the
+operator (creates the Onion and its demand Lease, then sets the layer Ready) and sees the router
+renew the Lease and answer the held request."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.support.cluster import Cluster
+from tests.support.fake_tgi import FakeTGI, Script
+from tests.support.router_server import RouterServer, tier
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.cluster
+
+CRD = Path(__file__).resolve().parents[2] / "crds" / "onion.dev_onions.yaml"
+HOLDER = "router-under-test-0"
+
+
+@pytest.fixture
+def onion(cluster: Cluster, namespace: str) -> str:
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/onions.onion.dev", "--timeout=60s")
+    manifest = {
+        "apiVersion": "onion.dev/v1alpha1",
+        "kind": "Onion",
+        "metadata": {"name": "assistant", "namespace": namespace},
+        "spec": {
+            "core": {"model": "core-model"},
+            "layers": [
+                {"name": "mid", "model": "mid-model"},
+                {"name": "big", "model": "big-model"},
+            ],
+        },
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
+    set_phases(cluster, namespace, {"mid": "Dormant", "big": "Dormant"})
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "assistant-mid-demand", "namespace": namespace},
+        "spec": {},
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(lease))  # no Lease for "big"
+    return "assistant"
+
+
+def set_phases(cluster: Cluster, namespace: str, phases: dict[str, str]) -> None:
+    status = {"status": {"layers": [{"name": n, "phase": p} for n, p in phases.items()]}}
+    cluster.kubectl(
+        "patch",
+        "onion",
+        "assistant",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[FakeTGI, FakeTGI]]:
+    with (
+        FakeTGI(Script(tokens=["core"]), name="core") as core,
+        FakeTGI(Script(tokens=["mid", " here"]), name="mid") as mid,
+    ):
+        yield core, mid
+
+
+def test_demand_lease_and_readiness_watch(
+    cluster: Cluster,
+    namespace: str,
+    onion: str,
+    fakes: tuple[FakeTGI, FakeTGI],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    core, mid = fakes
+    monkeypatch.setenv("KUBECONFIG", cluster.kubeconfig)
+    monkeypatch.setenv("POD_NAME", HOLDER)
+    config = {
+        "kubernetes": {"enabled": True, "namespace": namespace, "onion": onion},
+        "tiers": [
+            tier("core", core.url),
+            tier("mid", mid.url, managed=True, lease="assistant-mid-demand", wakeTimeoutSeconds=60),
+            tier("big", mid.url, managed=True, lease="assistant-big-demand", wakeTimeoutSeconds=60),
+        ],
+    }
+    with RouterServer(config) as router, ThreadPoolExecutor(1) as pool:
+        api = router.openai()
+        # The core is not managed: answered at once, no Lease touched.
+        assert (
+            api.chat.completions.create(model="onion", messages=[{"role": "user", "content": "hi"}])
+            .choices[0]
+            .message.content
+            == "core"
+        )
+
+        held = pool.submit(
+            api.chat.completions.with_raw_response.create,
+            model="onion/mid",
+            messages=[{"role": "user", "content": "hi"}],
+        )
+
+        def renewed() -> dict | None:
+            spec = cluster.kubectl_json("get", "lease", "assistant-mid-demand", "-n", namespace)[
+                "spec"
+            ]
+            return spec if spec.get("renewTime") else None
+
+        spec = wait_until(renewed, timeout=20, what="the router to renew the demand Lease")
+        assert spec["holderIdentity"] == HOLDER
+        assert spec["renewTime"].endswith("Z") and "." in spec["renewTime"]  # MicroTime
+        assert not held.done()
+        set_phases(cluster, namespace, {"mid": "Waking"})
+        assert not held.done()
+        set_phases(cluster, namespace, {"mid": "Ready"})
+        raw = held.result(timeout=30)
+        assert raw.headers["x-onion-layer"] == "mid"
+        assert raw.parse().choices[0].message.content == "mid here"
+
+        # A layer whose Lease the operator never made: a clear 503, not a hang.
+        with pytest.raises(openai.APIStatusError) as err:
+            api.chat.completions.create(
+                model="onion/big", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert err.value.status_code == 503
+        assert f"{namespace}/assistant-big-demand does not exist" in err.value.message

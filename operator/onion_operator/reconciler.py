@@ -64,6 +64,16 @@ async def _wake_and_sleep(
     """Scale the layers the plan changes; record wake time and count on the Deployment."""
     events: list[Event] = []
     after = dict(observed)
+    # Sleeps first: a budget eviction frees its GPU before the newcomer asks for one.
+    for sleep in the_plan.sleeps():
+        obs = observed.get(sleep.layer)
+        if obs is None or obs.replicas is None:
+            continue
+        await kube.merge_patch(
+            "Deployment", namespace, c.child_name(name, sleep.layer), {"spec": {"replicas": 0}}
+        )
+        after[sleep.layer] = dataclasses.replace(obs, replicas=0)
+        events.append(Event("Normal", "Sleeping", f"layer {sleep.layer}: {sleep.reason}"))
     for wake in the_plan.wakes():
         obs = observed.get(wake.layer)
         if obs is None or obs.replicas is None:
@@ -80,15 +90,6 @@ async def _wake_and_sleep(
         events.append(
             Event("Normal", "Waking", f"layer {wake.layer}: {wake.reason} (wake #{count})")
         )
-    for sleep in the_plan.sleeps():
-        obs = observed.get(sleep.layer)
-        if obs is None or obs.replicas is None:
-            continue
-        await kube.merge_patch(
-            "Deployment", namespace, c.child_name(name, sleep.layer), {"spec": {"replicas": 0}}
-        )
-        after[sleep.layer] = dataclasses.replace(obs, replicas=0)
-        events.append(Event("Normal", "Sleeping", f"layer {sleep.layer}: {sleep.reason}"))
     return after, events
 
 

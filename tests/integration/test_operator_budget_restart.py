@@ -1,0 +1,200 @@
+"""The GPU budget (maxAwakeLayers), restart safety (kill -9 mid-wake, during idle, while demand
+arrives) and single-leader behaviour, with the real operator against a real API server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.support.cluster import Cluster
+from tests.support.operator import (
+    DELAY_ANNOTATION,
+    OperatorProcess,
+    apply_crd,
+    layer_status,
+    onion_events,
+    onion_yaml,
+    renew_demand,
+    replicas,
+    running_operator,
+)
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str) -> Iterator[OperatorProcess]:
+    with running_operator(cluster, namespace) as proc:
+        yield proc
+
+
+def layer(name: str, idle: str = "1h", delay: str = "200ms") -> dict[str, object]:
+    return {
+        "name": name,
+        "model": f"org/{name}",
+        "idleTimeout": idle,
+        "podAnnotations": {DELAY_ANNOTATION: delay},
+    }
+
+
+def test_budget_sleeps_least_recently_used(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    ns = namespace
+    spec = onion_yaml(
+        "chat", [layer("a"), layer("b"), layer("c")], maxAwakeLayers=2, evictionGracePeriod="1s"
+    )
+    cluster.kubectl("-n", ns, "apply", "-f", "-", input=spec)
+    wait_until(
+        lambda: layer_status(cluster, ns, "chat", "c").get("phase") == "Dormant",
+        timeout=30,
+        what="layers created",
+    )
+    renew_demand(cluster, ns, "chat-a-demand")
+    wait_until(lambda: replicas(cluster, ns, "chat-a") == 1, timeout=5, what="a awake")
+    b_used = renew_demand(cluster, ns, "chat-b-demand")
+    wait_until(lambda: replicas(cluster, ns, "chat-b") == 1, timeout=5, what="b awake")
+    # Neither is in use any more once the grace period (1s) has passed since b's last demand.
+    wait_until(
+        lambda: datetime.now(UTC) - b_used > timedelta(seconds=1.2),
+        timeout=5,
+        what="grace period over",
+    )
+
+    # c wants a slot: a (least recently used, not in use) is put to sleep, b stays.
+    renew_demand(cluster, ns, "chat-c-demand")
+    wait_until(lambda: replicas(cluster, ns, "chat-c") == 1, timeout=5, what="c awake")
+    assert replicas(cluster, ns, "chat-a") == 0
+    assert replicas(cluster, ns, "chat-b") == 1
+    assert any(
+        "layer a: least recently used; maxAwakeLayers=2" in e for e in onion_events(cluster, ns)
+    )
+
+    # Both awake layers in use: new demand for a is held, nothing is evicted.
+    renew_demand(cluster, ns, "chat-b-demand")
+    renew_demand(cluster, ns, "chat-c-demand")
+    renew_demand(cluster, ns, "chat-a-demand")
+    held = wait_until(
+        lambda: (
+            (s := layer_status(cluster, ns, "chat", "a"))
+            .get("message", "")
+            .startswith("demand waiting")
+            and s
+        ),
+        timeout=5,
+        what="a held",
+    )
+    assert held["phase"] == "Dormant" and "maxAwakeLayers=2 reached" in held["message"]
+    assert replicas(cluster, ns, "chat-b") == replicas(cluster, ns, "chat-c") == 1
+
+    # Once b and c are no longer in use (grace 1s), a takes the older one's slot.
+    def admitted_while_held() -> bool:
+        renew_demand(cluster, ns, "chat-a-demand")  # the router renews a held request's demand
+        return replicas(cluster, ns, "chat-a") == 1
+
+    wait_until(admitted_while_held, timeout=10, interval=0.3, what="a admitted")
+    awake = [n for n in "abc" if replicas(cluster, ns, f"chat-{n}") == 1]
+    assert len(awake) == 2 and "a" in awake
+
+
+def test_kill_mid_wake_idle_and_demand_while_down(cluster: Cluster, namespace: str) -> None:
+    ns = namespace
+    apply_crd(cluster)
+    first = OperatorProcess(cluster, ns).start()
+    procs = [first]
+    try:
+        spec = onion_yaml("chat", [layer("mid", idle="4s", delay="3s")])
+        cluster.kubectl("-n", ns, "apply", "-f", "-", input=spec)
+        wait_until(
+            lambda: layer_status(cluster, ns, "chat", "mid").get("phase") == "Dormant",
+            timeout=30,
+            what="mid created",
+        )
+
+        # Mid-wake: scaled to 1, pod still loading (3s) when the operator dies.
+        renew_demand(cluster, ns, "chat-mid-demand")
+        wait_until(
+            lambda: replicas(cluster, ns, "chat-mid") == 1, timeout=5, interval=0.02, what="woken"
+        )
+        first.kill()
+        assert layer_status(cluster, ns, "chat", "mid")["phase"] == "Waking"
+        second = OperatorProcess(cluster, ns).start()
+        procs.append(second)
+        ready = wait_until(
+            lambda: (s := layer_status(cluster, ns, "chat", "mid")).get("phase") == "Ready" and s,
+            timeout=20,
+            what="Ready after restart",
+        )
+        assert ready["wakeCount"] == 1  # the restart did not count (or redo) the wake
+        assert 2.5 <= ready["lastWakeSeconds"] < 15
+
+        # Down while the idle timeout passes: the successor does the missed sleep.
+        second.kill()
+        demand_at = datetime.fromisoformat(ready["lastDemandTime"].replace("Z", "+00:00"))
+        wait_until(
+            lambda: datetime.now(UTC) - demand_at > timedelta(seconds=5),
+            timeout=10,
+            what="idle timeout passed while down",
+        )
+        assert replicas(cluster, ns, "chat-mid") == 1
+        third = OperatorProcess(cluster, ns).start()
+        procs.append(third)
+        wait_until(
+            lambda: replicas(cluster, ns, "chat-mid") == 0, timeout=15, what="missed sleep done"
+        )
+
+        # Demand recorded while no operator runs: the successor wakes the layer.
+        third.kill()
+        renew_demand(cluster, ns, "chat-mid-demand")
+        fourth = OperatorProcess(cluster, ns).start()
+        procs.append(fourth)
+        wait_until(lambda: replicas(cluster, ns, "chat-mid") == 1, timeout=15, what="no lost wake")
+
+        def ready_while_renewing() -> dict[str, object] | None:
+            # Like the router holding a request: renew demand until the layer is Ready.
+            renew_demand(cluster, ns, "chat-mid-demand")
+            status = layer_status(cluster, ns, "chat", "mid")
+            return status if status.get("phase") == "Ready" else None
+
+        woken = wait_until(ready_while_renewing, timeout=20, interval=0.5, what="Ready")
+        assert woken["wakeCount"] == 2
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def test_only_the_leader_acts(cluster: Cluster, namespace: str) -> None:
+    ns = namespace
+    apply_crd(cluster)
+    leader = OperatorProcess(cluster, ns).start()
+    standby = None
+    try:
+        wait_until(
+            lambda: (
+                cluster.kubectl(
+                    "-n", ns, "get", "lease", "onion-operator-leader", check=False
+                ).returncode
+                == 0
+            ),
+            timeout=20,
+            what="leader Lease",
+        )
+        standby = OperatorProcess(cluster, ns).start()
+        wait_until(
+            lambda: "waiting for leadership" in standby.logs(), timeout=20, what="standby waiting"
+        )
+        leader.stop()  # a graceful exit releases the Lease: the standby takes over at once
+        wait_until(lambda: "leading as" in standby.logs(), timeout=10, what="standby leads")
+        cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer("mid")]))
+        wait_until(
+            lambda: layer_status(cluster, ns, "chat", "mid").get("phase") == "Dormant",
+            timeout=30,
+            what="standby reconciles",
+        )
+    finally:
+        leader.stop()
+        if standby is not None:
+            standby.stop()

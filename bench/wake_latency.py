@@ -149,7 +149,7 @@ async def measure(cluster: Cluster, ns: str, wakes: int, ready_delay: str) -> di
                 all(seen.phase.get(n) == "Dormant" for n in LAYERS)
                 and seen.phase.get("core") == "Ready"
             ),
-            timeout=60,
+            limit=60,
         )
         for i in range(wakes):
             layer = LAYERS[i % len(LAYERS)]
@@ -160,7 +160,7 @@ async def measure(cluster: Cluster, ns: str, wakes: int, ready_delay: str) -> di
                     and seen.replicas.get(layer) == 0
                     and not seen.pods.get(layer)
                 ),
-                timeout=60,
+                limit=60,
             )
             patch = {
                 "spec": {"renewTime": format_time(datetime.now(UTC)), "holderIdentity": "bench"}
@@ -168,13 +168,13 @@ async def measure(cluster: Cluster, ns: str, wakes: int, ready_delay: str) -> di
             await kube.merge_patch("Lease", ns, f"{ONION}-{layer}-demand", patch)
             t_demand = time.monotonic()
             t_scaled = await seen.until(
-                lambda layer=layer: seen.replicas.get(layer) == 1, timeout=30
+                lambda layer=layer: seen.replicas.get(layer) == 1, limit=30
             )
             t_pod = await seen.until(
-                lambda layer=layer: seen.pod_ready.get(layer, False), timeout=60
+                lambda layer=layer: seen.pod_ready.get(layer, False), limit=60
             )
             t_status = await seen.until(
-                lambda layer=layer: seen.phase.get(layer) == "Ready", timeout=30
+                lambda layer=layer: seen.phase.get(layer) == "Ready", limit=30
             )
             demand_to_replicas.append(t_scaled - t_demand)
             ready_to_status.append(max(0.0, t_status - t_pod))

@@ -167,12 +167,8 @@ async def measure(cluster: Cluster, ns: str, wakes: int, ready_delay: str) -> di
             }
             await kube.merge_patch("Lease", ns, f"{ONION}-{layer}-demand", patch)
             t_demand = time.monotonic()
-            t_scaled = await seen.until(
-                lambda layer=layer: seen.replicas.get(layer) == 1, limit=30
-            )
-            t_pod = await seen.until(
-                lambda layer=layer: seen.pod_ready.get(layer, False), limit=60
-            )
+            t_scaled = await seen.until(lambda layer=layer: seen.replicas.get(layer) == 1, limit=30)
+            t_pod = await seen.until(lambda layer=layer: seen.pod_ready.get(layer, False), limit=60)
             t_status = await seen.until(
                 lambda layer=layer: seen.phase.get(layer) == "Ready", limit=30
             )

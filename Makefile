@@ -26,7 +26,6 @@ engine: install  ## llama.cpp server and the small real models (compiled once, c
 
 test: install bins engine  ## all tests: unit, integration (real API server), end-to-end
 	$(PY) -m pytest tests
-	$(PY) -m tests.support.leftovers
 
 test-unit: install  ## pure tests only (seconds)
 	$(PY) -m pytest tests/unit

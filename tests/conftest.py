@@ -8,7 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import leftovers
 from tests.support.cluster import Cluster, LocalClusterProcess
+
+_BEFORE = pytest.StashKey[set[int]]()
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +37,15 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = set(leftovers.ours())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Every fixture is torn down by now: anything of ours still running is a leak."""
+    left = leftovers.started_since(session.config.stash.get(_BEFORE, set()))
+    if left:
+        print("\nprocesses left running after the tests:\n  " + "\n  ".join(left))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

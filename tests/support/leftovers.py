@@ -1,9 +1,10 @@
-"""Fail if a test run left one of our processes behind (`make test` runs this after pytest)."""
+"""No test leaves a process behind: the processes of ours that a test session started and that
+still run when it ends (the session fails then; see tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
-import sys
+import time
 from pathlib import Path
 
 # Command-line fragments of everything the tests start.
@@ -17,33 +18,27 @@ OURS = (
 )
 
 
-def leftovers(ignore: str | None = None) -> list[str]:
-    found = []
-    me = os.getpid()
+def ours() -> dict[int, str]:
+    """pid -> command line of every running process that looks like one the tests start."""
+    found = {}
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == me:
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            raw = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if any(tag in cmd for tag in OURS) and not (ignore and ignore in cmd):
-            found.append(f"{proc.name}: {cmd.strip()[:200]}")
+        cmd = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        if any(tag in cmd for tag in OURS):
+            found[int(proc.name)] = cmd
     return found
 
 
-def main() -> int:
-    # A cluster the user started with `make cluster-up` is theirs, not a leftover.
-    user_cluster = os.environ.get(
-        "ONION_CLUSTER_DIR", f"/dev/shm/onion-local-cluster-{os.getuid()}"
-    )
-    left = leftovers(ignore=user_cluster)
-    if left:
-        print("processes left running after the tests:\n  " + "\n  ".join(left), file=sys.stderr)
-        return 1
-    print("no processes left running")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def started_since(before: set[int], grace: float = 10.0) -> list[str]:
+    """Processes of ours not running at `before` that are still alive after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        left = {pid: cmd for pid, cmd in ours().items() if pid not in before}
+        if not left or time.monotonic() > deadline:
+            return [f"{pid}: {cmd[:200]}" for pid, cmd in sorted(left.items())]
+        time.sleep(0.2)

@@ -1,0 +1,35 @@
+"""The contract between the parts: what the operator renders is what the router reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from onion_operator import constants as c
+from onion_operator.manifests import build_router_config
+from onion_operator.spec import parse_spec
+from onion_router.config import parse_config
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+def onions(path: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "Onion"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_rendered_router_config_of_every_example_parses_in_the_router(path: Path) -> None:
+    docs = onions(path)
+    assert docs, f"{path.name} has no Onion"
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        spec = parse_spec(name, doc["spec"])
+        rendered = build_router_config(spec, "team-a", name)
+        config = parse_config(yaml.safe_load(yaml.safe_dump(rendered)))
+        assert [t.name for t in config.tiers] == [c.CORE, *(layer.name for layer in spec.layers)]
+        assert config.kubernetes.enabled and config.kubernetes.onion == name
+        for tier, layer in zip(config.tiers[1:], spec.layers, strict=True):
+            assert tier.managed == layer.managed
+            assert tier.lease == (c.lease_name(name, layer.name) if layer.managed else None)

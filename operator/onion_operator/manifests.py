@@ -275,6 +275,7 @@ def build_router_deployment(owner: Owner, router: RouterSettings, config_yaml: s
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
+            "runAsUser": 65532,  # numeric, so runAsNonRoot holds whatever USER the image sets
             "capabilities": {"drop": ["ALL"]},
         },
     }

@@ -1,0 +1,51 @@
+"""The Helm chart's static files: its CRD is the one in crds/, byte for byte."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "onion-of-experts"
+
+
+def test_chart_crd_is_identical_to_the_source_of_truth() -> None:
+    source = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    copied = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert copied == source
+    for name in source:
+        assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
+            f"charts/onion-of-experts/crds/{name} differs from crds/{name}; copy it again"
+        )
+
+
+def test_crd_is_kept_on_uninstall() -> None:
+    crd = yaml.safe_load((CHART / "crds" / "onion.dev_onions.yaml").read_text())
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_app_version_matches_the_package_and_the_operator_default_image() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'version = "{chart["appVersion"]}"' in pyproject
+    constants = (REPO / "operator" / "onion_operator" / "constants.py").read_text()
+    assert f"ghcr.io/onion-of-experts/onion:{chart['appVersion']}" in constants
+
+
+def test_every_default_value_is_described_by_the_schema() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(value: object, node: dict, path: str) -> None:  # type: ignore[type-arg]
+        if "$ref" in node:
+            node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+        if isinstance(value, dict) and "properties" in node:
+            for key, sub in value.items():
+                if node.get("additionalProperties") is False:
+                    assert key in node["properties"], f"{path}.{key} is not in the schema"
+                if key in node["properties"]:
+                    walk(sub, node["properties"][key], f"{path}.{key}")
+
+    walk(values, schema, "values")

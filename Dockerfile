@@ -1,0 +1,35 @@
+# One small image for both entrypoints: `onion-operator` (the Helm chart's Deployment) and
+# `onion-router` (the Deployment the operator renders for each Onion). No model engine inside:
+# model servers run in their own engine images (TGI, vLLM, llama.cpp).
+# Build: `make image` (docker or podman). The build machines of this project have no container
+# engine, so this file is exercised only where one exists (see README "Image").
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+COPY router/ router/
+# A virtualenv copied whole into the final stage: no compilers or pip caches there.
+RUN python -m venv /opt/onion \
+ && /opt/onion/bin/pip install --no-compile . \
+ && /opt/onion/bin/onion-operator --help >/dev/null \
+ && /opt/onion/bin/onion-router --help >/dev/null
+
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="onion-of-experts" \
+      org.opencontainers.image.description="Onion operator and router: an always-on core LLM, outer layers woken on demand" \
+      org.opencontainers.image.source="https://github.com/onion-of-experts/onion-of-experts" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}"
+COPY --from=build /opt/onion /opt/onion
+# Numeric non-root user (65532, as the chart and the router pods set runAsUser) and no writable
+# paths in the image: the pods run with a read-only root filesystem.
+ENV PATH=/opt/onion/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 65532:65532
+EXPOSE 8080
+CMD ["onion-operator", "--all-namespaces"]

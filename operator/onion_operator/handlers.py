@@ -131,8 +131,31 @@ async def onion_changed(type: str, name: str, namespace: str | None, memo: Any, 
     labels={c.LABEL_COMPONENT: c.COMPONENT_MODEL, c.LABEL_ONION: kopf.PRESENT},
 )
 async def child_changed(
-    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+    type: str, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
     """New demand on a Lease, or a layer Deployment changed (e.g. a pod became Ready)."""
-    if namespace is not None:
-        await run_reconcile(memo["state"], namespace, labels[c.LABEL_ONION])
+    await _owner_changed(memo["state"], namespace, labels, reapply=type == "DELETED")
+
+
+async def _owner_changed(
+    state: OperatorState, namespace: str | None, labels: Mapping[str, str], reapply: bool
+) -> None:
+    """Reconcile the Onion a child belongs to; `reapply` if a child was deleted by hand."""
+    if namespace is None:
+        return
+    if reapply:
+        state.last_ensure.pop(onion_key(namespace, labels[c.LABEL_ONION]), None)
+    await run_reconcile(state, namespace, labels[c.LABEL_ONION])
+
+
+def _deleted(type: str, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+@kopf.on.event("", "v1", "services", labels={c.LABEL_ONION: kopf.PRESENT}, when=_deleted)
+@kopf.on.event("", "v1", "configmaps", labels={c.LABEL_ONION: kopf.PRESENT}, when=_deleted)
+async def other_child_deleted(
+    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+) -> None:
+    """A Service or the router ConfigMap deleted by hand is re-created at once."""
+    await _owner_changed(memo["state"], namespace, labels, reapply=True)

@@ -111,6 +111,12 @@ def test_full_lifecycle(cluster: Cluster, namespace: str, operator: OperatorProc
 
     wait_until(lambda: mid_image().endswith(":3.3.5"), timeout=10, what="mid image updated")
     assert replicas(cluster, ns, "chat-mid") == 0
+    lease = cluster.kubectl_json("-n", ns, "get", "lease", "chat-mid-demand")
+    assert lease["spec"]["renewTime"] == ready["lastDemandTime"]  # the router's field survives
+
+    # A child deleted by hand comes back.
+    cluster.kubectl("-n", ns, "delete", "service", "chat-mid")
+    wait_until(lambda: "chat-mid" in names("services"), timeout=10, what="service re-created")
 
     # Layer removal: big's Deployment, Service and Lease go; the router config follows.
     cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [mid_updated]))

@@ -73,7 +73,6 @@ async def run(args: argparse.Namespace) -> int:
         lease_seconds=args.leader_lease_seconds,
         renew_seconds=max(0.5, args.leader_lease_seconds / 3),
     )
-    stop = asyncio.Event()
     lost = asyncio.Event()
     holder: asyncio.Task[None] | None = None
     try:
@@ -85,15 +84,17 @@ async def run(args: argparse.Namespace) -> int:
                 standalone=True,  # leadership comes from our Lease, not kopf peering
                 clusterwide=args.all_namespaces,
                 namespaces=list(args.namespace),
-                stop_flag=stop,
             )
         )
         loser = asyncio.create_task(lost.wait())
         await asyncio.wait({operator, loser}, return_when=asyncio.FIRST_COMPLETED)
-        if lost.is_set():
-            stop.set()
         loser.cancel()
-        await operator
+        if lost.is_set():
+            # Cancelling (not a stop flag, whose waiter kopf would leave hanging on SIGTERM)
+            # makes kopf stop its watchers and handlers at once.
+            operator.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await operator
     finally:
         if holder is not None:
             holder.cancel()

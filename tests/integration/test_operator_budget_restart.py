@@ -3,11 +3,13 @@ arrives) and single-leader behaviour, with the real operator against a real API 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from onion_operator.planner import format_time
 from tests.support.cluster import Cluster
 from tests.support.operator import (
     DELAY_ANNOTATION,
@@ -194,6 +196,26 @@ def test_only_the_leader_acts(cluster: Cluster, namespace: str) -> None:
             timeout=30,
             what="standby reconciles",
         )
+
+        # Someone else holds the Lease now: the operator stops acting (exits non-zero).
+        usurper = {
+            "holderIdentity": "usurper",
+            "leaseDurationSeconds": 30,
+            "renewTime": format_time(datetime.now(UTC)),
+        }
+        cluster.kubectl(
+            "-n",
+            ns,
+            "patch",
+            "lease",
+            "onion-operator-leader",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": usurper}),
+        )
+        assert standby.proc is not None
+        assert standby.proc.wait(timeout=10) == 1
+        assert "another instance took the leadership Lease" in standby.logs()
     finally:
         leader.stop()
         if standby is not None:

@@ -64,7 +64,10 @@ bench-wake: install bins  ## operator wake latency on the local cluster
 	$(PY) bench/wake_latency.py
 
 bench-router: install  ## router overhead vs direct vs LiteLLM
-	@echo "bench-router: not built yet"
+	@# LiteLLM gets its own venv: its pins (huggingface-hub<2, ...) would break ours.
+	L=$${ONION_CACHE_DIR:-$$HOME/.cache/onion-of-experts}/litellm-venv; \
+	  test -x $$L/bin/litellm || { $(PYTHON) -m venv $$L && $$L/bin/pip install -q 'litellm[proxy]'; } && \
+	  $(PY) bench/router_overhead.py --litellm $$L/bin/litellm --out results/router-overhead.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -127,9 +127,11 @@ class Upstream:
 def _translate(tier: str, err: Exception, *, midstream: bool) -> UpstreamError:
     if isinstance(err, InferenceTimeoutError | httpx2.TimeoutException):
         return UpstreamError(504, f"layer {tier!r} timed out", "upstream_timeout")
-    if isinstance(err, HfHubHTTPError) and err.response is not None:
-        status = err.response.status_code
-        detail = _error_detail(err.response)
+    # huggingface_hub's status check only refines httpx errors; httpx2 ones come through raw.
+    response = getattr(err, "response", None)
+    if isinstance(err, HfHubHTTPError | httpx2.HTTPStatusError) and response is not None:
+        status = response.status_code
+        detail = _error_detail(response)
         message = f"layer {tier!r} answered HTTP {status}" + (f": {detail}" if detail else "")
         # The client's own mistakes (e.g. a prompt longer than the context) keep their status.
         if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):

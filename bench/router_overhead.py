@@ -1,0 +1,357 @@
+"""Router overhead: the same load against a TGI-protocol test server directly, through
+onion-router, and through the LiteLLM proxy, in one run; non-streaming and streaming at several
+concurrencies. Reports added latency p50/p99 and throughput ratios; writes a JSON result.
+
+Everything runs on 127.0.0.1; every process this starts is stopped at the end.
+Usage: python bench/router_overhead.py [--out results/router-overhead.json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+TOKENS = 16
+MASTER_KEY = "sk-bench-only"
+CONCURRENCY = (1, 8, 32)
+MODES = ("non-stream", "stream")
+CACHE = Path(os.environ.get("ONION_CACHE_DIR", Path.home() / ".cache" / "onion-of-experts"))
+LITELLM_DEFAULT = CACHE / "litellm-venv" / "bin" / "litellm"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def process(
+    name: str,
+    argv: list[str],
+    health: str,
+    logs: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 90,
+) -> Iterator[None]:
+    """Start a server, wait (bounded) until `health` answers 200, stop it afterwards."""
+    log = (logs / f"{name}.log").open("w")
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})}
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {logs / (name + '.log')}")
+            try:
+                if httpx.get(health, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not become healthy in {timeout}s")
+            time.sleep(0.2)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def load(
+    url: str, model: str, headers: dict[str, str], stream: bool, concurrency: int, requests: int
+) -> dict[str, Any]:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "benchmark prompt"}],
+        "max_tokens": TOKENS,
+        "stream": stream,
+    }
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    latencies: list[float] = []
+    errors = 0
+
+    async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client:
+
+        async def one() -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            try:
+                if stream:
+                    async with client.stream("POST", url, json=body) as response:
+                        response.raise_for_status()
+                        async for _ in response.aiter_raw():
+                            pass
+                else:
+                    response = await client.post(url, json=body)
+                    response.raise_for_status()
+            except httpx.HTTPError:
+                errors += 1
+                return
+            latencies.append(time.perf_counter() - started)
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                await one()
+
+        warmup = max(concurrency * 2, 20)
+        await asyncio.gather(*(worker(warmup // concurrency + 1) for _ in range(concurrency)))
+        latencies.clear()
+        errors = 0
+        per_worker = requests // concurrency
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(per_worker) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    done = len(latencies)
+    return {
+        "requests": done,
+        "errors": errors,
+        "seconds": round(wall, 3),
+        "throughput_rps": round(done / wall, 1) if wall else 0.0,
+        "p50_ms": round(percentile(latencies, 50) * 1000, 3) if done else None,
+        "p99_ms": round(percentile(latencies, 99) * 1000, 3) if done else None,
+        "mean_ms": round(sum(latencies) / done * 1000, 3) if done else None,
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def find(target: str, mode: str, conc: int) -> dict[str, Any]:
+        return next(
+            r for r in runs if (r["target"], r["mode"], r["concurrency"]) == (target, mode, conc)
+        )
+
+    rows = []
+    for mode in MODES:
+        for conc in CONCURRENCY:
+            direct, router = find("direct", mode, conc), find("onion-router", mode, conc)
+            row: dict[str, Any] = {
+                "mode": mode,
+                "concurrency": conc,
+                "router_added_p50_ms": round(router["p50_ms"] - direct["p50_ms"], 3),
+                "router_added_p99_ms": round(router["p99_ms"] - direct["p99_ms"], 3),
+                "router_throughput_vs_direct": round(
+                    router["throughput_rps"] / direct["throughput_rps"], 3
+                ),
+            }
+            litellm = next(
+                (
+                    r
+                    for r in runs
+                    if (r["target"], r["mode"], r["concurrency"]) == ("litellm", mode, conc)
+                ),
+                None,
+            )
+            if litellm is not None:
+                row |= {
+                    "litellm_added_p50_ms": round(litellm["p50_ms"] - direct["p50_ms"], 3),
+                    "litellm_added_p99_ms": round(litellm["p99_ms"] - direct["p99_ms"], 3),
+                    "router_throughput_vs_litellm": round(
+                        router["throughput_rps"] / litellm["throughput_rps"], 3
+                    ),
+                }
+            rows.append(row)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "results" / "router-overhead.json"))
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
+    parser.add_argument(
+        "--litellm",
+        default=str(LITELLM_DEFAULT),
+        help="the litellm executable (its own venv: its pins clash with ours)",
+    )
+    args = parser.parse_args()
+    scale = 0.2 if args.quick else 1.0
+    requests = {1: int(300 * scale), 8: int(1200 * scale), 32: int(2400 * scale)}
+    litellm_bin = shutil.which(args.litellm)
+    use_litellm = not args.no_litellm and litellm_bin is not None
+    if not args.no_litellm and not use_litellm:
+        print(
+            f"{args.litellm} not found (make bench-router installs it); skipping LiteLLM",
+            file=sys.stderr,
+        )
+
+    fake_port, router_port, litellm_port = free_port(), free_port(), free_port()
+    fake = f"http://127.0.0.1:{fake_port}"
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="onion-bench-") as tmp:
+        logs = Path(tmp)
+        (logs / "router.yaml").write_text(
+            json.dumps(
+                {
+                    "listen": {"host": "127.0.0.1", "port": router_port},
+                    "kubernetes": {"enabled": False},
+                    "tiers": [
+                        {
+                            "name": "core",
+                            "url": fake,
+                            "model": "bench",
+                            "engine": "tgi",
+                            "escalation": {"policy": "none"},
+                        }
+                    ],
+                }
+            )
+        )
+        (logs / "litellm.yaml").write_text(
+            json.dumps(
+                {
+                    "model_list": [
+                        {
+                            "model_name": "onion",
+                            "litellm_params": {
+                                "model": "openai/bench",
+                                "api_base": f"{fake}/v1",
+                                "api_key": "none",
+                            },
+                        }
+                    ],
+                    "general_settings": {"master_key": MASTER_KEY},
+                    "litellm_settings": {"telemetry": False},
+                }
+            )
+        )
+        targets: list[tuple[str, str, str, dict[str, str]]] = [
+            ("direct", f"{fake}/v1/chat/completions", "bench", {}),
+            ("onion-router", f"http://127.0.0.1:{router_port}/v1/chat/completions", "onion", {}),
+        ]
+        if use_litellm:
+            targets.append(
+                (
+                    "litellm",
+                    f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
+                    "onion",
+                    {"Authorization": f"Bearer {MASTER_KEY}"},
+                )
+            )
+        with (
+            process(
+                "fake-tgi",
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.support.fake_tgi",
+                    "--port",
+                    str(fake_port),
+                    "--tokens",
+                    str(TOKENS),
+                ],
+                f"{fake}/health",
+                logs,
+            ),
+            process(
+                "onion-router",
+                [
+                    str(VENV_BIN / "onion-router"),
+                    "--config",
+                    str(logs / "router.yaml"),
+                    "--log-level",
+                    "warning",
+                ],
+                f"http://127.0.0.1:{router_port}/health",
+                logs,
+            ),
+            process(
+                "litellm",
+                [
+                    str(VENV_BIN / "litellm"),
+                    "--config",
+                    str(logs / "litellm.yaml"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(litellm_port),
+                ],
+                f"http://127.0.0.1:{litellm_port}/health/liveliness",
+                logs,
+                env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+                timeout=180,
+            )
+            if use_litellm
+            else _nothing(),
+        ):
+            for mode in MODES:
+                for conc in CONCURRENCY:
+                    for name, url, model, headers in targets:
+                        result = asyncio.run(
+                            load(url, model, headers, mode == "stream", conc, requests[conc])
+                        )
+                        runs.append({"target": name, "mode": mode, "concurrency": conc, **result})
+                        print(
+                            f"{mode:10} c={conc:<3} {name:13} {result['throughput_rps']:8.1f} "
+                            f"req/s  p50 {result['p50_ms']:8.2f} ms  p99 {result['p99_ms']:8.2f}"
+                            f" ms  errors {result['errors']}",
+                            flush=True,
+                        )
+    summary = summarize(runs)
+    out = {
+        "benchmark": "router-overhead",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "backend": f"TGI-protocol test server (tests/support/fake_tgi.py), {TOKENS} tokens/answer,"
+        " no delays",
+        "litellm_version": _litellm_version(litellm_bin) if use_litellm else None,
+        "runs": runs,
+        "summary": summary,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print("\nadded latency (ms) over direct, and throughput ratios:")
+    for row in summary:
+        print("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _litellm_version(litellm_bin: str | None) -> str | None:
+    python = Path(litellm_bin or "").parent / "python"
+    probe = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m;print(m.version('litellm'))"],
+        capture_output=True,
+        text=True,
+    )
+    return probe.stdout.strip() or None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The operator runs with exactly the permissions in operator/rbac.yaml (a ServiceAccount token,
+not the admin): the reference RBAC the Helm chart installs is enough and nothing more is used."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import REPO, Cluster
+from tests.support.operator import (
+    DELAY_ANNOTATION,
+    OperatorProcess,
+    apply_crd,
+    layer_status,
+    onion_yaml,
+    renew_demand,
+    replicas,
+)
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.cluster
+
+RBAC = REPO / "operator" / "rbac.yaml"
+
+
+@pytest.fixture
+def restricted(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Cluster]:
+    """A kubeconfig whose user is a ServiceAccount bound to the reference ClusterRoles."""
+    ns = namespace
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(RBAC))
+    cluster.kubectl("-n", ns, "create", "serviceaccount", "onion-operator")
+    cluster.kubectl(
+        "-n",
+        ns,
+        "create",
+        "rolebinding",
+        "onion-operator",
+        "--clusterrole=onion-operator",
+        f"--serviceaccount={ns}:onion-operator",
+    )
+    cluster.kubectl(
+        "create",
+        "clusterrolebinding",
+        f"onion-operator-{ns}",
+        "--clusterrole=onion-operator-discovery",
+        f"--serviceaccount={ns}:onion-operator",
+    )
+    token = cluster.kubectl("-n", ns, "create", "token", "onion-operator").stdout.strip()
+    config = json.loads(Path(cluster.kubeconfig).read_text())
+    config["users"] = [{"name": "operator", "user": {"token": token}}]
+    for ctx in config["contexts"]:
+        ctx["context"]["user"] = "operator"
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))
+    try:
+        yield Cluster(str(path), cluster.bin_dir, local=cluster.local)
+    finally:
+        cluster.kubectl("delete", "clusterrolebinding", f"onion-operator-{ns}", check=False)
+
+
+def test_operator_works_with_the_reference_rbac(
+    cluster: Cluster, namespace: str, restricted: Cluster
+) -> None:
+    ns = namespace
+    apply_crd(cluster)
+    denied = restricted.kubectl("-n", "default", "get", "deployments", check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr  # really restricted
+    proc = OperatorProcess(restricted, ns).start()
+    try:
+        layer = {
+            "name": "mid",
+            "model": "org/mid",
+            "idleTimeout": "2s",
+            "podAnnotations": {DELAY_ANNOTATION: "200ms"},
+        }
+        cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer]))
+        wait_until(
+            lambda: layer_status(cluster, ns, "chat", "core").get("phase") == "Ready",
+            timeout=30,
+            what="core Ready",
+        )
+        renew_demand(cluster, ns, "chat-mid-demand")
+        wait_until(
+            lambda: layer_status(cluster, ns, "chat", "mid").get("phase") == "Ready",
+            timeout=15,
+            what="mid Ready",
+        )
+        wait_until(lambda: replicas(cluster, ns, "chat-mid") == 0, timeout=15, what="mid asleep")
+        events = cluster.kubectl_json("-n", ns, "get", "events")["items"]
+        assert {"Waking", "Sleeping"} <= {e["reason"] for e in events}
+        assert "Forbidden" not in proc.logs() and "403" not in proc.logs(), proc.logs()[-3000:]
+    finally:
+        proc.stop()

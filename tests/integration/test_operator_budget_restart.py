@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -102,6 +103,17 @@ def test_budget_sleeps_least_recently_used(
     assert len(awake) == 2 and "a" in awake
 
 
+def ready_while_renewing(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    """Like the router holding a request: renew the layer's demand until it is Ready."""
+
+    def check() -> dict[str, Any] | None:
+        renew_demand(cluster, ns, f"chat-{name}-demand")
+        status = layer_status(cluster, ns, "chat", name)
+        return status if status.get("phase") == "Ready" else None
+
+    return wait_until(check, timeout=20, interval=0.5, what=f"{name} Ready")
+
+
 def test_kill_mid_wake_idle_and_demand_while_down(cluster: Cluster, namespace: str) -> None:
     ns = namespace
     apply_crd(cluster)
@@ -125,17 +137,16 @@ def test_kill_mid_wake_idle_and_demand_while_down(cluster: Cluster, namespace: s
         assert layer_status(cluster, ns, "chat", "mid")["phase"] == "Waking"
         second = OperatorProcess(cluster, ns).start()
         procs.append(second)
-        ready = wait_until(
-            lambda: (s := layer_status(cluster, ns, "chat", "mid")).get("phase") == "Ready" and s,
-            timeout=20,
-            what="Ready after restart",
-        )
+        # The successor waits up to the leader Lease (3s) for the dead one: like the router
+        # holding a request, keep demand fresh meanwhile so the idle timeout (4s) cannot hit.
+        ready = ready_while_renewing(cluster, ns, "mid")
         assert ready["wakeCount"] == 1  # the restart did not count (or redo) the wake
         assert 2.5 <= ready["lastWakeSeconds"] < 15
 
         # Down while the idle timeout passes: the successor does the missed sleep.
         second.kill()
-        demand_at = datetime.fromisoformat(ready["lastDemandTime"].replace("Z", "+00:00"))
+        lease = cluster.kubectl_json("-n", ns, "get", "lease", "chat-mid-demand")
+        demand_at = datetime.fromisoformat(lease["spec"]["renewTime"].replace("Z", "+00:00"))
         wait_until(
             lambda: datetime.now(UTC) - demand_at > timedelta(seconds=5),
             timeout=10,
@@ -155,13 +166,7 @@ def test_kill_mid_wake_idle_and_demand_while_down(cluster: Cluster, namespace: s
         procs.append(fourth)
         wait_until(lambda: replicas(cluster, ns, "chat-mid") == 1, timeout=15, what="no lost wake")
 
-        def ready_while_renewing() -> dict[str, object] | None:
-            # Like the router holding a request: renew demand until the layer is Ready.
-            renew_demand(cluster, ns, "chat-mid-demand")
-            status = layer_status(cluster, ns, "chat", "mid")
-            return status if status.get("phase") == "Ready" else None
-
-        woken = wait_until(ready_while_renewing, timeout=20, interval=0.5, what="Ready")
+        woken = ready_while_renewing(cluster, ns, "mid")
         assert woken["wakeCount"] == 2
     finally:
         for proc in procs:

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ TOKENS = 16
 MASTER_KEY = "sk-bench-only"
 CONCURRENCY = (1, 8, 32)
 MODES = ("non-stream", "stream")
+ROUNDS = 4
 CACHE = Path(os.environ.get("ONION_CACHE_DIR", Path.home() / ".cache" / "onion-of-experts"))
 LITELLM_DEFAULT = CACHE / "litellm-venv" / "bin" / "litellm"
 
@@ -86,9 +88,37 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+@dataclass
+class Sample:
+    """Latencies and wall time of one target under one load, summed over interleaved rounds."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    wall: float = 0.0
+
+    def result(self) -> dict[str, Any]:
+        done = len(self.latencies)
+        return {
+            "requests": done,
+            "errors": self.errors,
+            "seconds": round(self.wall, 3),
+            "throughput_rps": round(done / self.wall, 1) if self.wall else 0.0,
+            "p50_ms": round(percentile(self.latencies, 50) * 1000, 3) if done else None,
+            "p99_ms": round(percentile(self.latencies, 99) * 1000, 3) if done else None,
+            "mean_ms": round(sum(self.latencies) / done * 1000, 3) if done else None,
+        }
+
+
 async def load(
-    url: str, model: str, headers: dict[str, str], stream: bool, concurrency: int, requests: int
-) -> dict[str, Any]:
+    sample: Sample,
+    url: str,
+    model: str,
+    headers: dict[str, str],
+    stream: bool,
+    concurrency: int,
+    requests: int,
+) -> None:
+    """`requests` requests from `concurrency` closed-loop clients (after a short warm-up)."""
     body = {
         "model": model,
         "messages": [{"role": "user", "content": "benchmark prompt"}],
@@ -96,13 +126,11 @@ async def load(
         "stream": stream,
     }
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    latencies: list[float] = []
-    errors = 0
+    measuring = False
 
     async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client:
 
         async def one() -> None:
-            nonlocal errors
             started = time.perf_counter()
             try:
                 if stream:
@@ -114,32 +142,20 @@ async def load(
                     response = await client.post(url, json=body)
                     response.raise_for_status()
             except httpx.HTTPError:
-                errors += 1
+                sample.errors += measuring
                 return
-            latencies.append(time.perf_counter() - started)
+            if measuring:
+                sample.latencies.append(time.perf_counter() - started)
 
         async def worker(count: int) -> None:
             for _ in range(count):
                 await one()
 
-        warmup = max(concurrency * 2, 20)
-        await asyncio.gather(*(worker(warmup // concurrency + 1) for _ in range(concurrency)))
-        latencies.clear()
-        errors = 0
-        per_worker = requests // concurrency
+        await asyncio.gather(*(worker(2) for _ in range(concurrency)))  # warm connections
+        measuring = True
         started = time.perf_counter()
-        await asyncio.gather(*(worker(per_worker) for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    done = len(latencies)
-    return {
-        "requests": done,
-        "errors": errors,
-        "seconds": round(wall, 3),
-        "throughput_rps": round(done / wall, 1) if wall else 0.0,
-        "p50_ms": round(percentile(latencies, 50) * 1000, 3) if done else None,
-        "p99_ms": round(percentile(latencies, 99) * 1000, 3) if done else None,
-        "mean_ms": round(sum(latencies) / done * 1000, 3) if done else None,
-    }
+        await asyncio.gather(*(worker(max(1, requests // concurrency)) for _ in range(concurrency)))
+        sample.wall += time.perf_counter() - started
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -193,7 +209,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
-    requests = {1: int(300 * scale), 8: int(1200 * scale), 32: int(2400 * scale)}
+    requests = {1: int(200 * scale), 8: int(800 * scale), 32: int(1600 * scale)}
     litellm_bin = shutil.which(args.litellm)
     use_litellm = not args.no_litellm and litellm_bin is not None
     if not args.no_litellm and not use_litellm:
@@ -285,7 +301,7 @@ def main() -> int:
             process(
                 "litellm",
                 [
-                    str(VENV_BIN / "litellm"),
+                    str(litellm_bin),
                     "--config",
                     str(logs / "litellm.yaml"),
                     "--host",
@@ -303,10 +319,23 @@ def main() -> int:
         ):
             for mode in MODES:
                 for conc in CONCURRENCY:
-                    for name, url, model, headers in targets:
-                        result = asyncio.run(
-                            load(url, model, headers, mode == "stream", conc, requests[conc])
-                        )
+                    # Interleave the targets in rounds so background noise hits all alike.
+                    samples = {name: Sample() for name, *_ in targets}
+                    for _ in range(ROUNDS):
+                        for name, url, model, headers in targets:
+                            asyncio.run(
+                                load(
+                                    samples[name],
+                                    url,
+                                    model,
+                                    headers,
+                                    mode == "stream",
+                                    conc,
+                                    requests[conc] // ROUNDS,
+                                )
+                            )
+                    for name, sample in samples.items():
+                        result = sample.result()
                         runs.append({"target": name, "mode": mode, "concurrency": conc, **result})
                         print(
                             f"{mode:10} c={conc:<3} {name:13} {result['throughput_rps']:8.1f} "

@@ -18,7 +18,7 @@ from onion_operator.manifests import Owner, build_children
 from onion_operator.planner import Observed, Plan, format_time, lease_demand, observe_deployment
 from onion_operator.planner import plan as make_plan
 from onion_operator.spec import InvalidSpec, OnionSpec, parse_spec
-from onion_operator.status import build_status, invalid_status
+from onion_operator.status import build_status, invalid_status, phase_changes
 
 Obj = dict[str, Any]
 
@@ -152,4 +152,5 @@ async def reconcile(kube: Kube, namespace: str, name: str, now: datetime, full: 
     )
     if status != previous:
         await kube.merge_patch(c.KIND, namespace, name, {"status": status}, sub="status")
+        events += [Event(*change) for change in phase_changes(previous, status)]
     return Outcome(onion, tuple(events))

@@ -182,3 +182,26 @@ def invalid_status(
     out = {k: v for k, v in previous.items() if k != "conditions"}
     out["conditions"] = conditions
     return out
+
+
+def phase_changes(
+    previous: Mapping[str, Any], status: Mapping[str, Any]
+) -> list[tuple[str, str, str]]:
+    """Events (type, reason, message) for layers that just became Ready or Failed."""
+    before = {e.get("name"): e.get("phase") for e in previous.get("layers") or []}
+    out: list[tuple[str, str, str]] = []
+    for entry in status.get("layers") or []:
+        name, phase = entry["name"], entry["phase"]
+        if before.get(name) == phase or not entry.get("managed"):
+            continue
+        if phase == c.PHASE_READY and entry.get("lastWakeSeconds") is not None:
+            out.append(
+                (
+                    "Normal",
+                    "LayerReady",
+                    f"layer {name}: Ready after {entry['lastWakeSeconds']:g}s cold start",
+                )
+            )
+        elif phase == c.PHASE_FAILED:
+            out.append(("Warning", "WakeFailed", f"layer {name}: {entry['message']}"))
+    return out

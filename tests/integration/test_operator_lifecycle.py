@@ -21,7 +21,7 @@ from tests.support.operator import (
     replicas,
     running_operator,
 )
-from tests.support.waiting import wait_until
+from tests.support.waiting import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -84,6 +84,13 @@ def test_full_lifecycle(cluster: Cluster, namespace: str, operator: OperatorProc
     assert ready["endpoint"] == f"http://chat-mid.{ns}.svc:80"
     assert ready["lastDemandTime"].endswith("Z")
     assert replicas(cluster, ns, "chat-big") == 0  # demand for mid wakes only mid
+    wait_until(
+        lambda: any(
+            e.startswith("LayerReady: layer mid: Ready after") for e in onion_events(cluster, ns)
+        ),
+        timeout=5,
+        what="LayerReady event",
+    )
 
     # Idle sleep after idleTimeout (3s) without demand.
     wait_until(lambda: replicas(cluster, ns, "chat-mid") == 0, timeout=10, what="mid asleep")
@@ -140,16 +147,20 @@ def test_full_lifecycle(cluster: Cluster, namespace: str, operator: OperatorProc
 
     # Delete: everything the Onion owned is garbage-collected.
     cluster.kubectl("-n", ns, "delete", "onion", "chat", "--wait=true")
-    wait_until(
-        lambda: (
-            not (
-                names("deployments")
-                | names("leases")
-                | names("services")
-                | names("configmaps")
-                | names("roles")
-            )
-        ),
-        timeout=30,
-        what="children garbage-collected",
-    )
+
+    def leftovers() -> list[str]:
+        kinds = ("deployments", "leases", "services", "configmaps", "roles", "rolebindings")
+        return sorted(f"{kind}/{n}" for kind in kinds for n in names(kind))
+
+    seen: list[list[str]] = []
+
+    def gone() -> bool:
+        seen.append(leftovers())
+        return not seen[-1]
+
+    # The garbage collector notices a new CRD's owners only after its next discovery resync
+    # (about 30s in kube-controller-manager), so a fresh cluster can take that long.
+    try:
+        wait_until(gone, timeout=90, interval=0.5, what="children garbage-collected")
+    except WaitTimeout:
+        pytest.fail(f"not garbage-collected after 90s: {seen[-1]}")

@@ -8,7 +8,7 @@ import pytest
 
 from onion_operator.planner import Observed, plan
 from onion_operator.spec import parse_spec
-from onion_operator.status import build_status, invalid_status, layer_phase
+from onion_operator.status import build_status, invalid_status, layer_phase, phase_changes
 
 NOW = datetime(2026, 11, 28, 18, 0, 0, tzinfo=UTC)
 SPEC = parse_spec(
@@ -89,3 +89,21 @@ def test_invalid_status_keeps_layers_and_flags_the_spec() -> None:
     assert conds["InvalidSpec"]["observedGeneration"] == 5
     assert conds["Ready"]["status"] == "False"
     assert bad["layers"] == good["layers"] and bad["observedGeneration"] == 4
+
+
+def test_phase_changes_become_events() -> None:
+    waking = status_at(Observed(replicas=1, woken_at=NOW - timedelta(seconds=3)), {})
+    ready = status_at(
+        Observed(
+            replicas=1, ready_replicas=1, current_replicas=1, woken_at=NOW - timedelta(seconds=3)
+        ),
+        waking,
+    )
+    assert phase_changes(waking, ready) == [
+        ("Normal", "LayerReady", "layer mid: Ready after 3s cold start")
+    ]
+    assert phase_changes(ready, ready) == []
+    failed = status_at(Observed(replicas=1, woken_at=NOW - timedelta(seconds=90)), waking)
+    assert phase_changes(waking, failed) == [
+        ("Warning", "WakeFailed", "layer mid: not Ready 60s (wakeTimeout) after waking")
+    ]

@@ -114,6 +114,10 @@ def build_model_deployment(
         "metadata": _meta(owner, c.child_name(owner.name, part), part, c.COMPONENT_MODEL),
         "spec": {
             "replicas": replicas,
+            # A big model may load for longer than the 600s default before it is Ready.
+            "progressDeadlineSeconds": max(
+                600, round(work.wake_timeout) if isinstance(work, Layer) else 0
+            ),
             "selector": {"matchLabels": selector},
             # One GPU per replica: never surge a second pod during a rollout.
             "strategy": {

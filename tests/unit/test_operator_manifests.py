@@ -255,3 +255,20 @@ def test_model_cache_size_creates_a_claim() -> None:
         "accessModes": ["ReadWriteMany"],
         "resources": {"requests": {"storage": "200Gi"}},
     }
+
+
+def test_progress_deadline_covers_the_wake_timeout() -> None:
+    spec = parse_spec(
+        "chat",
+        {
+            "core": {"model": "m"},
+            "layers": [
+                {"name": "big", "model": "b", "wakeTimeout": "20m"},
+                {"name": "mid", "model": "m"},
+            ],
+        },
+    )
+    big = build_model_deployment(OWNER, "big", spec.layers[0], 0, None)
+    core = build_model_deployment(OWNER, "core", spec.core, 1, None)
+    assert big["spec"]["progressDeadlineSeconds"] == 1200
+    assert core["spec"]["progressDeadlineSeconds"] == 600

@@ -109,6 +109,11 @@ def test_full_lifecycle(cluster: Cluster, namespace: str, operator: OperatorProc
     )
 
     # Update: a new image for the dormant mid layer rolls its template but never wakes it.
+    def generations() -> dict[str, int]:
+        items = cluster.kubectl_json("-n", ns, "get", "deployments", "-l", "onion.dev/onion=chat")
+        return {d["metadata"]["name"]: d["metadata"]["generation"] for d in items["items"]}
+
+    before = generations()
     mid_updated = {**mid, "image": "ghcr.io/huggingface/text-generation-inference:3.3.5"}
     cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [mid_updated, big]))
 
@@ -118,6 +123,8 @@ def test_full_lifecycle(cluster: Cluster, namespace: str, operator: OperatorProc
 
     wait_until(lambda: mid_image().endswith(":3.3.5"), timeout=10, what="mid image updated")
     assert replicas(cluster, ns, "chat-mid") == 0
+    after = generations()  # only what changed rolled: mid; not the core, big or the router
+    assert after == {**before, "chat-mid": before["chat-mid"] + 1}
     lease = cluster.kubectl_json("-n", ns, "get", "lease", "chat-mid-demand")
     assert lease["spec"]["renewTime"] == ready["lastDemandTime"]  # the router's field survives
 

@@ -42,7 +42,10 @@ BIN = Path(sys.executable).parent
 NAMESPACE = "onion-demo"
 ONION = "demo"
 EASY = "What is the capital of France? Answer in one short sentence."
-HARD = "Prove that the square root of 2 is irrational."
+# SmolLM2-135M is visibly unsure here (mean token logprob about -2.1): the confidence policy.
+UNSURE = "Translate to Finnish: the tax office closes early on Thursdays."
+# The keyword "prove" matches the routing rule of the outermost layer `big`.
+RULED = "Prove that the square root of 2 is irrational."
 MAX_TOKENS = 32
 
 T0 = time.monotonic()
@@ -302,21 +305,17 @@ def ask_easy(client: Any) -> dict[str, Any]:
     }
 
 
-def ask_hard(client: Any, watcher: PhaseWatcher) -> dict[str, Any]:
-    say(f"Q2 (hard) > {HARD}", who="client")
-    say(
-        "the layer `mid` has a routing rule (keywords: prove, proof, step by step) that matches "
-        f"'prove'; mid is {watcher.phase('mid')}, so the router renews its demand Lease and holds "
-        "the request until the Onion status says Ready (SSE heartbeats below)",
-        who="router",
-    )
+def ask_streaming(client: Any, label: str, question: str, why: str, router: str) -> dict[str, Any]:
+    """A streamed question; SSE comments (the router's heartbeats while a layer wakes) shown."""
+    say(f"{label} > {question}", who="client")
+    say(why, who="router")
     started = time.monotonic()
     heartbeats = 0
     pieces: list[str] = []
     onion: dict[str, Any] = {}
     with client.chat.completions.with_streaming_response.create(
         model="onion",
-        messages=[{"role": "user", "content": HARD}],
+        messages=[{"role": "user", "content": question}],
         max_tokens=MAX_TOKENS,
         temperature=0,
         stream=True,
@@ -333,22 +332,34 @@ def ask_hard(client: Any, watcher: PhaseWatcher) -> dict[str, Any]:
                 onion = chunk.get("onion") or onion
     took = time.monotonic() - started
     text = "".join(pieces).strip()
-    say(f"A2 < {text!r}", who="client")
+    say(f"{label.split()[0].replace('Q', 'A')} < {text!r}", who="client")
     say(
         f"answered by layer {onion.get('layer')!r}, path {onion.get('path')}, {took:.1f}s "
         f"including the wake ({heartbeats} heartbeats while held)",
         who="router",
     )
     return {
-        "question": HARD,
+        "question": question,
         "answer": text,
         "layer": onion.get("layer"),
         "path": onion.get("path", []),
         "held": held,
         "heartbeats": heartbeats,
         "seconds": round(took, 2),
-        "rule": "mid: keywords [prove, proof, step by step]",
+        "metrics": router_metrics(router),
     }
+
+
+def router_metrics(router: str) -> list[str]:
+    """The router's own counters of verdicts, escalations and early wakes (Prometheus text)."""
+    with urllib.request.urlopen(f"{router}/metrics", timeout=5) as resp:  # loopback only
+        text = resp.read().decode()
+    wanted = (
+        "onion_router_judgements_total",
+        "onion_router_escalations_total",
+        "onion_router_early_wakes_total",
+    )
+    return [line for line in text.splitlines() if line.startswith(wanted)]
 
 
 def run(report_path: Path | None) -> dict[str, Any]:
@@ -443,34 +454,70 @@ def run(report_path: Path | None) -> dict[str, Any]:
         easy = ask_easy(client)
         say()
         before = phases(cluster.onion())
-        hard = ask_hard(client, watcher)
+        unsure = ask_streaming(
+            client,
+            "Q2 (the core is unsure)",
+            UNSURE,
+            "the core answers first; its policy (confidence: mean token logprob < -1.2) rejects "
+            "a shaky answer and sends the request one layer out, to `mid` (Gemma-3-270M), which "
+            f"is {watcher.phase('mid')}: the router renews mid's demand Lease and holds the "
+            "request until the Onion status says Ready (SSE heartbeats below)",
+            router,
+        )
+        for line in unsure["metrics"]:
+            say(line, who="metrics")
+        procs.check_alive()
+        cluster.show_onions()
+        say()
+        ruled = ask_streaming(
+            client,
+            "Q3 (a routing rule)",
+            RULED,
+            "the outermost layer `big` has a routing rule (keywords: prove, proof, step by step)"
+            " that matches 'prove': the request skips the core and mid and waits for big "
+            f"({watcher.phase('big')}) to wake",
+            router,
+        )
         procs.check_alive()
         cluster.show_onions()
         say(f"layer phases: {phases(cluster.onion())}", who="status")
         say()
 
-        say(f"waiting for mid to go back to sleep (no demand for idleTimeout={idle})")
+        say(f"waiting for mid and big to go back to sleep (no demand for idleTimeout={idle})")
         slept = time.monotonic()
-        wait_until("mid to be Dormant again", lambda: watcher.phase("mid") == "Dormant", 90)
-        say(f"mid is Dormant again {time.monotonic() - slept:.0f}s after the answer")
-        replicas = cluster.kubectl(
-            "-n", NAMESPACE, "get", "deployment", f"{ONION}-mid", "-o", "jsonpath={.spec.replicas}"
+        wait_until(
+            "mid and big to be Dormant again",
+            lambda: watcher.phase("mid") == "Dormant" and watcher.phase("big") == "Dormant",
+            90,
         )
-        say(f"deployment {ONION}-mid replicas={replicas}", who="kubectl")
+        say(f"mid and big are Dormant again {time.monotonic() - slept:.0f}s after the last answer")
+        replicas = {
+            layer: int(
+                cluster.kubectl(
+                    *("-n", NAMESPACE, "get", "deployment", f"{ONION}-{layer}"),
+                    *("-o", "jsonpath={.spec.replicas}"),
+                )
+                or 0
+            )
+            for layer in ("mid", "big")
+        }
+        say(f"deployment replicas now: {replicas}", who="kubectl")
         cluster.show_onions()
         say()
-        say("done: the core answered the easy question, a rule woke `mid` for the hard one, and")
-        say("`mid` went back to zero replicas after its idle timeout; `big` never woke.")
+        say("done: the core answered the easy question; its low confidence woke `mid` for the")
+        say("translation; a rule woke `big` for the proof; both went back to zero replicas after")
+        say("their idle timeout. GPUs (here: CPU processes) would be paid only while awake.")
         with watcher.lock:
             history = {k: list(v) for k, v in watcher.history.items()}
         report = {
             "ok": True,
             "easy": easy,
-            "hard": hard,
-            "phases_before_hard": before,
+            "unsure": unsure,
+            "ruled": ruled,
+            "phases_before": before,
             "phase_history": history,
             "final_phases": phases(cluster.onion()),
-            "mid_replicas_after_sleep": int(replicas or 0),
+            "replicas_after_sleep": replicas,
             "wall_seconds": round(time.monotonic() - T0, 1),
         }
         return report

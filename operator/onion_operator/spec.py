@@ -122,9 +122,10 @@ class Layer(_Workload):
     min_replicas: Literal[0, 1] = 0
     rules: tuple[Rule, ...] = ()
 
-    _durations = field_validator("idle_timeout", "wake_timeout", mode="before")(
-        classmethod(lambda _cls, v: _positive_duration(v))
-    )
+    @field_validator("idle_timeout", "wake_timeout", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float:
+        return _positive_duration(value)
 
     @field_validator("name")
     @classmethod
@@ -185,9 +186,10 @@ class OnionSpec(_Model):
     eviction_grace_period: float = 10.0
     model_cache: ModelCache | None = None
 
-    _grace = field_validator("eviction_grace_period", mode="before")(
-        classmethod(lambda _cls, v: _positive_duration(v))
-    )
+    @field_validator("eviction_grace_period", mode="before")
+    @classmethod
+    def _grace(cls, value: Any) -> float:
+        return _positive_duration(value)
 
     @model_validator(mode="after")
     def _semantics(self) -> OnionSpec:

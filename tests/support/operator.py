@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from onion_operator.constants import KWOK_READY_DELAY_ANNOTATION
 from onion_operator.planner import format_time
 from tests.support.cluster import REPO, Cluster
 
@@ -100,7 +101,7 @@ def replicas(cluster: Cluster, namespace: str, name: str) -> int | None:
     return int(out.stdout) if out.returncode == 0 and out.stdout else None
 
 
-DELAY_ANNOTATION = "pod-ready.stage.kwok.x-k8s.io/delay"
+DELAY_ANNOTATION = KWOK_READY_DELAY_ANNOTATION
 
 
 def onion_yaml(name: str, layers: list[dict[str, Any]], **spec: Any) -> str:

@@ -88,8 +88,10 @@ class Escalator:
         policy = self.tiers[index].escalation.policy
         return not plan.pinned and index < len(self.tiers) - 1 and policy != "none"
 
-    def _prepare(self, tier: Tier, request: ChatRequest) -> ChatRequest:
-        instruction = self_instruction(tier.escalation)
+    def _prepare(self, tier: Tier, request: ChatRequest, judged: bool) -> ChatRequest:
+        # A layer whose answer is not judged (pinned, outermost, degraded) must not be told
+        # it may ask for help: nobody would answer.
+        instruction = self_instruction(tier.escalation) if judged else None
         return request.with_system(instruction) if instruction else request
 
     def _next_sleeping(self, index: int) -> Tier | None:
@@ -129,7 +131,8 @@ class Escalator:
                 async with self.layers.admit(tier.name) as admission:
                     await admission.wait()
                     path.append(tier.name)
-                    answer = await self._ask(tier, index, request)
+                    judged = not degraded and self._judges(plan, index)
+                    answer = await self._ask(tier, index, self._prepare(tier, request, judged))
             except UpstreamError:
                 if rejected is not None and self.config.while_waking == "fallback":
                     return replace(rejected, meta=replace(rejected.meta, degraded=True))
@@ -145,9 +148,8 @@ class Escalator:
             self._record(tier, verdict, self.tiers[index + 1].name)
             rejected, index = outcome, index + 1
 
-    async def _ask(self, tier: Tier, index: int, request: ChatRequest) -> Answer:
+    async def _ask(self, tier: Tier, index: int, prepared: ChatRequest) -> Answer:
         upstream = self.upstreams[tier.name]
-        prepared = self._prepare(tier, request)
         logprobs = tier.escalation.policy == "confidence"
         if self._next_sleeping(index) is None or tier.escalation.policy == "none":
             return await upstream.complete(prepared, logprobs=logprobs)
@@ -208,12 +210,12 @@ class Escalator:
                 while not await admission.wait(heartbeat):
                     yield Holding(tier.name, admission.phase, admission.waited, admission.timeout)
                 path.append(tier.name)
+                judges = self._judges(plan, index) and not degraded
                 upstream = await self.upstreams[tier.name].open_stream(
-                    self._prepare(tier, request),
+                    self._prepare(tier, request, judges),
                     logprobs=tier.escalation.policy == "confidence",
                 )
                 async with contextlib.aclosing(upstream):
-                    judges = self._judges(plan, index) and not degraded
                     buffered, verdict = await self._buffer(tier, index, upstream, judges)
                     if verdict is not None and not verdict.accept:
                         nxt = self.tiers[index + 1]

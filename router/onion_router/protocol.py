@@ -279,7 +279,8 @@ def render_answer(request: ChatRequest, answer: Answer, meta: Meta) -> Any:
         for choice in body.get("choices") or []:
             choice = dict(choice)
             message = dict(choice.get("message") or {})
-            message["content"] = answer.text
+            if answer.text or message.get("content") is not None:  # tool calls: content null
+                message["content"] = answer.text
             choice["message"] = message
             choice["logprobs"] = (
                 _chat_logprobs(answer.tokens, request.top_logprobs) if request.logprobs else None

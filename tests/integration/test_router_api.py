@@ -125,6 +125,10 @@ def test_self_policy_sentinel_is_intercepted(servers: tuple[FakeTGI, ...]) -> No
         )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text == "Mid says hi"
+        # Pinned, the core's answer is not judged, so it is not invited to escalate.
+        core.script = Script(tokens=["ok"])
+        assert ask(router, "x", model="onion/core").parse().choices[0].message.content == "ok"
+        assert core.stats.requests[-1]["messages"][0]["role"] == "user"
 
 
 def test_streaming_buffers_then_streams_one_coherent_answer(

@@ -1,5 +1,6 @@
 """The GPU budget (maxAwakeLayers), restart safety (kill -9 mid-wake, during idle, while demand
-arrives) and single-leader behaviour, with the real operator against a real API server."""
+arrives), single-leader behaviour and --all-namespaces, with the real operator against a real
+API server."""
 
 from __future__ import annotations
 
@@ -225,3 +226,23 @@ def test_only_the_leader_acts(cluster: Cluster, namespace: str) -> None:
         leader.stop()
         if standby is not None:
             standby.stop()
+
+
+def test_all_namespaces(cluster: Cluster, namespace: str) -> None:
+    other = f"{namespace}-b"
+    cluster.kubectl("create", "namespace", other)
+    apply_crd(cluster)
+    proc = OperatorProcess(cluster, namespace, "--all-namespaces", "--leader-namespace", namespace)
+    proc.start()
+    try:
+        for ns in (namespace, other):
+            cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer("mid")]))
+        for ns in (namespace, other):
+            wait_until(
+                lambda ns=ns: layer_status(cluster, ns, "chat", "core").get("phase") == "Ready",
+                timeout=30,
+                what=f"core Ready in {ns}",
+            )
+    finally:
+        proc.stop()
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)

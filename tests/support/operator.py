@@ -41,10 +41,11 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
+        # `--all-namespaces` in `extra` replaces the default scope of the test's namespace.
+        scope = [] if "--all-namespaces" in self.extra else ["--namespace", self.namespace]
         args = [
             str(OPERATOR_BIN),
-            "--namespace",
-            self.namespace,
+            *scope,
             "--verbose",
             "--leader-lease-seconds",
             "3",

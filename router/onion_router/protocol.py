@@ -48,25 +48,22 @@ class Token:
 
 
 @dataclass
-class Answer:
-    """A complete answer from one tier."""
-
+class _Text:
     text: str
     tokens: list[Token]
     finish_reason: str | None
     usage: dict[str, Any] | None
-    raw: dict[str, Any]
+    raw: dict[str, Any]  # the model server's JSON, for fields we pass through untouched
 
 
 @dataclass
-class Chunk:
-    """One streamed piece of an answer."""
+class Answer(_Text):
+    """A complete answer from one tier."""
 
-    text: str
-    tokens: list[Token]
-    finish_reason: str | None
-    usage: dict[str, Any] | None
-    raw: dict[str, Any]
+
+@dataclass
+class Chunk(_Text):
+    """One streamed piece of an answer."""
 
 
 @dataclass(frozen=True)

@@ -351,6 +351,8 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            # Other work on the machine skews absolute numbers; the ratios are what compare.
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
         "backend": f"TGI-protocol test server (tests/support/fake_tgi.py), {TOKENS} tokens/answer,"
         " no delays",

@@ -99,3 +99,14 @@ def test_unreadable_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("tiers: [")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_cli_rejects_a_bad_config_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onion_router.__main__ import main
+
+    path = tmp_path / "router.yaml"
+    path.write_text("tiers: []\n")
+    assert main(["--config", str(path)]) == 2
+    assert "invalid router config: tiers" in capsys.readouterr().err

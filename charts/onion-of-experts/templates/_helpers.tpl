@@ -38,7 +38,7 @@ app.kubernetes.io/component: operator
 What the operator does in each namespace it manages (operator/onion_operator/kube.py, leader.py,
 handlers.py): read Onions and write their status; server-side apply and delete the children
 (Deployments, Services, ConfigMaps, ServiceAccounts, PVCs, demand Leases, the router's Role and
-RoleBinding); watch Leases and Deployments; post Events. It can create the router's Role without
+RoleBinding); watch Leases, Deployments, Services and ConfigMaps; post Events. It can create the router's Role without
 `escalate`/`bind` because it holds every permission that Role grants.
 */}}
 {{- define "onion.rules" -}}
@@ -55,7 +55,10 @@ RoleBinding); watch Leases and Deployments; post Events. It can create the route
   resources: [deployments]
   verbs: [get, list, watch, create, update, patch, delete]
 - apiGroups: [""]
-  resources: [services, serviceaccounts, configmaps, persistentvolumeclaims]
+  resources: [services, configmaps]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [""]
+  resources: [serviceaccounts, persistentvolumeclaims]
   verbs: [get, list, create, update, patch, delete]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]

@@ -102,6 +102,27 @@ def test_early_wake_overlaps_cold_start_with_generation(core: FakeTGI, mid: Fake
         assert 'onion_router_early_wakes_total{layer="mid"} 1.0' in metrics
 
 
+def test_early_wake_while_streaming(core: FakeTGI, mid: FakeTGI) -> None:
+    core.script = Script(tokens=[f" w{i}" for i in range(12)], logprob=-2.5, token_delay=0.15)
+    link = OperatorDouble({"mid": "Dormant"})
+    body = {"model": "onion", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+
+    def read_stream() -> list[str]:
+        with httpx.stream(
+            "POST", f"{router.url}/v1/chat/completions", json=body, timeout=20
+        ) as response:
+            return [line for line in response.iter_lines() if line.startswith("data:")]
+
+    with RouterServer(config(core, mid), link) as router, ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        lines = pool.submit(read_stream)
+        wait_until(lambda: link.renewed("onion-mid-demand"), what="early demand for mid")
+        assert link.renewals[0][0] - started < 1.2
+        link.set_phase("mid", "Ready")
+        events = lines.result(timeout=20)
+    assert events[-1] == "data: [DONE]" and '"path": ["core", "mid"]' in events[1]
+
+
 def test_wake_timeout_gives_503_with_retry_after(core: FakeTGI, mid: FakeTGI) -> None:
     link = OperatorDouble({"mid": "Waking"})
     with RouterServer(config(core, mid, wake=1), link) as router:

@@ -216,7 +216,7 @@ def main() -> int:
         result = asyncio.run(measure(cluster, ns, args.wakes, args.ready_delay))
     finally:
         if operator is not None:
-            operator.stop()
+            operator.stop(show_log=False)
         if local is not None:
             local.stop()
         else:

@@ -67,17 +67,23 @@ class OperatorProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill()
+    def stop(self, show_log: bool = True) -> None:
+        """SIGTERM (SIGKILL after 15s); print the log's tail (pytest shows it when a test
+        fails) and remove the log file."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.log.exists():
+            if show_log:
+                tail = "\n".join(self.logs().splitlines()[-60:])
+                print(f"--- onion-operator log tail ({self.log.name}) ---\n{tail}")
+            self.log.unlink()
 
     def logs(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 def renew_demand(

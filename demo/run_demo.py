@@ -174,6 +174,28 @@ class Cluster:
             raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
 
+    def token_kubeconfig(self, service_account: str, path: Path) -> str:
+        """A kubeconfig that authenticates with a ServiceAccount token (its RBAC only)."""
+        token = wait_until(
+            f"ServiceAccount {service_account}",
+            lambda: self.kubectl("-n", NAMESPACE, "create", "token", service_account).strip(),
+            30,
+        )
+        admin = json.loads(self.kubectl("config", "view", "--raw", "--minify", "-o", "json"))
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": admin["clusters"][0]["cluster"]}],
+            "users": [{"name": service_account, "user": {"token": token}}],
+            "contexts": [
+                {"name": "local", "context": {"cluster": "local", "user": service_account}}
+            ],
+            "current-context": "local",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return str(path)
+
     def onion(self) -> dict[str, Any]:
         return json.loads(self.kubectl("-n", NAMESPACE, "get", "onion", ONION, "-o", "json"))
 
@@ -427,10 +449,14 @@ def run(report_path: Path | None) -> dict[str, Any]:
                 f"lease={tier['lease']}  rules={tier['rules']}",
                 who="demo",
             )
+        # The router authenticates as the ServiceAccount the operator made for it, so it has
+        # exactly its in-cluster permissions: read this Onion, renew only its demand Leases.
+        router_kubeconfig = cluster.token_kubeconfig(f"{ONION}-router", state / "router.kubeconfig")
+        say(f"the router runs with the token of ServiceAccount {ONION}-router (its Role only)")
         procs.start(
             "router",
             [str(BIN / "onion-router"), "--config", str(config_file), "--log-level", "warning"],
-            env=cluster.env(),
+            env={**os.environ, "KUBECONFIG": router_kubeconfig},
         )
         router = f"http://127.0.0.1:{router_port}"
         wait_until("the router", lambda: http_ok(f"{router}/health"), 60)

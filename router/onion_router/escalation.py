@@ -129,7 +129,8 @@ class Escalator:
             tier = self.tiers[index]
             try:
                 async with self.layers.admit(tier.name) as admission:
-                    await admission.wait()
+                    while not await admission.wait():
+                        pass  # timer wake-ups can come a hair early; wait() raises at the deadline
                     path.append(tier.name)
                     judged = not degraded and self._judges(plan, index)
                     answer = await self._ask(tier, index, self._prepare(tier, request, judged))

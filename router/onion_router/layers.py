@@ -257,7 +257,11 @@ class Admission:
         self._layers._keep_renewing(self._state)
 
     async def wait(self, step: float | None = None) -> bool:
-        """Wait up to `step` seconds for the tier; True once it is Ready (then in flight)."""
+        """Wait up to `step` seconds (default: the rest of the wake timeout) for the tier.
+
+        True once it is Ready (the request is then in flight); False if the step ran out;
+        raises Refused when the wake timeout has passed or the layer failed.
+        """
         if self.inflight:
             return True
         remaining = self.timeout - self.waited
@@ -277,7 +281,7 @@ class Admission:
                     min(remaining, step) if step else remaining,
                 )
         except TimeoutError:
-            return await self.wait(step) if self.waited >= self.timeout else False
+            return False  # the caller asks again: heartbeat, or the deadline check above
         if self._state.phase == FAILED:
             raise Refused(
                 503, f"layer {self.tier!r} failed to start", "layer_failed", retry_after=30

@@ -256,6 +256,11 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
         code = "not_found" if err.status_code == 404 else "http_error"
         return _json(error_body(err.status_code, str(err.detail), code), err.status_code)
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, err: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.url.path, exc_info=err)
+        return _json(error_body(500, f"internal router error: {err!r}", "internal_error"), 500)
+
     async def serve(
         request: Request,
         parse: Callable[[Any], ChatRequest],
@@ -328,6 +333,10 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
             except asyncio.CancelledError:
                 outcome = "client_gone"
                 raise
+            except Exception as err:  # a bug must still end the stream cleanly
+                outcome = "error"
+                log.exception("internal error while streaming", exc_info=err)
+                yield shaper.error(500, f"internal router error: {err!r}", "internal_error")
             finally:
                 await events.aclose()
                 s.metrics.requests.labels(endpoint, meta.layer, outcome).inc()

@@ -118,6 +118,8 @@ def test_rendered_manifests_pass_server_side_validation(
 
 def test_install_upgrade_uninstall(fresh: Cluster, ns: str) -> None:
     assert fresh.kubectl("get", "crd", CRD_NAME, check=False).returncode != 0
+    # Pod Security "restricted" admission: the operator pod must be admitted there.
+    fresh.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
     release = "onion-of-experts"  # the usual name: objects are called just that
     helm(
         fresh,
@@ -128,7 +130,8 @@ def test_install_upgrade_uninstall(fresh: Cluster, ns: str) -> None:
     fresh.kubectl("get", "crd", CRD_NAME)
     assert fresh.kubectl_json("-n", ns, "get", "onion", "example")["spec"]["core"]["model"]
     deploy = fresh.kubectl_json("-n", ns, "get", "deployment", "onion-of-experts")
-    assert deploy["status"].get("readyReplicas") == 1  # on a kwok node: objects and readiness
+    # On a kwok node: objects and readiness (and admission by Pod Security "restricted").
+    assert deploy["status"].get("readyReplicas") == 1
     pod = deploy["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == "ghcr.io/onion-of-experts/onion:0.1.0"

@@ -529,6 +529,12 @@ def run(report_path: Path | None) -> dict[str, Any]:
         }
         say(f"deployment replicas now: {replicas}", who="kubectl")
         cluster.show_onions()
+        events = cluster.kubectl(
+            *("-n", NAMESPACE, "get", "events", "--field-selector", "involvedObject.kind=Onion"),
+            *("--sort-by=.lastTimestamp", "-o", "custom-columns=REASON:.reason,MESSAGE:.message"),
+        )
+        say("the operator's Events on the Onion:", who="kubectl")
+        say(events.rstrip(), who="kubectl")
         say()
         say("done: the core answered the easy question; its low confidence woke `mid` for the")
         say("translation; a rule woke `big` for the proof; both went back to zero replicas after")

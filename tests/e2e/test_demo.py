@@ -76,6 +76,7 @@ def test_demo_escalates_wakes_and_sleeps(tmp_path: Path) -> None:
     assert "layer mid: Dormant -> Waking" in out and "layer big: Waking -> Ready" in out
     assert "waiting for layer big (Waking" in out
     assert "NAME" in out and "AWAKE" in out  # kubectl get onions printer columns
+    assert "Waking       layer mid" in out and "Sleeping     layer big" in out  # Onion Events
     assert took < 180, f"the demo took {took:.0f}s"
     assert demo_leftovers() == []
 

@@ -281,6 +281,8 @@ def build_router_deployment(owner: Owner, router: RouterSettings, config_yaml: s
             "runAsNonRoot": True,
             "runAsUser": 65532,  # numeric, so runAsNonRoot holds whatever USER the image sets
             "capabilities": {"drop": ["ALL"]},
+            # Pod Security `restricted` also requires a seccomp profile.
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
     return {

@@ -23,11 +23,8 @@ def cluster() -> Iterator[Cluster]:
             pytest.fail("ONION_TEST_CLUSTER=external needs KUBECONFIG")
         yield Cluster(kubeconfig, None, local=False)
         return
-    local = LocalClusterProcess()
-    try:
-        yield local.start()
-    finally:
-        local.stop()
+    with LocalClusterProcess() as local:
+        yield local
 
 
 @pytest.fixture

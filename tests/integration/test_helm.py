@@ -31,11 +31,8 @@ def fresh() -> Iterator[Cluster]:
     """A cluster of this module's own where the CRD does not exist yet (helm installs it)."""
     if os.environ.get("ONION_TEST_CLUSTER") == "external":
         pytest.skip("needs a private local cluster to install and keep the CRD")
-    local = LocalClusterProcess()
-    try:
-        yield local.start()
-    finally:
-        local.stop()
+    with LocalClusterProcess() as local:
+        yield local
 
 
 @pytest.fixture

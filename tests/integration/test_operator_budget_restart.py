@@ -5,7 +5,6 @@ API server."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,17 +21,10 @@ from tests.support.operator import (
     onion_yaml,
     renew_demand,
     replicas,
-    running_operator,
 )
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def operator(cluster: Cluster, namespace: str) -> Iterator[OperatorProcess]:
-    with running_operator(cluster, namespace) as proc:
-        yield proc
 
 
 def layer(name: str, idle: str = "1h", delay: str = "200ms") -> dict[str, object]:

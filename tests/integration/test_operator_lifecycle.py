@@ -4,7 +4,6 @@ layer removal, delete with garbage collection."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -19,17 +18,10 @@ from tests.support.operator import (
     owned_names,
     renew_demand,
     replicas,
-    running_operator,
 )
 from tests.support.waiting import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def operator(cluster: Cluster, namespace: str) -> Iterator[OperatorProcess]:
-    with running_operator(cluster, namespace) as proc:
-        yield proc
 
 
 def test_full_lifecycle(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:

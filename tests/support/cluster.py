@@ -77,3 +77,9 @@ class LocalClusterProcess:
 
     def stop(self) -> None:
         self._run("down")
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

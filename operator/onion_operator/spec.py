@@ -16,6 +16,10 @@ from pydantic.alias_generators import to_camel
 from onion_operator.constants import CORE, ROUTER
 from onion_operator.engines import ENGINES, Engine
 
+# The router owns the shape of routing rules: the operator validates them exactly as the router
+# will read them from the config it renders.
+from onion_router.config import Rule
+
 EngineName = Literal["tgi", "vllm", "llamacpp"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -62,26 +66,6 @@ class Escalation(_Model):
     score: Literal["mean", "min", "firstK"] = "mean"
     first_k: int = Field(default=8, ge=1)
     sentinel: str = "[[ESCALATE]]"
-
-
-class Rule(_Model):
-    """A prompt feature that routes a request straight to this layer."""
-
-    regex: str | None = None
-    keywords: tuple[str, ...] | None = None
-    min_prompt_tokens: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Rule:
-        given = [k for k in ("regex", "keywords", "min_prompt_tokens") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError("a rule has exactly one of regex, keywords, minPromptTokens")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as e:
-                raise ValueError(f"regex {self.regex!r} does not compile: {e}") from e
-        return self
 
 
 class _Workload(_Model):

@@ -76,7 +76,7 @@ class Rule(_Model):
             try:
                 re.compile(self.regex)
             except re.error as err:
-                raise ValueError(f"rule regex {self.regex!r} does not compile: {err}") from err
+                raise ValueError(f"regex {self.regex!r} does not compile: {err}") from err
         return self
 
 

@@ -155,10 +155,7 @@ def test_deleting_owner_garbage_collects_children(cluster: Cluster, namespace: s
         left = cluster.kubectl(
             "get", "replicasets,pods", "-n", namespace, "-l", "app=owner", "-o", "name"
         ).stdout.strip()
-        child_left = (
-            cluster.kubectl("get", "configmap", "child", "-n", namespace, check=False).returncode
-            == 0
-        )
+        child_left = cluster.exists("configmap", "child", "-n", namespace)
         return not left and not child_left
 
     wait_until(all_gone, timeout=60, what="children garbage-collected")

@@ -173,12 +173,7 @@ def test_only_the_leader_acts(cluster: Cluster, namespace: str) -> None:
     standby = None
     try:
         wait_until(
-            lambda: (
-                cluster.kubectl(
-                    "-n", ns, "get", "lease", "onion-operator-leader", check=False
-                ).returncode
-                == 0
-            ),
+            lambda: cluster.exists("-n", ns, "lease", "onion-operator-leader"),
             timeout=20,
             what="leader Lease",
         )

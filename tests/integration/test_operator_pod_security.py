@@ -34,12 +34,7 @@ def test_router_pods_are_admitted_where_restricted_is_enforced(
             )
 
         wait_until(
-            lambda: (
-                cluster.kubectl(
-                    "-n", namespace, "get", "deployment", "sec-router", check=False
-                ).returncode
-                == 0
-            ),
+            lambda: cluster.exists("-n", namespace, "deployment", "sec-router"),
             timeout=30,
             what="router Deployment",
         )

@@ -42,6 +42,10 @@ class Cluster:
             timeout=120,
         )
 
+    def exists(self, *args: str) -> bool:
+        """Whether `kubectl get ARGS` finds the object."""
+        return self.kubectl("get", *args, check=False).returncode == 0
+
     def kubectl_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 

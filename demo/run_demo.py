@@ -38,6 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "demo-local.yaml"
 CRD = REPO / "crds" / "onion.dev_onions.yaml"
+LOCALCLUSTER = REPO / "hack" / "localcluster.py"
 BIN = Path(sys.executable).parent
 NAMESPACE = "onion-demo"
 ONION = "demo"
@@ -128,22 +129,14 @@ class Cluster:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        out = subprocess.run(
-            ["bash", str(REPO / "hack" / "build-cluster-bins.sh")],
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-        ).stdout
-        self.bin_dir = Path(out.strip().splitlines()[-1])
+        bins = subprocess.check_output([sys.executable, str(LOCALCLUSTER), "bins"], text=True)
+        self.bin_dir = Path(bins.strip())
         self.kubeconfig = str(state_dir / "kubeconfig")
         self.up = False
 
     def _localcluster(self, command: str) -> None:
         subprocess.run(
-            [
-                *(sys.executable, str(REPO / "hack" / "localcluster.py"), command),
-                *("--state-dir", str(self.state_dir)),
-            ],
+            [sys.executable, str(LOCALCLUSTER), command, "--state-dir", str(self.state_dir)],
             check=True,
             stdout=subprocess.DEVNULL,
             env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)},

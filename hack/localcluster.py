@@ -9,6 +9,7 @@ loopback only. Binaries come from hack/build-cluster-bins.sh (cached outside the
     hack/localcluster.py up [--state-dir DIR] [--nodes N]   # idempotent; prints the kubeconfig
     hack/localcluster.py down [--state-dir DIR]
     hack/localcluster.py status [--state-dir DIR]
+    hack/localcluster.py bins      # builds or reuses the binaries; prints their directory
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def free_port() -> int:
 
 
 def bin_dir() -> Path:
+    """The cached binaries: $ONION_BIN_DIR, or what hack/build-cluster-bins.sh builds or reuses."""
     if os.environ.get("ONION_BIN_DIR"):
         return Path(os.environ["ONION_BIN_DIR"])
     out = subprocess.run(
@@ -406,7 +408,7 @@ def reap(pid: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "bins"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--nodes", type=int, default=3)
     args = parser.parse_args()
@@ -415,6 +417,8 @@ def main() -> int:
         print(f"export KUBECONFIG={state['kubeconfig']}")
     elif args.command == "down":
         down(args.state_dir)
+    elif args.command == "bins":
+        print(bin_dir())
     else:
         state = read_state(args.state_dir)
         if state is None or not healthy(state):

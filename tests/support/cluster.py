@@ -50,23 +50,14 @@ class Cluster:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
 
-def build_bins() -> Path:
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-cluster-bins.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    return Path(out.strip().splitlines()[-1])
-
-
 class LocalClusterProcess:
     """Starts a private local cluster in its own tmpfs state dir and stops it afterwards."""
 
     def __init__(self) -> None:
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.state_dir = Path(tempfile.mkdtemp(prefix="onion-test-cluster-", dir=base))
-        self.bin_dir = build_bins()
+        bins = subprocess.check_output([sys.executable, str(LOCALCLUSTER), "bins"], text=True)
+        self.bin_dir = Path(bins.strip())
 
     def _run(self, cmd: str) -> None:
         subprocess.run(

@@ -5,7 +5,7 @@ The one table that knows how TGI, vLLM and llama.cpp's server are started; pure 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -14,10 +14,19 @@ class Engine:
     name: str
     image: str
     port: int
-    health_path: str
     cache_dir: str  # where the engine keeps downloaded weights; the model cache mounts here
-    cache_env: tuple[tuple[str, str], ...]
-    resources: dict[str, Any] = field(default_factory=dict)
+    cache_var: str  # the environment variable that points the engine at cache_dir
+    gpu: bool  # whether it asks for one GPU by default
+    health_path: str = "/health"
+
+    @property
+    def cache_env(self) -> tuple[tuple[str, str], ...]:
+        return ((self.cache_var, self.cache_dir),)
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        """Default container resources: one GPU, or none (CPU)."""
+        return {"limits": {"nvidia.com/gpu": 1}} if self.gpu else {}
 
     def args(self, model: str, served_model: str) -> list[str]:
         """The engine's command-line arguments to serve `model` on `self.port`."""
@@ -39,36 +48,34 @@ class Engine:
         return [*source, "--alias", served_model, "--host", "0.0.0.0", "--port", str(self.port)]
 
 
-_GPU = {"limits": {"nvidia.com/gpu": 1}}
-
 ENGINES: dict[str, Engine] = {
-    "tgi": Engine(
-        name="tgi",
-        image="ghcr.io/huggingface/text-generation-inference:3.3.4",
-        port=8080,
-        health_path="/health",
-        cache_dir="/data",
-        cache_env=(("HF_HOME", "/data"),),
-        resources=_GPU,
-    ),
-    "vllm": Engine(
-        name="vllm",
-        image="vllm/vllm-openai:v0.10.1",
-        port=8000,
-        health_path="/health",
-        cache_dir="/root/.cache/huggingface",
-        cache_env=(("HF_HOME", "/root/.cache/huggingface"),),
-        resources=_GPU,
-    ),
-    "llamacpp": Engine(
-        name="llamacpp",
-        image="ghcr.io/ggml-org/llama.cpp:server",
-        port=8080,
-        health_path="/health",
-        cache_dir="/models",
-        cache_env=(("LLAMA_CACHE", "/models"),),
-        resources={},
-    ),
+    engine.name: engine
+    for engine in (
+        Engine(
+            name="tgi",
+            image="ghcr.io/huggingface/text-generation-inference:3.3.4",
+            port=8080,
+            cache_dir="/data",
+            cache_var="HF_HOME",
+            gpu=True,
+        ),
+        Engine(
+            name="vllm",
+            image="vllm/vllm-openai:v0.10.1",
+            port=8000,
+            cache_dir="/root/.cache/huggingface",
+            cache_var="HF_HOME",
+            gpu=True,
+        ),
+        Engine(
+            name="llamacpp",
+            image="ghcr.io/ggml-org/llama.cpp:server",
+            port=8080,
+            cache_dir="/models",
+            cache_var="LLAMA_CACHE",
+            gpu=False,
+        ),
+    )
 }
 
 ENGINE_NAMES = tuple(ENGINES)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,10 +36,8 @@ def fresh() -> Iterator[Cluster]:
 
 @pytest.fixture
 def ns(fresh: Cluster) -> Iterator[str]:
-    name = f"h-{uuid.uuid4().hex[:10]}"
-    fresh.kubectl("create", "namespace", name)
-    yield name
-    fresh.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with fresh.new_namespace("h") as name:
+        yield name
 
 
 def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -21,6 +21,7 @@ from tests.support.operator import (
     onion_yaml,
     renew_demand,
     replicas,
+    running_operator,
 )
 from tests.support.waiting import wait_until
 
@@ -216,12 +217,10 @@ def test_only_the_leader_acts(cluster: Cluster, namespace: str) -> None:
 
 
 def test_all_namespaces(cluster: Cluster, namespace: str) -> None:
-    other = f"{namespace}-b"
-    cluster.kubectl("create", "namespace", other)
-    apply_crd(cluster)
-    proc = OperatorProcess(cluster, namespace, "--all-namespaces", "--leader-namespace", namespace)
-    proc.start()
-    try:
+    with (
+        cluster.new_namespace("t") as other,
+        running_operator(cluster, namespace, "--all-namespaces", "--leader-namespace", namespace),
+    ):
         for ns in (namespace, other):
             cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer("mid")]))
         for ns in (namespace, other):
@@ -230,6 +229,3 @@ def test_all_namespaces(cluster: Cluster, namespace: str) -> None:
                 timeout=30,
                 what=f"core Ready in {ns}",
             )
-    finally:
-        proc.stop()
-        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)

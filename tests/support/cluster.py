@@ -3,11 +3,14 @@ cluster in $KUBECONFIG when ONION_TEST_CLUSTER=external (for example a kind clus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,16 @@ class Cluster:
 
     def kubectl_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    @contextlib.contextmanager
+    def new_namespace(self, prefix: str) -> Iterator[str]:
+        """A fresh namespace `PREFIX-<random>`, deleted (without waiting) afterwards."""
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self.kubectl("create", "namespace", name)
+        try:
+            yield name
+        finally:
+            self.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 class LocalClusterProcess:

@@ -11,9 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 DEFAULT_SENTINEL = "[[ESCALATE]]"
+DEFAULT_TOOL_NAME = "escalate"
 DEFAULT_INSTRUCTION = (
     "If you are not confident that you can answer the user's request correctly, reply with "
     "exactly {sentinel} and nothing else; a more capable assistant will then answer."
+)
+DEFAULT_TOOL_INSTRUCTION = (
+    "If you are not confident that you can answer the user's request correctly, call the "
+    "function {tool} instead of answering; a more capable assistant will then answer."
 )
 
 
@@ -56,8 +61,13 @@ class Escalation(_Model):
     score: Literal["mean", "min", "firstK"] = "mean"
     first_k: int = Field(default=8, ge=1)
     sentinel: str = Field(default=DEFAULT_SENTINEL, min_length=1)
-    # System instruction for the `self` policy; "{sentinel}" is replaced by the sentinel.
-    instruction: str = DEFAULT_INSTRUCTION
+    # How a `self`-policy model asks for help: by writing the sentinel, or by calling a tool
+    # (an OpenAI-style function named `toolName`) that the router adds to the request.
+    via: Literal["sentinel", "toolCall"] = "sentinel"
+    tool_name: str = Field(default=DEFAULT_TOOL_NAME, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # System instruction for the `self` policy; "{sentinel}" and "{tool}" are replaced by the
+    # sentinel and the tool name. None: the default instruction for `via`.
+    instruction: str | None = None
 
 
 class Rule(_Model):

@@ -5,24 +5,40 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from onion_router.config import RouterConfig, Tier
 from onion_router.layers import READY, Layers
 from onion_router.metrics import Metrics
 from onion_router.policies import (
     Verdict,
+    asked_for_help,
+    escalation_tool,
     fallback_tier,
+    for_request,
     judge,
     judge_prefix,
     looks_uncertain,
+    own_tool,
     resolve_model,
     self_instruction,
     start_tier,
     strip_sentinel,
 )
-from onion_router.protocol import Answer, ChatRequest, Chunk, Meta, ProtocolError
+from onion_router.protocol import (
+    Answer,
+    Call,
+    CallFilter,
+    ChatRequest,
+    Chunk,
+    Meta,
+    ProtocolError,
+    call_json,
+    merged_calls,
+    without_calls,
+)
 from onion_router.upstream import Upstream, UpstreamError, UpstreamStream
 
 
@@ -84,14 +100,27 @@ class Escalator:
             return Plan(self.config.index(choice.pinned), pinned=True)
         return Plan(start_tier(self.tiers, request.prompt), pinned=False)
 
-    def _judges(self, plan: Plan, index: int) -> bool:
-        policy = self.tiers[index].escalation.policy
+    def _tier(self, index: int, request: ChatRequest) -> Tier:
+        """Tier `index` with the escalation policy that judges this request."""
+        tier = self.tiers[index]
+        escalation = for_request(tier.escalation, request.tool_names)
+        if escalation is tier.escalation:
+            return tier
+        return tier.model_copy(update={"escalation": escalation})
+
+    def _judges(self, plan: Plan, index: int, tier: Tier) -> bool:
+        policy = tier.escalation.policy
         return not plan.pinned and index < len(self.tiers) - 1 and policy != "none"
 
     def _prepare(self, tier: Tier, request: ChatRequest, judged: bool) -> ChatRequest:
         # A layer whose answer is not judged (pinned, outermost, degraded) must not be told
         # it may ask for help: nobody would answer.
-        instruction = self_instruction(tier.escalation) if judged else None
+        if not judged:
+            return request
+        tool = escalation_tool(tier.escalation)
+        if tool is not None:
+            request = request.with_tool(tool)
+        instruction = self_instruction(tier.escalation)
         return request.with_system(instruction) if instruction else request
 
     def _next_sleeping(self, index: int) -> Tier | None:
@@ -126,22 +155,27 @@ class Escalator:
                 if rejected is not None:
                     return replace(rejected, meta=replace(rejected.meta, degraded=True))
                 index, degraded = fallback, True
-            tier = self.tiers[index]
+            tier = self._tier(index, request)
+            judged = not degraded and self._judges(plan, index, tier)
             try:
                 async with self.layers.admit(tier.name) as admission:
                     while not await admission.wait():
                         pass  # timer wake-ups can come a hair early; wait() raises at the deadline
                     path.append(tier.name)
-                    judged = not degraded and self._judges(plan, index)
                     answer = await self._ask(tier, index, self._prepare(tier, request, judged))
             except UpstreamError:
                 if rejected is not None and self.config.while_waking == "fallback":
                     return replace(rejected, meta=replace(rejected.meta, degraded=True))
                 raise
-            verdict = judge(tier.escalation, answer.text, [t.logprob for t in answer.tokens])
+            names = [c.name for c in answer.calls if c.name]
+            logprobs = [t.logprob for t in answer.tokens]
+            verdict = judge(tier.escalation, answer.text, logprobs, names)
             answer.text = strip_sentinel(tier.escalation, answer.text)
+            tool = own_tool(tier.escalation) if judged else None
+            if tool is not None:
+                answer = without_calls(answer, tool)
             outcome = Outcome(answer, Meta(tier.name, tuple(path), degraded))
-            if degraded or not self._judges(plan, index):
+            if not judged:
                 return outcome
             if verdict.accept:
                 self._record(tier, verdict, None)
@@ -161,34 +195,38 @@ class Escalator:
 
     async def _collect(self, tier: Tier, index: int, stream: UpstreamStream) -> Answer:
         text, tokens, finish, usage, first = "", [], None, None, None
+        pieces: list[Call] = []
         woke = False
         async for chunk in stream:
             first = first or chunk.raw
             text += chunk.text
             tokens.extend(chunk.tokens)
+            pieces.extend(chunk.calls)
             finish = chunk.finish_reason or finish
             usage = chunk.usage or usage
             if not woke:
-                woke = self._early_wake(tier, index, text, [t.logprob for t in tokens])
+                names = [c.name for c in pieces if c.name]
+                woke = self._early_wake(tier, index, text, [t.logprob for t in tokens], names)
+        calls = merged_calls(pieces)
+        # As the model server would answer: content null when there are only tool calls.
+        message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
+        if calls:
+            message["tool_calls"] = [call_json(c) for c in calls]
         raw = {
             "id": (first or {}).get("id"),
             "object": "chat.completion",
             "created": (first or {}).get("created") or int(time.time()),
             "model": (first or {}).get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         }
-        return Answer(text, tokens, finish, usage, raw)
+        return Answer(text, tokens, finish, usage, raw, calls)
 
-    def _early_wake(self, tier: Tier, index: int, text: str, logprobs: list[float]) -> bool:
+    def _early_wake(
+        self, tier: Tier, index: int, text: str, logprobs: list[float], calls: list[str]
+    ) -> bool:
         nxt = self._next_sleeping(index)
-        if nxt is None or not looks_uncertain(tier.escalation, text, logprobs):
+        if nxt is None or not looks_uncertain(tier.escalation, text, logprobs, calls):
             return False
         self.metrics.early_wake(nxt.name)
         self.layers.demand(nxt.name)
@@ -206,12 +244,12 @@ class Escalator:
             fallback = self._fallback_from(index)
             if fallback is not None:
                 index, degraded = fallback, True
-            tier = self.tiers[index]
+            tier = self._tier(index, request)
             async with self.layers.admit(tier.name) as admission:
                 while not await admission.wait(heartbeat):
                     yield Holding(tier.name, admission.phase, admission.waited, admission.timeout)
                 path.append(tier.name)
-                judges = self._judges(plan, index) and not degraded
+                judges = self._judges(plan, index, tier) and not degraded
                 upstream = await self.upstreams[tier.name].open_stream(
                     self._prepare(tier, request, judges),
                     logprobs=tier.escalation.policy == "confidence",
@@ -228,10 +266,11 @@ class Escalator:
                     elif verdict is not None:
                         self._record(tier, verdict, None)
                     yield Answering(Meta(tier.name, tuple(path), degraded))
+                    clean = self._cleaner(tier, judges)
                     for chunk in buffered:
-                        yield self._clean(tier, chunk)
+                        yield clean(chunk)
                     async for chunk in upstream:
-                        yield self._clean(tier, chunk)
+                        yield clean(chunk)
                     return
 
     async def _buffer(
@@ -243,25 +282,39 @@ class Escalator:
         buffered: list[Chunk] = []
         text, count = "", 0
         logprobs: list[float] = []
+        calls: list[str] = []
         woke = False
         async for chunk in upstream:
             buffered.append(chunk)
             text += chunk.text
             logprobs.extend(t.logprob for t in chunk.tokens)
+            calls.extend(c.name for c in chunk.calls if c.name)
             count += len(chunk.tokens) or (1 if chunk.text else 0)
             if not woke:
-                woke = self._early_wake(tier, index, text, logprobs)
-            if count >= self.config.stream_buffer_tokens:
-                verdict = judge_prefix(tier.escalation, text, logprobs, done=False)
+                woke = self._early_wake(tier, index, text, logprobs, calls)
+            # A request for help decides at once; anything else after enough tokens.
+            asked = asked_for_help(tier.escalation, text, calls)
+            if asked or count >= self.config.stream_buffer_tokens:
+                verdict = judge_prefix(tier.escalation, text, logprobs, done=False, calls=calls)
                 if verdict is not None:
                     return buffered, verdict
-        return buffered, judge(tier.escalation, text, logprobs)
+        return buffered, judge(tier.escalation, text, logprobs, calls)
 
     @staticmethod
-    def _clean(tier: Tier, chunk: Chunk) -> Chunk:
-        if tier.escalation.policy == "self" and tier.escalation.sentinel in chunk.text:
-            return replace(chunk, text=chunk.text.replace(tier.escalation.sentinel, ""))
-        return chunk
+    def _cleaner(tier: Tier, judged: bool) -> Callable[[Chunk], Chunk]:
+        """Removes from a stream what the client must never see: the router's own tool calls
+        (offered only when judged), or the sentinel."""
+        tool = own_tool(tier.escalation) if judged else None
+        if tool is not None:
+            return CallFilter(tool).chunk
+        sentinel = tier.escalation.sentinel if tier.escalation.policy == "self" else None
+
+        def clean(chunk: Chunk) -> Chunk:
+            if sentinel is not None and sentinel in chunk.text:
+                return replace(chunk, text=chunk.text.replace(sentinel, ""))
+            return chunk
+
+        return clean
 
 
 __all__ = ["Answering", "Escalator", "Holding", "Outcome", "Plan", "StreamEvent", "UpstreamError"]

@@ -7,8 +7,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
-from onion_router.config import Escalation, Rule, Tier
+from onion_router.config import (
+    DEFAULT_INSTRUCTION,
+    DEFAULT_TOOL_INSTRUCTION,
+    Escalation,
+    Rule,
+    Tier,
+)
 
 ROUTER_MODEL = "onion"
 PIN_PREFIX = "onion/"
@@ -53,24 +60,36 @@ def score_logprobs(logprobs: Sequence[float], method: str, first_k: int) -> floa
     return sum(values) / len(values)
 
 
-def judge(escalation: Escalation, text: str, logprobs: Sequence[float]) -> Verdict:
-    """Judge a complete answer of a tier by that tier's own policy."""
-    verdict = judge_prefix(escalation, text, logprobs, done=True)
+def judge(
+    escalation: Escalation, text: str, logprobs: Sequence[float], calls: Sequence[str] = ()
+) -> Verdict:
+    """Judge a complete answer of a tier by that tier's own policy; `calls` names the tools
+    the answer calls."""
+    verdict = judge_prefix(escalation, text, logprobs, done=True, calls=calls)
     assert verdict is not None  # a finished answer is always decidable
     return verdict
 
 
 def judge_prefix(
-    escalation: Escalation, text: str, logprobs: Sequence[float], *, done: bool
+    escalation: Escalation,
+    text: str,
+    logprobs: Sequence[float],
+    *,
+    done: bool,
+    calls: Sequence[str] = (),
 ) -> Verdict | None:
     """Judge the first tokens of an answer; None means "buffer more tokens before deciding"."""
     if escalation.policy == "none":
         return Verdict(True, "policy none")
     if escalation.policy == "self":
-        head = text.lstrip()
-        if escalation.sentinel in text:
+        if asked_for_help(escalation, text, calls):
             return Verdict(False, "model asked for help")
-        if not done and escalation.sentinel.startswith(head):
+        if escalation.via == "toolCall":
+            # Calls of the client's tools so far; one of ours may still follow in parallel.
+            if not done and calls:
+                return None
+            return Verdict(True, f"no call of {escalation.tool_name}")
+        if not done and escalation.sentinel.startswith(text.lstrip()):
             return None
         return Verdict(True, "no sentinel")
     score = score_logprobs(logprobs, escalation.score, escalation.first_k)
@@ -81,10 +100,21 @@ def judge_prefix(
     return Verdict(True, f"confidence {score:.3f} >= {escalation.threshold}", score)
 
 
-def looks_uncertain(escalation: Escalation, text: str, logprobs: Sequence[float]) -> bool:
+def asked_for_help(escalation: Escalation, text: str, calls: Sequence[str] = ()) -> bool:
+    """`self` policy: the model wrote the sentinel, or called the router's tool."""
+    if escalation.policy != "self":
+        return False
+    if escalation.via == "toolCall":
+        return escalation.tool_name in calls
+    return escalation.sentinel in text
+
+
+def looks_uncertain(
+    escalation: Escalation, text: str, logprobs: Sequence[float], calls: Sequence[str] = ()
+) -> bool:
     """Early-wake signal: do the first tokens already suggest this answer will be rejected?"""
     if escalation.policy == "self":
-        return escalation.sentinel in text
+        return asked_for_help(escalation, text, calls)
     if escalation.policy != "confidence" or len(logprobs) < min(escalation.first_k, 4):
         return False
     score = score_logprobs(logprobs[: escalation.first_k], "mean", escalation.first_k)
@@ -93,7 +123,7 @@ def looks_uncertain(escalation: Escalation, text: str, logprobs: Sequence[float]
 
 def strip_sentinel(escalation: Escalation, text: str) -> str:
     """Remove the `self` policy's sentinel, which the client must never see."""
-    if escalation.policy != "self" or escalation.sentinel not in text:
+    if not asked_for_help(escalation, text) or escalation.via != "sentinel":
         return text
     return text.replace(escalation.sentinel, "").strip()
 
@@ -102,7 +132,43 @@ def self_instruction(escalation: Escalation) -> str | None:
     """The system instruction a `self`-policy tier gets, or None for other policies."""
     if escalation.policy != "self":
         return None
-    return escalation.instruction.replace("{sentinel}", escalation.sentinel)
+    default = DEFAULT_TOOL_INSTRUCTION if escalation.via == "toolCall" else DEFAULT_INSTRUCTION
+    template = escalation.instruction or default
+    return template.replace("{sentinel}", escalation.sentinel).replace(
+        "{tool}", escalation.tool_name
+    )
+
+
+def own_tool(escalation: Escalation) -> str | None:
+    """The name of the tool the router offers a judged tier to ask for help, if any."""
+    if escalation.policy == "self" and escalation.via == "toolCall":
+        return escalation.tool_name
+    return None
+
+
+def escalation_tool(escalation: Escalation) -> dict[str, Any] | None:
+    """The OpenAI-style function tool added to a judged tier's request, if its policy has one."""
+    name = own_tool(escalation)
+    if name is None:
+        return None
+    reason = {"type": "string", "description": "What you are not sure about."}
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": "Hand the user's request to a more capable assistant. Call it "
+            "instead of answering when you are not confident you can answer correctly.",
+            "parameters": {"type": "object", "properties": {"reason": reason}},
+        },
+    }
+
+
+def for_request(escalation: Escalation, client_tools: Sequence[str]) -> Escalation:
+    """The policy that judges one request. A client tool with the router's tool name wins:
+    the router cannot tell the two apart, so it offers nothing and does not judge."""
+    if own_tool(escalation) in client_tools:
+        return Escalation(policy="none")
+    return escalation
 
 
 def estimate_tokens(text: str) -> int:

@@ -47,6 +47,16 @@ class Token:
     top: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Call:
+    """A tool call in an answer, or one streamed piece of it (later pieces carry no name or id)."""
+
+    index: int
+    name: str | None
+    arguments: str = ""
+    id: str | None = None
+
+
 @dataclass
 class _Text:
     text: str
@@ -54,6 +64,7 @@ class _Text:
     finish_reason: str | None
     usage: dict[str, Any] | None
     raw: dict[str, Any]  # the model server's JSON, for fields we pass through untouched
+    calls: tuple[Call, ...] = ()
 
 
 @dataclass
@@ -104,9 +115,24 @@ class ChatRequest:
         """The user's text, what routing rules look at."""
         return "\n".join(_text(m.get("content")) for m in self.messages if m.get("role") == "user")
 
+    @property
+    def tool_names(self) -> tuple[str, ...]:
+        """Names of the functions the client offers the model (`tools`)."""
+        tools = self.params.get("tools")
+        if not isinstance(tools, list):
+            return ()
+        functions = (t.get("function") for t in tools if isinstance(t, Mapping))
+        return tuple(str(f.get("name")) for f in functions if isinstance(f, Mapping))
+
     def with_system(self, instruction: str) -> ChatRequest:
         system = {"role": "system", "content": instruction}
         return replace(self, messages=(system, *self.messages))
+
+    def with_tool(self, tool: Mapping[str, Any]) -> ChatRequest:
+        """The request with one more tool offered to the model, after the client's own."""
+        tools = self.params.get("tools")
+        theirs = list(tools) if isinstance(tools, list) else []
+        return replace(self, params={**self.params, "tools": [*theirs, tool]})
 
     def with_id(self, request_id: str) -> ChatRequest:
         return replace(self, request_id=request_id)
@@ -245,6 +271,107 @@ def parse_tgi(body: Any, *, stream: bool | None, kind: Kind = "tgi") -> ChatRequ
 # --- answers --------------------------------------------------------------------------------
 
 
+def merged_calls(pieces: Sequence[Call]) -> tuple[Call, ...]:
+    """Streamed tool-call pieces joined into whole calls, in index order."""
+    calls: dict[int, Call] = {}
+    for piece in pieces:
+        have = calls.get(piece.index)
+        if have is not None:
+            piece = Call(
+                piece.index,
+                have.name or piece.name,
+                have.arguments + piece.arguments,
+                have.id or piece.id,
+            )
+        calls[piece.index] = piece
+    return tuple(calls[i] for i in sorted(calls))
+
+
+def call_json(call: Call) -> dict[str, Any]:
+    """One whole call in a chat message's `tool_calls`."""
+    function = {"name": call.name, "arguments": call.arguments}
+    return {"id": call.id, "type": "function", "function": function}
+
+
+def _call_index(entry: Mapping[str, Any], position: int) -> int:
+    index = entry.get("index")
+    return index if isinstance(index, int) else position
+
+
+def _call_name(entry: Mapping[str, Any]) -> Any:
+    function = entry.get("function")
+    return function.get("name") if isinstance(function, Mapping) else None
+
+
+def _no_nones(value: Any) -> Any:
+    """Drop null fields that the client library's dataclasses add to nested objects."""
+    if isinstance(value, Mapping):
+        return {k: _no_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_no_nones(v) for v in value]
+    return value
+
+
+def without_calls(answer: Answer, name: str) -> Answer:
+    """The answer without calls of the tool `name` (the router's own, which clients never see)."""
+    if not any(c.name == name for c in answer.calls):
+        return answer
+    kept = tuple(c for c in answer.calls if c.name != name)
+    finish = answer.finish_reason
+    if not kept and finish == "tool_calls":
+        finish = "stop"
+    choices = []
+    for choice in answer.raw.get("choices") or []:
+        choice = dict(choice)
+        message = dict(choice.get("message") or {})
+        entries = [e for e in message.get("tool_calls") or [] if _call_name(e) != name]
+        message["tool_calls"] = entries or None
+        if not entries and message.get("content") is None:
+            message["content"] = ""
+        choice["message"] = message
+        choice["finish_reason"] = finish
+        choices.append(choice)
+    return replace(answer, finish_reason=finish, calls=kept, raw={**answer.raw, "choices": choices})
+
+
+class CallFilter:
+    """Removes the calls of one tool from a stream. Only the first piece of a call names the
+    tool, so the call indices that are its are remembered for the pieces that follow."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ours: set[int] = set()
+        self.kept = False  # whether the client has seen a call of another tool
+
+    def chunk(self, chunk: Chunk) -> Chunk:
+        self.ours.update(c.index for c in chunk.calls if c.name == self.name)
+        self.kept = self.kept or any(c.index not in self.ours for c in chunk.calls)
+        if not self.ours or not (chunk.calls or chunk.finish_reason == "tool_calls"):
+            return chunk
+        finish = chunk.finish_reason
+        if finish == "tool_calls" and not self.kept:
+            finish = "stop"
+        choices = []
+        for choice in chunk.raw.get("choices") or []:
+            choice = dict(choice)
+            delta = dict(choice.get("delta") or {})
+            entries = [
+                e
+                for position, e in enumerate(delta.get("tool_calls") or [])
+                if _call_index(e, position) not in self.ours
+            ]
+            delta["tool_calls"] = entries or None
+            choice["delta"] = delta
+            choice["finish_reason"] = finish
+            choices.append(choice)
+        return replace(
+            chunk,
+            finish_reason=finish,
+            calls=tuple(c for c in chunk.calls if c.index not in self.ours),
+            raw={**chunk.raw, "choices": choices},
+        )
+
+
 def _chat_logprobs(tokens: Sequence[Token], top: int | None) -> dict[str, Any]:
     return {
         "content": [
@@ -278,6 +405,8 @@ def render_answer(request: ChatRequest, answer: Answer, meta: Meta) -> Any:
             message = dict(choice.get("message") or {})
             if answer.text or message.get("content") is not None:  # tool calls: content null
                 message["content"] = answer.text
+            if message.get("tool_calls"):
+                message["tool_calls"] = _no_nones(message["tool_calls"])
             choice["message"] = message
             choice["logprobs"] = (
                 _chat_logprobs(answer.tokens, request.top_logprobs) if request.logprobs else None
@@ -344,6 +473,8 @@ class StreamShaper:
                     delta = dict(choice["delta"])
                     if delta.get("content") is not None:
                         delta["content"] = chunk.text
+                    if delta.get("tool_calls"):
+                        delta["tool_calls"] = _no_nones(delta["tool_calls"])
                     choice["delta"] = {k: v for k, v in delta.items() if v is not None}
                 choice["logprobs"] = (
                     _chat_logprobs(chunk.tokens, request.top_logprobs)

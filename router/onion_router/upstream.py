@@ -13,10 +13,10 @@ from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 
 from onion_router.config import Tier
-from onion_router.protocol import Answer, ChatRequest, Chunk, Token
+from onion_router.protocol import Answer, Call, ChatRequest, Chunk, Token
 
 # Set by the router itself on upstream calls; a client's copy would override ours.
-_OWN_FIELDS = frozenset({"model", "messages", "stream", "logprobs", "top_logprobs", "n"})
+_OWN_FIELDS = frozenset({"model", "messages", "stream", "logprobs", "top_logprobs", "n", "tools"})
 
 
 class UpstreamError(Exception):
@@ -80,6 +80,8 @@ class Upstream:
     def _arguments(self, request: ChatRequest, logprobs: bool) -> dict[str, Any]:
         extra = {k: v for k, v in request.params.items() if k not in _OWN_FIELDS}
         args: dict[str, Any] = {"model": self.tier.model, "extra_body": extra}
+        if request.params.get("tools"):  # the client's, plus the router's own (`self` policy)
+            args["tools"] = list(request.params["tools"])
         if logprobs or request.logprobs:
             args["logprobs"] = True
             # llama.cpp's server returns empty chat logprobs unless top_logprobs is set.
@@ -165,6 +167,23 @@ def _tokens(logprobs: Any) -> list[Token]:
     ]
 
 
+def _calls(tool_calls: Any) -> tuple[Call, ...]:
+    """Tool calls of a message, or the pieces of them in a stream delta."""
+    calls = []
+    for position, item in enumerate(tool_calls or []):
+        function = getattr(item, "function", None)
+        index = getattr(item, "index", None)
+        calls.append(
+            Call(
+                index=index if isinstance(index, int) else position,
+                name=getattr(function, "name", None),
+                arguments=getattr(function, "arguments", None) or "",
+                id=getattr(item, "id", None),
+            )
+        )
+    return tuple(calls)
+
+
 def _answer(output: Any) -> Answer:
     raw = dict(output)
     choice = output.choices[0] if output.choices else None
@@ -175,6 +194,7 @@ def _answer(output: Any) -> Answer:
         finish_reason=choice.finish_reason if choice is not None else None,
         usage=dict(output.usage) if output.usage else None,
         raw=raw,
+        calls=_calls(message.tool_calls if message is not None else None),
     )
 
 
@@ -188,4 +208,5 @@ def _chunk(event: Any) -> Chunk:
         finish_reason=choice.finish_reason if choice is not None else None,
         usage=dict(event.usage) if getattr(event, "usage", None) else None,
         raw=dict(event),
+        calls=_calls(delta.tool_calls if delta is not None else None),
     )

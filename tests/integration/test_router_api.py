@@ -292,3 +292,131 @@ def test_auth(servers: tuple[FakeTGI, ...], tmp_path: Path) -> None:
         assert httpx.get(f"{router.url}/status").status_code == 401
         hf = InferenceClient(base_url=router.url, api_key="sk-one")
         assert hf.text_generation("x") == "Paris is the capital."
+
+
+ESCALATE_CALL = Script(tokens=[], calls=[("escalate", '{"reason": "quantum gravity"}')])
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+WEATHER_CALL = Script(tokens=[], calls=[("get_weather", '{"city": "Paris"}')])
+
+
+@pytest.fixture
+def tool_router(servers: tuple[FakeTGI, FakeTGI, FakeTGI]) -> Iterator[RouterServer]:
+    """The core asks for help by calling the router's `escalate` tool (`self`, `toolCall`)."""
+    config = three_tiers(*servers)
+    config["tiers"][0]["escalation"] = {"policy": "self", "via": "toolCall"}
+    with RouterServer(config) as server:
+        yield server
+
+
+def offered(server: FakeTGI) -> list[str]:
+    """Names of the tools the router offered the model in its last request."""
+    return [t["function"]["name"] for t in server.stats.requests[-1].get("tools") or []]
+
+
+def test_self_policy_tool_call_escalates_and_is_never_shown(
+    tool_router: RouterServer, servers: tuple[FakeTGI, ...]
+) -> None:
+    core, mid, _ = servers
+    core.script = ESCALATE_CALL
+    raw = ask(tool_router, "Explain quantum gravity")
+    answer = raw.parse()
+    assert answer.choices[0].message.content == "Mid says hi"
+    assert answer.choices[0].message.tool_calls is None
+    assert answer.choices[0].finish_reason == "stop"
+    assert raw.headers["x-onion-path"] == "core,mid"
+    sent = core.stats.requests[-1]
+    assert offered(core) == ["escalate"]
+    assert sent["messages"][0]["role"] == "system"
+    assert "escalate" in sent["messages"][0]["content"]
+    assert "[[ESCALATE]]" not in sent["messages"][0]["content"]
+    assert "tools" not in mid.stats.requests[-1]  # the next layer is not offered it
+    # An answer without the call stands.
+    core.script = CONFIDENT
+    raw = ask(tool_router, "Capital of France?")
+    assert raw.parse().choices[0].message.content == "Paris is the capital."
+    assert raw.headers["x-onion-path"] == "core"
+    # Pinned, the core is not judged: no tool, no instruction.
+    ask(tool_router, "x", model="onion/core")
+    assert "tools" not in core.stats.requests[-1]
+    assert core.stats.requests[-1]["messages"][0]["role"] == "user"
+
+
+def test_self_policy_tool_call_streaming(
+    tool_router: RouterServer, servers: tuple[FakeTGI, ...]
+) -> None:
+    core = servers[0]
+    core.script = ESCALATE_CALL
+    with client(tool_router).chat.completions.with_streaming_response.create(
+        model="onion", messages=[{"role": "user", "content": "stream it"}], stream=True
+    ) as response:
+        assert response.headers["x-onion-path"] == "core,mid"
+        chunks = list(response.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Mid says hi"
+    assert not [c for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert offered(core) == ["escalate"]
+    # The core's stream was closed on the call, not read to the end.
+    assert core.stats.streams_started == 1
+
+
+def test_client_tool_calls_pass_through_the_self_tool_call_policy(
+    tool_router: RouterServer, servers: tuple[FakeTGI, ...]
+) -> None:
+    core, mid, _ = servers
+    core.script = WEATHER_CALL
+    question = [{"role": "user", "content": "Weather in Paris?"}]
+    raw = client(tool_router).chat.completions.with_raw_response.create(
+        model="onion", messages=question, tools=[WEATHER_TOOL]
+    )
+    answer = raw.parse()
+    assert raw.headers["x-onion-path"] == "core"
+    assert answer.choices[0].finish_reason == "tool_calls"
+    calls = answer.choices[0].message.tool_calls or []
+    assert [(c.type, c.function.name, c.function.arguments) for c in calls] == [
+        ("function", "get_weather", '{"city": "Paris"}')
+    ]
+    assert calls[0].id.startswith("call-")
+    assert offered(core) == ["get_weather", "escalate"]  # theirs kept, ours added
+
+    # Streaming: the SDK's own accumulator rebuilds the client's call from the pieces.
+    with client(tool_router).chat.completions.stream(
+        model="onion", messages=question, tools=[WEATHER_TOOL]
+    ) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].finish_reason == "tool_calls"
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.function.name, c.function.arguments) for c in calls] == [
+        ("get_weather", '{"city": "Paris"}')
+    ]
+
+    # The model asks for help instead: the next layer gets the client's tools, not ours.
+    core.script = ESCALATE_CALL
+    raw = client(tool_router).chat.completions.with_raw_response.create(
+        model="onion", messages=question, tools=[WEATHER_TOOL]
+    )
+    assert raw.parse().choices[0].message.content == "Mid says hi"
+    assert raw.headers["x-onion-path"] == "core,mid"
+    assert offered(mid) == ["get_weather"]
+
+
+def test_a_client_tool_named_like_the_routers_own_wins(
+    tool_router: RouterServer, servers: tuple[FakeTGI, ...]
+) -> None:
+    core = servers[0]
+    core.script = ESCALATE_CALL  # here the client's own `escalate` tool
+    theirs = {"type": "function", "function": {"name": "escalate", "parameters": {}}}
+    raw = client(tool_router).chat.completions.with_raw_response.create(
+        model="onion", messages=[{"role": "user", "content": "angry customer"}], tools=[theirs]
+    )
+    assert raw.headers["x-onion-path"] == "core"
+    calls = raw.parse().choices[0].message.tool_calls or []
+    assert [c.function.name for c in calls] == ["escalate"]
+    assert offered(core) == ["escalate"]  # only theirs
+    assert core.stats.requests[-1]["messages"][0]["role"] == "user"  # no instruction

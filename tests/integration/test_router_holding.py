@@ -218,3 +218,41 @@ def test_fallback_answers_from_an_awake_layer_marked_degraded(core: FakeTGI, mid
         # Meanwhile the sleeping layer was asked to wake for the next requests.
         assert link.renewed("onion-mid-demand") >= 1
         assert not mid.stats.requests
+
+
+def test_self_tool_call_while_the_next_layer_sleeps(core: FakeTGI, mid: FakeTGI) -> None:
+    """The core asks for help by calling the router's tool, but mid sleeps and `whileWaking:
+    fallback` keeps the core's answer: the client gets its text without the call."""
+    settings = config(core, mid, whileWaking="fallback")
+    settings["tiers"][0]["escalation"] = {"policy": "self", "via": "toolCall"}
+    core.script = Script(tokens=["I", " am", " unsure"], calls=[("escalate", "{}")])
+    link = OperatorDouble({"mid": "Dormant"})
+    with RouterServer(settings, link) as router:
+        raw = chat(router)
+        answer = raw.parse()
+        assert raw.headers["x-onion-degraded"] == "true"
+        assert answer.choices[0].message.content == "I am unsure"
+        assert answer.choices[0].message.tool_calls is None
+        assert answer.choices[0].finish_reason == "stop"
+        assert link.renewed("onion-mid-demand")  # it still wakes, for the next requests
+        with router.openai().chat.completions.with_streaming_response.create(
+            model="onion", messages=[{"role": "user", "content": "hello"}], stream=True
+        ) as response:
+            assert response.headers["x-onion-degraded"] == "true"
+            chunks = [c for c in response.parse() if c.choices]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == "I am unsure"
+        assert not [c for c in chunks if c.choices[0].delta.tool_calls]
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        # A call of the client's own tool is joined from the streamed pieces the router reads
+        # internally while the next layer sleeps (so that its wake could start early).
+        core.script = Script(tokens=[], calls=[("lookup", '{"q": "x"}')])
+        tool = {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+        answer = chat(router, tools=[tool]).parse()
+        assert core.stats.requests[-1]["stream"] is True
+        assert answer.choices[0].finish_reason == "tool_calls"
+        assert answer.choices[0].message.content is None
+        calls = answer.choices[0].message.tool_calls or []
+        assert [(c.function.name, c.function.arguments) for c in calls] == [
+            ("lookup", '{"q": "x"}')
+        ]
+        assert calls[0].id.startswith("call-")

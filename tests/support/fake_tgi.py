@@ -38,6 +38,10 @@ class Script:
     token_delay: float = 0.0
     fail: Failure = None  # refuse: 503 at once; die: drop the connection after `fail_after`
     fail_after: int = 2  # tokens sent before `die` / `error_event`
+    # Tool calls after the tokens, as (function name, JSON arguments), in the OpenAI chat
+    # format TGI, vLLM and llama.cpp use: `message.tool_calls`, or streamed `delta.tool_calls`
+    # pieces (the first names the function, the rest carry arguments).
+    calls: list[tuple[str, str]] = field(default_factory=list)
 
     def logprobs(self) -> list[float]:
         if isinstance(self.logprob, list):
@@ -60,6 +64,12 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
             content = message.get("content")
             return content if isinstance(content, str) else json.dumps(content)
     return ""
+
+
+def _finish(script: Script, limit: int | None, count: int) -> str:
+    if script.calls:
+        return "tool_calls"
+    return "length" if limit and limit <= count else "stop"
 
 
 class _Die(Exception):
@@ -208,6 +218,17 @@ class FakeTGI:
         if not body.get("stream"):
             pairs = [pair async for pair in self._tokens(script, limit, request)]
             content = [{"token": t, "logprob": lp, "top_logprobs": []} for t, lp in pairs]
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(t for t, _ in pairs)}
+            if script.calls:
+                message["content"] = message["content"] or None
+                message["tool_calls"] = [
+                    {
+                        "id": f"call-{ident}-{i}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": arguments},
+                    }
+                    for i, (name, arguments) in enumerate(script.calls)
+                ]
             return JSONResponse(
                 {
                     "id": ident,
@@ -217,12 +238,9 @@ class FakeTGI:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {
-                                "role": "assistant",
-                                "content": "".join(t for t, _ in pairs),
-                            },
+                            "message": message,
                             "logprobs": {"content": content} if want_logprobs else None,
-                            "finish_reason": "length" if limit and limit <= len(pairs) else "stop",
+                            "finish_reason": _finish(script, limit, len(pairs)),
                         }
                     ],
                     "usage": {
@@ -253,7 +271,15 @@ class FakeTGI:
             async for token, lp in self._tokens(script, limit):
                 count += 1
                 yield chunk({"content": token}, logprobs(token, lp), None)
-            yield chunk({}, None, "length" if limit and limit <= count else "stop")
+            for i, (name, arguments) in enumerate(script.calls):
+                function = {"name": name, "arguments": ""}
+                call = {"index": i, "id": f"call-{ident}-{i}", "type": "function"}
+                yield chunk({"tool_calls": [{**call, "function": function}]}, None, None)
+                half = len(arguments) // 2
+                for part in (arguments[:half], arguments[half:]):
+                    piece = {"index": i, "function": {"arguments": part}}
+                    yield chunk({"tool_calls": [piece]}, None, None)
+            yield chunk({}, None, _finish(script, limit, count))
             yield b"data: [DONE]\n\n"
 
         return self._stream(script, events())

@@ -86,6 +86,19 @@ def test_errors_name_the_field(data: object, message: str) -> None:
     assert message in str(err.value)
 
 
+def test_self_policy_tool_call() -> None:
+    data = _with()
+    data["tiers"][1]["escalation"] = {"policy": "self", "via": "toolCall", "toolName": "ask_expert"}
+    escalation = parse_config(data).tiers[1].escalation
+    assert (escalation.via, escalation.tool_name) == ("toolCall", "ask_expert")
+    default = parse_config(_with()).tiers[1].escalation
+    assert (default.via, default.tool_name) == ("sentinel", "escalate")
+    for bad, field in (({"via": "smoke"}, "via"), ({"toolName": "no spaces"}, "toolName")):
+        data["tiers"][1]["escalation"] = {"policy": "self", **bad}
+        with pytest.raises(ConfigError, match=field):
+            parse_config(data)
+
+
 def test_static_defaults() -> None:
     config = parse_config({"tiers": [{"name": "core", "url": "http://127.0.0.1:1", "model": "m"}]})
     assert not config.kubernetes.enabled and config.while_waking == "wait"

@@ -6,8 +6,10 @@ import pytest
 
 from onion_router.config import Escalation, Rule, Tier
 from onion_router.policies import (
+    escalation_tool,
     estimate_tokens,
     fallback_tier,
+    for_request,
     judge,
     judge_prefix,
     looks_uncertain,
@@ -21,6 +23,7 @@ from onion_router.policies import (
 
 CONF = Escalation(policy="confidence", threshold=-0.8, score="mean", first_k=2)
 SELF = Escalation(policy="self", sentinel="[[ESCALATE]]")
+TOOL = Escalation(policy="self", via="toolCall")
 NONE = Escalation(policy="none")
 
 
@@ -96,6 +99,69 @@ def test_looks_uncertain(
     escalation: Escalation, text: str, logprobs: list[float], uncertain: bool
 ) -> None:
     assert looks_uncertain(escalation, text, logprobs) is uncertain
+
+
+@pytest.mark.parametrize(
+    ("escalation", "text", "calls", "accept"),
+    [
+        (TOOL, "", ["escalate"], False),
+        (TOOL, "Let me get help.", ["escalate"], False),
+        (TOOL, "", ["get_weather", "escalate"], False),  # parallel calls: help wins
+        (TOOL, "", ["get_weather"], True),  # the client's tool: its answer stands
+        (TOOL, "Paris.", [], True),
+        (TOOL, "[[ESCALATE]]", [], True),  # the sentinel means nothing in this mode
+        (Escalation(policy="self", via="toolCall", tool_name="ask"), "", ["escalate"], True),
+        (SELF, "Paris.", ["escalate"], True),  # sentinel mode ignores tool calls
+        (CONF, "", ["escalate"], True),
+    ],
+)
+def test_judge_tool_call(escalation: Escalation, text: str, calls: list[str], accept: bool) -> None:
+    assert judge(escalation, text, [], calls).accept is accept
+
+
+@pytest.mark.parametrize(
+    ("text", "calls", "done", "expected"),
+    [
+        ("", ["escalate"], False, False),  # decided on the call, before the answer ends
+        ("", ["get_weather"], False, None),  # one of ours may still follow: buffer more
+        ("", ["get_weather"], True, True),
+        ("Paris is", [], False, True),
+        ("", [], True, True),
+    ],
+)
+def test_judge_prefix_tool_call(
+    text: str, calls: list[str], done: bool, expected: bool | None
+) -> None:
+    verdict = judge_prefix(TOOL, text, [], done=done, calls=calls)
+    assert (verdict.accept if verdict else None) is expected
+
+
+def test_tool_call_early_wake_instruction_and_tool() -> None:
+    assert looks_uncertain(TOOL, "", [], ["escalate"])
+    assert not looks_uncertain(TOOL, "[[ESCALATE]]", [], ["get_weather"])
+    instruction = self_instruction(TOOL) or ""
+    assert "escalate" in instruction and "[[ESCALATE]]" not in instruction
+    custom = Escalation(policy="self", via="toolCall", tool_name="ask", instruction="call {tool}")
+    assert self_instruction(custom) == "call ask"
+    tool = escalation_tool(custom)
+    assert tool is not None and tool["type"] == "function"
+    assert tool["function"]["name"] == "ask" and tool["function"]["parameters"]["type"] == "object"
+    assert escalation_tool(SELF) is None and escalation_tool(CONF) is None
+    assert strip_sentinel(TOOL, "[[ESCALATE]]") == "[[ESCALATE]]"
+
+
+@pytest.mark.parametrize(
+    ("escalation", "client_tools", "policy"),
+    [
+        (TOOL, ["get_weather"], "self"),
+        (TOOL, ["escalate"], "none"),  # the client's own `escalate` wins: not judged
+        (Escalation(policy="self", via="toolCall", tool_name="ask"), ["escalate"], "self"),
+        (SELF, ["escalate"], "self"),
+        (CONF, ["escalate"], "confidence"),
+    ],
+)
+def test_for_request(escalation: Escalation, client_tools: list[str], policy: str) -> None:
+    assert for_request(escalation, client_tools).policy == policy
 
 
 def test_sentinel_stripping_and_instruction() -> None:

@@ -185,6 +185,9 @@ def _escalation(work: Core | Layer) -> Obj:
     out: Obj = {"policy": e.policy, "threshold": e.threshold, "score": e.score, "firstK": e.first_k}
     if e.policy == "self" or isinstance(work, Core):
         out["sentinel"] = e.sentinel
+    if e.policy == "self":
+        out["via"] = e.via
+        out["toolName"] = e.tool_name
     return out
 
 

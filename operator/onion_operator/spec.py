@@ -18,7 +18,7 @@ from onion_operator.engines import ENGINES, Engine
 
 # The router owns the shape of routing rules: the operator validates them exactly as the router
 # will read them from the config it renders.
-from onion_router.config import Rule
+from onion_router.config import DEFAULT_TOOL_NAME, Rule
 
 EngineName = Literal["tgi", "vllm", "llamacpp"]
 
@@ -66,6 +66,10 @@ class Escalation(_Model):
     score: Literal["mean", "min", "firstK"] = "mean"
     first_k: int = Field(default=8, ge=1)
     sentinel: str = "[[ESCALATE]]"
+    # Policy self: the model writes the sentinel, or calls the function `tool_name` that the
+    # router offers it and intercepts.
+    via: Literal["sentinel", "toolCall"] = "sentinel"
+    tool_name: str = DEFAULT_TOOL_NAME
 
 
 class _Workload(_Model):

@@ -53,6 +53,16 @@ LAYER = {"name": "mid", "model": "m"}
         ([{**LAYER, "minReplicas": 2}], {}, "should be less than or equal to 1"),
         ([{**LAYER, "engine": "ollama"}], {}, 'supported values: "tgi", "vllm", "llamacpp"'),
         (
+            [{**LAYER, "escalation": {"policy": "self", "via": "smoke"}}],
+            {},
+            'supported values: "sentinel", "toolCall"',
+        ),
+        (
+            [{**LAYER, "escalation": {"policy": "self", "toolName": "ask an expert"}}],
+            {},
+            "spec.layers[0].escalation.toolName",
+        ),
+        (
             [{**LAYER, "rules": [{"regex": "a", "keywords": ["b"]}]}],
             {},
             "a rule has exactly one of regex, keywords, minPromptTokens",

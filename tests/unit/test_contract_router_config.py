@@ -10,7 +10,7 @@ import yaml
 from onion_operator import constants as c
 from onion_operator.manifests import build_router_config
 from onion_operator.spec import parse_spec
-from onion_router.config import parse_config
+from onion_router.config import Escalation, parse_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
@@ -33,3 +33,15 @@ def test_rendered_router_config_of_every_example_parses_in_the_router(path: Path
         for tier, layer in zip(config.tiers[1:], spec.layers, strict=True):
             assert tier.managed == layer.managed
             assert tier.lease == (c.lease_name(name, layer.name) if layer.managed else None)
+
+
+def test_self_policy_tool_call_reaches_the_router() -> None:
+    def rendered(escalation: dict[str, str]) -> Escalation:
+        spec = parse_spec("o", {"core": {"model": "m", "escalation": escalation}})
+        data = yaml.safe_load(yaml.safe_dump(build_router_config(spec, "team-a", "o")))
+        return parse_config(data).tiers[0].escalation
+
+    tool = rendered({"policy": "self", "via": "toolCall", "toolName": "ask_expert"})
+    assert (tool.policy, tool.via, tool.tool_name) == ("self", "toolCall", "ask_expert")
+    plain = rendered({"policy": "self"})
+    assert (plain.via, plain.tool_name) == ("sentinel", "escalate")

@@ -58,6 +58,8 @@ def test_schema_defaults_equal_model_defaults() -> None:
         "score": layer.escalation.score,
         "firstK": layer.escalation.first_k,
         "sentinel": layer.escalation.sentinel,
+        "via": layer.escalation.via,
+        "toolName": layer.escalation.tool_name,
     }
     router = schema_defaults(SPEC["router"])
     model_router = parsed.router.model_dump(by_alias=True)

@@ -52,3 +52,10 @@ def listening_addresses(pids: list[int]) -> list[str]:
 def is_loopback(address: str) -> bool:
     host = address.rsplit(":", 1)[0]
     return host.startswith("127.") or host == "::1" or host.startswith("::ffff:127.")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -41,6 +41,7 @@ from onion_router.protocol import (
     render_answer,
     tgi_error_body,
 )
+from onion_router.transport import HTTP11Transport
 from onion_router.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("onion_router")
@@ -224,7 +225,9 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
         layers = Layers(config, chosen or StaticLink(config.tiers))
         limits = httpx2.Limits(max_connections=1024, max_keepalive_connections=256)
         async with httpx2.AsyncClient(
-            limits=limits, timeout=config.upstream_timeout_seconds, follow_redirects=False
+            transport=HTTP11Transport(limits),
+            timeout=config.upstream_timeout_seconds,
+            follow_redirects=False,
         ) as pool:
             upstreams = {
                 t.name: Upstream(t, pool, config.upstream_timeout_seconds) for t in config.tiers

@@ -1,0 +1,325 @@
+"""The wire under the router's upstream calls: an httpx2 transport for plain HTTP/1.1 on asyncio
+and httptools (llhttp, the C parser uvicorn uses).
+
+The router talks to model servers through huggingface_hub's AsyncInferenceClient, which sends
+through an httpx2 client. httpx2's default transport (httpcore2 with the pure-Python h11 parser)
+was the largest single cost on the router's hot path (see bench/router_overhead.py). This module
+replaces only the wire: the client API, its exceptions and the hub code above stay as they are.
+
+- Keep-alive connections per origin, at most `max_connections` in use at once (waiting for one
+  is bounded by the pool timeout), at most `max_keepalive_connections` idle, each idle for at
+  most `keepalive_expiry` seconds.
+- A reused connection that the server closed while it sat idle is replaced once, transparently,
+  when it fails before any byte of the answer came back (the server never saw the request).
+- Closing a response before its end closes its connection: that is how a model server learns
+  that the client went away and stops generating.
+- Streamed bodies are handed over chunk by chunk; reading pauses while 256 KiB are unread.
+- Anything else (https, proxies' CONNECT, methods other than GET and POST) goes to httpx2's
+  default transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import cast
+
+import httptools
+import httpx2
+
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+_OWN_METHODS = frozenset({"GET", "POST"})
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection; carries one request at a time and parses its answer as it arrives."""
+
+    def __init__(self, origin: tuple[str, int]) -> None:
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[None] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.complete = False
+        self.error: Exception | None = None
+        self.chunks: deque[bytes] = deque()
+        self._unread = 0
+        self._paused = False
+        self._got_bytes = False
+        self._length_known = False
+        self._keep_alive = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as err:
+            self._fail(httpx2.RemoteProtocolError(f"malformed answer from the server: {err}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.head_done and not self.complete and not self._length_known:
+            self.complete = True  # a body delimited by the end of the connection
+        elif not self.complete:
+            what = f": {exc}" if exc else ""
+            self._fail(
+                httpx2.RemoteProtocolError(f"server disconnected before the answer ended{what}")
+            )
+        self._wake()
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        lowered = name.lower()
+        if lowered == b"content-length" or (
+            lowered == b"transfer-encoding" and b"chunked" in value
+        ):
+            self._length_known = True
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        if self.status >= 200 or self.status == 101:
+            self.head_done = True
+            self._keep_alive = self._parser.should_keep_alive()  # only valid until the end
+            self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self._unread += len(body)
+        if self._unread > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self.head_done:  # an informational (1xx) answer: the real one follows
+            self._reset()
+            return
+        self.complete = True
+        self._wake()
+
+    # -- used by the transport ---------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.usable and self._keep_alive
+
+    @property
+    def answered(self) -> bool:
+        """Whether any byte of the current answer has arrived."""
+        return self._got_bytes
+
+    def send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self._reset()
+        self.transport.write(data)
+
+    def take(self) -> bytes:
+        chunk = self.chunks.popleft()
+        self._unread -= len(chunk)
+        if self._paused and self._unread < _LOW_WATER and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    async def wait(self, seconds: float | None) -> None:
+        """Until the parser has news (head, body, end, error), at most `seconds`."""
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(seconds, _expire, waiter) if seconds is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx2.ReadTimeout("timed out waiting for the server's answer"))
+
+
+class _Body(httpx2.AsyncByteStream):
+    """A response body read from its connection; hands the connection back when done."""
+
+    def __init__(self, pool: HTTP11Transport, conn: _Connection, timeout: float | None) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._timeout = timeout
+        self._released = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        try:
+            while True:
+                if conn.chunks:
+                    yield conn.take()
+                elif conn.complete:
+                    break
+                elif conn.error is not None:
+                    raise conn.error
+                else:
+                    await conn.wait(self._timeout)
+        except BaseException:
+            await self.aclose()
+            raise
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._released:
+            self._released = True
+            self._pool._release(self._conn)
+
+
+class HTTP11Transport(httpx2.AsyncBaseTransport):
+    """httpx2 transport: plain HTTP/1.1 with keep-alive on asyncio and httptools."""
+
+    def __init__(self, limits: httpx2.Limits | None = None) -> None:
+        limits = limits or httpx2.Limits(max_connections=100, max_keepalive_connections=20)
+        self._max_idle = limits.max_keepalive_connections or 0
+        self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else math.inf
+        self._slots = asyncio.Semaphore(limits.max_connections or 1_000_000)
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._fallback = httpx2.AsyncHTTPTransport(limits=limits)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        url = request.url
+        if url.scheme != "http" or request.method not in _OWN_METHODS:
+            return await self._fallback.handle_async_request(request)
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        origin = (url.host, url.port or 80)
+        message = _serialize(request, await request.aread())
+        await self._take_slot(timeouts.get("pool"))
+        try:
+            conn = await self._connection(origin, timeouts.get("connect"))
+            conn = await self._exchange(conn, message, timeouts)
+        except BaseException:
+            self._slots.release()
+            raise
+        return httpx2.Response(
+            conn.status,
+            headers=conn.headers,
+            stream=_Body(self, conn, timeouts.get("read")),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": conn.reason},
+        )
+
+    async def aclose(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+        await self._fallback.aclose()
+
+    async def _take_slot(self, seconds: float | None) -> None:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), seconds)
+        except TimeoutError:
+            raise httpx2.PoolTimeout("no free connection to the server in time") from None
+
+    async def _connection(self, origin: tuple[str, int], seconds: float | None) -> _Connection:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.usable and now - conn.idle_since < self._expiry:
+                conn.reused = True
+                return conn
+            conn.close()
+        conn = _Connection(origin)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: conn, *origin), seconds)
+        except TimeoutError:
+            raise httpx2.ConnectTimeout(
+                f"connecting to {origin[0]}:{origin[1]} timed out"
+            ) from None
+        except OSError as err:
+            raise httpx2.ConnectError(f"cannot connect to {origin[0]}:{origin[1]}: {err}") from err
+        return conn
+
+    async def _exchange(
+        self, conn: _Connection, message: bytes, timeouts: dict[str, float | None]
+    ) -> _Connection:
+        """Send the request and wait for the answer's head; one retry on a stale reused one."""
+        try:
+            conn.send(message)
+            while not conn.head_done:
+                if conn.error is not None:
+                    raise conn.error
+                await conn.wait(timeouts.get("read"))
+        except httpx2.RemoteProtocolError:
+            conn.close()
+            if not conn.reused or conn.answered:
+                raise
+            fresh = await self._connection(conn.origin, timeouts.get("connect"))
+            return await self._exchange(fresh, message, timeouts)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _release(self, conn: _Connection) -> None:
+        self._slots.release()
+        if not conn.reusable:
+            conn.close()
+            return
+        idle = self._idle.setdefault(conn.origin, [])
+        if len(idle) >= self._max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+
+def _serialize(request: httpx2.Request, body: bytes) -> bytes:
+    headers = request.headers.raw
+    chunked = any(k.lower() == b"transfer-encoding" and b"chunked" in v.lower() for k, v in headers)
+    if chunked:  # httpx2 streams bodies of unknown length; by now it is read whole
+        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+    lines = [request.method.encode(), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        lines += (name, b": ", value, b"\r\n")
+    lines += (b"\r\n", body)
+    return b"".join(lines)

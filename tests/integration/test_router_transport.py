@@ -1,0 +1,258 @@
+"""The router's HTTP/1.1 transport against scripted raw-socket servers on loopback: keep-alive,
+chunked streaming, bodies cut off, timeouts, stale connections, the pool limit."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx2
+import pytest
+
+from onion_router.transport import HTTP11Transport
+from tests.support.sockets import free_port
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class ScriptedServer:
+    """A TCP server on 127.0.0.1 whose every connection runs `handler`; counts connections."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed_by_peer = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> ScriptedServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        try:
+            await self.handler(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the test is over
+        finally:
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes | None:
+        """One request (head and Content-Length body), or None at the end of the connection."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        request = head + (await reader.readexactly(length) if length else b"")
+        self.requests.append(request)
+        return request
+
+
+def answer(body: bytes, *headers: bytes) -> bytes:
+    extra = b"".join(h + b"\r\n" for h in headers)
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(transport=HTTP11Transport(), timeout=5) as c:
+        yield c
+
+
+async def test_keep_alive_serves_many_requests_on_one_connection(
+    client: httpx2.AsyncClient,
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await server.read_request(reader) is not None:
+            writer.write(answer(b'{"n": %d}' % len(server.requests)))
+
+    async with ScriptedServer(handler) as server:
+        bodies = [
+            (await client.post(f"{server.url}/x?q=1", json={"i": i})).json() for i in range(3)
+        ]
+    assert bodies == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /x?q=1 HTTP/1.1\r\n")
+    assert b"\r\nHost: 127.0.0.1:" in first and first.endswith(b'{"i":0}')
+
+
+async def test_a_chunked_body_arrives_chunk_by_chunk(client: httpx2.AsyncClient) -> None:
+    more = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(CHUNKED_HEAD + chunk(b"data: one\n\n"))
+        await more.wait()  # the client must see the first chunk before the second exists
+        writer.write(chunk(b"data: two\n\n") + b"0\r\n\r\n")
+        await server.read_request(reader)
+
+    async with (
+        ScriptedServer(handler) as server,
+        client.stream("POST", server.url, json={}) as response,
+    ):
+        pieces = response.aiter_raw()
+        assert await anext(pieces) == b"data: one\n\n"
+        more.set()
+        assert [p async for p in pieces] == [b"data: two\n\n"]
+
+
+async def test_a_compressed_body_is_decoded(client: httpx2.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(answer(gzip.compress(b'{"ok": true}'), b"content-encoding: gzip"))
+        await server.read_request(reader)
+
+    async with ScriptedServer(handler) as server:
+        assert (await client.get(server.url)).json() == {"ok": True}
+
+
+async def test_a_body_cut_off_raises_and_its_connection_is_not_reused(
+    client: httpx2.AsyncClient,
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        if server.connections == 1:
+            writer.write(CHUNKED_HEAD + chunk(b"data: one\n\n"))
+            await writer.drain()
+            return  # dies mid-stream
+        writer.write(answer(b"fine"))
+        await server.read_request(reader)
+
+    async with ScriptedServer(handler) as server:
+        with pytest.raises(httpx2.RemoteProtocolError):
+            async with client.stream("POST", server.url, json={}) as response:
+                async for _ in response.aiter_raw():
+                    pass
+        assert (await client.post(server.url, json={})).text == "fine"
+    assert server.connections == 2
+
+
+async def test_a_silent_server_gives_a_read_timeout() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        await asyncio.sleep(30)
+
+    async with (
+        ScriptedServer(handler) as server,
+        httpx2.AsyncClient(transport=HTTP11Transport(), timeout=0.2) as client,
+    ):
+        with pytest.raises(httpx2.ReadTimeout):
+            await client.post(server.url, json={})
+
+
+async def test_nobody_listening_gives_a_connect_error(client: httpx2.AsyncClient) -> None:
+    with pytest.raises(httpx2.ConnectError):
+        await client.post(f"http://127.0.0.1:{free_port()}/", json={})
+
+
+async def test_closing_a_stream_early_closes_its_connection(client: httpx2.AsyncClient) -> None:
+    gone = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(CHUNKED_HEAD + chunk(b"data: one\n\n"))
+        if await reader.read() == b"":  # what a model server sees when the router walks away
+            gone.set()
+
+    async with ScriptedServer(handler) as server:
+        async with client.stream("POST", server.url, json={}) as response:
+            assert await anext(response.aiter_raw()) == b"data: one\n\n"
+        await asyncio.wait_for(gone.wait(), 5)
+
+
+async def test_a_connection_closed_while_idle_is_replaced_transparently(
+    client: httpx2.AsyncClient,
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        if server.connections == 1:
+            writer.write(answer(b"first"))
+            await server.read_request(reader)  # the server times the connection out just now
+            return
+        writer.write(answer(b"second"))
+        await server.read_request(reader)
+
+    async with ScriptedServer(handler) as server:
+        assert (await client.post(server.url, json={})).text == "first"
+        assert (await client.post(server.url, json={})).text == "second"
+    assert server.connections == 2
+
+
+async def test_a_body_delimited_by_the_end_of_the_connection(client: httpx2.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
+
+    async with ScriptedServer(handler) as server:
+        assert (await client.get(server.url)).text == "all of it"
+
+
+async def test_an_informational_answer_is_skipped(client: httpx2.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b"done"))
+        await server.read_request(reader)
+
+    async with ScriptedServer(handler) as server:
+        response = await client.post(server.url, json={})
+    assert (response.status_code, response.text) == (200, "done")
+
+
+async def test_the_pool_limit_makes_callers_wait_then_time_out() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await server.read_request(reader) is not None:
+            writer.write(CHUNKED_HEAD + chunk(b"x") + b"0\r\n\r\n")
+
+    limits = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
+    timeout = httpx2.Timeout(5, pool=0.2)
+    async with (
+        ScriptedServer(handler) as server,
+        httpx2.AsyncClient(transport=HTTP11Transport(limits), timeout=timeout) as client,
+    ):
+        async with client.stream("POST", server.url, json={}):
+            with pytest.raises(httpx2.PoolTimeout):
+                await client.post(server.url, json={})
+        assert (await client.post(server.url, json={})).text == "x"  # the slot came back
+    assert server.connections == 1
+
+
+async def test_other_methods_go_through_httpx2s_own_transport(client: httpx2.AsyncClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(answer(b"put ok"))
+        await server.read_request(reader)
+
+    async with ScriptedServer(handler) as server:
+        assert (await client.put(server.url, content=b"x")).text == "put ok"
+    assert server.requests[0].startswith(b"PUT / HTTP/1.1")

@@ -348,27 +348,33 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
         headers["X-Accel-Buffering"] = "no"
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
-    @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await serve(request, parse_chat, "/v1/chat/completions")
 
-    @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         return await serve(request, parse_completions, "/v1/completions")
 
-    @app.post("/generate")
     async def generate(request: Request) -> Response:
         return await serve(request, lambda b: parse_tgi(b, stream=False), "/generate")
 
-    @app.post("/generate_stream")
     async def generate_stream(request: Request) -> Response:
         return await serve(request, lambda b: parse_tgi(b, stream=True), "/generate_stream")
 
-    @app.post("/")
     async def tgi_root(request: Request) -> Response:
         return await serve(
             request, lambda b: parse_tgi(b, stream=None, kind="tgi_list"), "/generate"
         )
+
+    # The model endpoints are plain Starlette routes: they read and validate their own bodies, so
+    # FastAPI's per-request dependency solving would be pure overhead on the hot path.
+    for path, endpoint in (
+        ("/v1/chat/completions", chat_completions),
+        ("/v1/completions", completions),
+        ("/generate", generate),
+        ("/generate_stream", generate_stream),
+        ("/", tgi_root),
+    ):
+        app.add_route(path, endpoint, methods=["POST"])
 
     @app.get("/v1/models")
     async def models() -> Response:

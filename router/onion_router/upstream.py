@@ -15,6 +15,11 @@ from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 from onion_router.config import Tier
 from onion_router.protocol import Answer, Call, ChatRequest, Chunk, Token
 
+# Sent as the bearer token to model servers. With no key, huggingface_hub would look up the
+# host's Hugging Face token on every call (files and env) and send it to the engine; "EMPTY" is
+# what keyless vLLM/TGI/llama.cpp servers are conventionally given.
+NO_API_KEY = "EMPTY"
+
 # Set by the router itself on upstream calls; a client's copy would override ours.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "logprobs", "top_logprobs", "n", "tools"})
 
@@ -72,7 +77,7 @@ class Upstream:
         # abandoned streams (and their upstream generations) open until shutdown.
         headers = {"X-Request-Id": request.request_id} if request.request_id else None
         client = AsyncInferenceClient(
-            base_url=self.tier.url, timeout=self._timeout, headers=headers
+            base_url=self.tier.url, api_key=NO_API_KEY, timeout=self._timeout, headers=headers
         )
         client._async_client = self._pool
         return client

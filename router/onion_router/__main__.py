@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    # httpx2 logs every upstream request at INFO: noise, and work on the hot path.
+    logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.root.level))
     try:
         config = load_config(args.config)
     except ConfigError as err:

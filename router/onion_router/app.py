@@ -10,8 +10,8 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -70,7 +70,7 @@ class RequestIdMiddleware:
                 rid = value[:128]
                 break
         if not rid:
-            rid = uuid.uuid4().hex.encode()
+            rid = secrets.token_hex(16).encode()
         scope.setdefault("state", {})["request_id"] = rid.decode("latin-1")
 
         async def send_with_id(message: Message) -> None:

@@ -32,7 +32,15 @@ VENV_BIN = Path(sys.executable).parent
 TOKENS = 16
 MASTER_KEY = "sk-bench-only"
 CONCURRENCY = (1, 8, 32)
-MODES = ("non-stream", "stream")
+MODES = ("non-stream", "stream", "stream-paced")
+# stream-paced: the test server waits PREFILL, then PER_TOKEN between tokens, like a real engine
+# at low load; the router's work then overlaps generation and what it adds to the time to first
+# event is its own per-request cost, not a backlog of tokens that all arrived at once.
+PACED = (0.010, 0.002)
+PACED_CONCURRENCY = (1, 8)
+LOADS = [(m, c) for m in MODES[:2] for c in CONCURRENCY] + [
+    ("stream-paced", c) for c in PACED_CONCURRENCY
+]
 ROUNDS = 4
 CACHE = Path(os.environ.get("ONION_CACHE_DIR", Path.home() / ".cache" / "onion-of-experts"))
 LITELLM_DEFAULT = CACHE / "litellm-venv" / "bin" / "litellm"
@@ -93,6 +101,7 @@ class Sample:
     """Latencies and wall time of one target under one load, summed over interleaved rounds."""
 
     latencies: list[float] = field(default_factory=list)
+    first_bytes: list[float] = field(default_factory=list)  # streams: time to the first event
     errors: int = 0
     wall: float = 0.0
 
@@ -106,7 +115,13 @@ class Sample:
             "p50_ms": round(percentile(self.latencies, 50) * 1000, 3) if done else None,
             "p99_ms": round(percentile(self.latencies, 99) * 1000, 3) if done else None,
             "mean_ms": round(sum(self.latencies) / done * 1000, 3) if done else None,
+            "first_event_p50_ms": _ms(self.first_bytes, 50),
+            "first_event_p99_ms": _ms(self.first_bytes, 99),
         }
+
+
+def _ms(values: list[float], q: float) -> float | None:
+    return round(percentile(values, q) * 1000, 3) if values else None
 
 
 async def load(
@@ -114,14 +129,16 @@ async def load(
     url: str,
     model: str,
     headers: dict[str, str],
-    stream: bool,
+    mode: str,
     concurrency: int,
     requests: int,
 ) -> None:
     """`requests` requests from `concurrency` closed-loop clients (after a short warm-up)."""
+    stream = mode != "non-stream"
+    prompt = "paced" if mode == "stream-paced" else "plain"
     body = {
         "model": model,
-        "messages": [{"role": "user", "content": "benchmark prompt"}],
+        "messages": [{"role": "user", "content": f"{prompt} benchmark prompt"}],
         "max_tokens": TOKENS,
         "stream": stream,
     }
@@ -132,12 +149,13 @@ async def load(
 
         async def one() -> None:
             started = time.perf_counter()
+            first = None
             try:
                 if stream:
                     async with client.stream("POST", url, json=body) as response:
                         response.raise_for_status()
                         async for _ in response.aiter_raw():
-                            pass
+                            first = first or time.perf_counter()
                 else:
                     response = await client.post(url, json=body)
                     response.raise_for_status()
@@ -146,6 +164,8 @@ async def load(
                 return
             if measuring:
                 sample.latencies.append(time.perf_counter() - started)
+                if first is not None:
+                    sample.first_bytes.append(first - started)
 
         async def worker(count: int) -> None:
             for _ in range(count):
@@ -165,36 +185,53 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
 
     rows = []
-    for mode in MODES:
-        for conc in CONCURRENCY:
-            direct, router = find("direct", mode, conc), find("onion-router", mode, conc)
-            row: dict[str, Any] = {
-                "mode": mode,
-                "concurrency": conc,
-                "router_added_p50_ms": round(router["p50_ms"] - direct["p50_ms"], 3),
-                "router_added_p99_ms": round(router["p99_ms"] - direct["p99_ms"], 3),
-                "router_throughput_vs_direct": round(
-                    router["throughput_rps"] / direct["throughput_rps"], 3
+    for mode, conc in LOADS:
+        direct, router = find("direct", mode, conc), find("onion-router", mode, conc)
+        row: dict[str, Any] = {
+            "mode": mode,
+            "concurrency": conc,
+            "router_added_p50_ms": round(router["p50_ms"] - direct["p50_ms"], 3),
+            "router_added_p99_ms": round(router["p99_ms"] - direct["p99_ms"], 3),
+            **_added_first_event("router", router, direct),
+            "router_throughput_vs_direct": round(
+                router["throughput_rps"] / direct["throughput_rps"], 3
+            ),
+        }
+        litellm = next(
+            (
+                r
+                for r in runs
+                if (r["target"], r["mode"], r["concurrency"]) == ("litellm", mode, conc)
+            ),
+            None,
+        )
+        if litellm is not None:
+            row |= {
+                "litellm_added_p50_ms": round(litellm["p50_ms"] - direct["p50_ms"], 3),
+                "litellm_added_p99_ms": round(litellm["p99_ms"] - direct["p99_ms"], 3),
+                **_added_first_event("litellm", litellm, direct),
+                "router_throughput_vs_litellm": round(
+                    router["throughput_rps"] / litellm["throughput_rps"], 3
                 ),
             }
-            litellm = next(
-                (
-                    r
-                    for r in runs
-                    if (r["target"], r["mode"], r["concurrency"]) == ("litellm", mode, conc)
-                ),
-                None,
-            )
-            if litellm is not None:
-                row |= {
-                    "litellm_added_p50_ms": round(litellm["p50_ms"] - direct["p50_ms"], 3),
-                    "litellm_added_p99_ms": round(litellm["p99_ms"] - direct["p99_ms"], 3),
-                    "router_throughput_vs_litellm": round(
-                        router["throughput_rps"] / litellm["throughput_rps"], 3
-                    ),
-                }
-            rows.append(row)
+        rows.append(row)
     return rows
+
+
+def _added_first_event(
+    name: str, through: dict[str, Any], direct: dict[str, Any]
+) -> dict[str, float]:
+    """Streams: what the proxy adds to the time until the first event reaches the client."""
+    if through["first_event_p50_ms"] is None or direct["first_event_p50_ms"] is None:
+        return {}
+    return {
+        f"{name}_added_first_event_p50_ms": round(
+            through["first_event_p50_ms"] - direct["first_event_p50_ms"], 3
+        ),
+        f"{name}_added_first_event_p99_ms": round(
+            through["first_event_p99_ms"] - direct["first_event_p99_ms"], 3
+        ),
+    }
 
 
 def main() -> int:
@@ -282,6 +319,8 @@ def main() -> int:
                     str(fake_port),
                     "--tokens",
                     str(TOKENS),
+                    "--paced",
+                    *map(str, PACED),
                 ],
                 f"{fake}/health",
                 logs,
@@ -317,32 +356,36 @@ def main() -> int:
             if use_litellm
             else _nothing(),
         ):
-            for mode in MODES:
-                for conc in CONCURRENCY:
-                    # Interleave the targets in rounds so background noise hits all alike.
-                    samples = {name: Sample() for name, *_ in targets}
-                    for _ in range(ROUNDS):
-                        for name, url, model, headers in targets:
-                            asyncio.run(
-                                load(
-                                    samples[name],
-                                    url,
-                                    model,
-                                    headers,
-                                    mode == "stream",
-                                    conc,
-                                    requests[conc] // ROUNDS,
-                                )
+            for mode, conc in LOADS:
+                # Interleave the targets in rounds so background noise hits all alike.
+                samples = {name: Sample() for name, *_ in targets}
+                for _ in range(ROUNDS):
+                    for name, url, model, headers in targets:
+                        asyncio.run(
+                            load(
+                                samples[name],
+                                url,
+                                model,
+                                headers,
+                                mode,
+                                conc,
+                                requests[conc] // ROUNDS,
                             )
-                    for name, sample in samples.items():
-                        result = sample.result()
-                        runs.append({"target": name, "mode": mode, "concurrency": conc, **result})
-                        print(
-                            f"{mode:10} c={conc:<3} {name:13} {result['throughput_rps']:8.1f} "
-                            f"req/s  p50 {result['p50_ms']:8.2f} ms  p99 {result['p99_ms']:8.2f}"
-                            f" ms  errors {result['errors']}",
-                            flush=True,
                         )
+                for name, sample in samples.items():
+                    result = sample.result()
+                    runs.append({"target": name, "mode": mode, "concurrency": conc, **result})
+                    print(
+                        f"{mode:12} c={conc:<3} {name:13} {result['throughput_rps']:8.1f} "
+                        f"req/s  p50 {result['p50_ms']:8.2f} ms  p99 {result['p99_ms']:8.2f}"
+                        f" ms  errors {result['errors']}"
+                        + (
+                            f"  first event p50 {result['first_event_p50_ms']:.2f} ms"
+                            if result["first_event_p50_ms"] is not None
+                            else ""
+                        ),
+                        flush=True,
+                    )
     summary = summarize(runs)
     out = {
         "benchmark": "router-overhead",
@@ -355,7 +398,8 @@ def main() -> int:
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
         "backend": f"TGI-protocol test server (tests/support/fake_tgi.py), {TOKENS} tokens/answer,"
-        " no delays",
+        f" no delays; stream-paced: {PACED[0] * 1000:.0f} ms prefill, {PACED[1] * 1000:.0f} ms"
+        " per token",
         "litellm_version": _litellm_version(litellm_bin) if use_litellm else None,
         "runs": runs,
         "summary": summary,

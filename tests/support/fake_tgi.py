@@ -358,8 +358,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="TGI-protocol test server (a test double)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument(
+        "--paced",
+        type=float,
+        nargs=2,
+        metavar=("PREFILL", "PER_TOKEN"),
+        help="prompts containing 'paced' wait PREFILL seconds, then PER_TOKEN between tokens",
+    )
     args = parser.parse_args()
-    server = FakeTGI(Script(tokens=[f" t{i}" for i in range(args.tokens)]), name="bench")
+    tokens = [f" t{i}" for i in range(args.tokens)]
+    server = FakeTGI(Script(tokens=tokens), name="bench")
+    if args.paced:
+        prefill, per_token = args.paced
+        server.by_word["paced"] = Script(tokens=tokens, first_delay=prefill, token_delay=per_token)
     uvicorn.run(
         server.app,
         host="127.0.0.1",

@@ -60,7 +60,7 @@ def process(
     logs: Path,
     env: dict[str, str] | None = None,
     timeout: float = 90,
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server, wait (bounded) until `health` answers 200, stop it afterwards."""
     log = (logs / f"{name}.log").open("w")
     proc = subprocess.Popen(
@@ -79,7 +79,7 @@ def process(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not become healthy in {timeout}s")
             time.sleep(0.2)
-        yield
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -104,6 +104,7 @@ class Sample:
     first_bytes: list[float] = field(default_factory=list)  # streams: time to the first event
     errors: int = 0
     wall: float = 0.0
+    cpu: float = 0.0  # of the server process (the proxy; the test server for `direct`)
 
     def result(self) -> dict[str, Any]:
         done = len(self.latencies)
@@ -115,6 +116,7 @@ class Sample:
             "p50_ms": round(percentile(self.latencies, 50) * 1000, 3) if done else None,
             "p99_ms": round(percentile(self.latencies, 99) * 1000, 3) if done else None,
             "mean_ms": round(sum(self.latencies) / done * 1000, 3) if done else None,
+            "server_cpu_ms_per_request": round(self.cpu / done * 1000, 3) if done else None,
             "first_event_p50_ms": _ms(self.first_bytes, 50),
             "first_event_p99_ms": _ms(self.first_bytes, 99),
         }
@@ -132,6 +134,7 @@ async def load(
     mode: str,
     concurrency: int,
     requests: int,
+    pid: int,
 ) -> None:
     """`requests` requests from `concurrency` closed-loop clients (after a short warm-up)."""
     stream = mode != "non-stream"
@@ -173,9 +176,10 @@ async def load(
 
         await asyncio.gather(*(worker(2) for _ in range(concurrency)))  # warm connections
         measuring = True
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds(pid)
         await asyncio.gather(*(worker(max(1, requests // concurrency)) for _ in range(concurrency)))
         sample.wall += time.perf_counter() - started
+        sample.cpu += cpu_seconds(pid) - cpu
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -324,7 +328,7 @@ def main() -> int:
                 ],
                 f"{fake}/health",
                 logs,
-            ),
+            ) as fake_server,
             process(
                 "onion-router",
                 [
@@ -336,7 +340,7 @@ def main() -> int:
                 ],
                 f"http://127.0.0.1:{router_port}/health",
                 logs,
-            ),
+            ) as router,
             process(
                 "litellm",
                 [
@@ -354,8 +358,11 @@ def main() -> int:
                 timeout=180,
             )
             if use_litellm
-            else _nothing(),
+            else _nothing() as litellm,
         ):
+            pids = {"direct": fake_server.pid, "onion-router": router.pid}
+            if litellm is not None:
+                pids["litellm"] = litellm.pid
             for mode, conc in LOADS:
                 # Interleave the targets in rounds so background noise hits all alike.
                 samples = {name: Sample() for name, *_ in targets}
@@ -370,6 +377,7 @@ def main() -> int:
                                 mode,
                                 conc,
                                 requests[conc] // ROUNDS,
+                                pids[name],
                             )
                         )
                 for name, sample in samples.items():
@@ -415,7 +423,13 @@ def main() -> int:
 
 @contextmanager
 def _nothing() -> Iterator[None]:
-    yield
+    yield None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _litellm_version(litellm_bin: str | None) -> str | None:

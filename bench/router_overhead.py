@@ -38,6 +38,7 @@ MODES = ("non-stream", "stream", "stream-paced")
 # event is its own per-request cost, not a backlog of tokens that all arrived at once.
 PACED = (0.010, 0.002)
 PACED_CONCURRENCY = (1, 8)
+OTHER_PROXIES = ("passthrough", "litellm")  # passthrough: bench/passthrough_proxy.py, the floor
 LOADS = [(m, c) for m in MODES[:2] for c in CONCURRENCY] + [
     ("stream-paced", c) for c in PACED_CONCURRENCY
 ]
@@ -183,41 +184,30 @@ async def load(
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    def find(target: str, mode: str, conc: int) -> dict[str, Any]:
-        return next(
-            r for r in runs if (r["target"], r["mode"], r["concurrency"]) == (target, mode, conc)
-        )
-
+    """Per load: what each proxy adds over the test server alone, and how they compare."""
+    by_key = {(r["target"], r["mode"], r["concurrency"]): r for r in runs}
     rows = []
     for mode, conc in LOADS:
-        direct, router = find("direct", mode, conc), find("onion-router", mode, conc)
-        row: dict[str, Any] = {
-            "mode": mode,
-            "concurrency": conc,
-            "router_added_p50_ms": round(router["p50_ms"] - direct["p50_ms"], 3),
-            "router_added_p99_ms": round(router["p99_ms"] - direct["p99_ms"], 3),
-            **_added_first_event("router", router, direct),
-            "router_throughput_vs_direct": round(
-                router["throughput_rps"] / direct["throughput_rps"], 3
-            ),
-        }
-        litellm = next(
-            (
-                r
-                for r in runs
-                if (r["target"], r["mode"], r["concurrency"]) == ("litellm", mode, conc)
-            ),
-            None,
-        )
-        if litellm is not None:
+        direct = by_key[("direct", mode, conc)]
+        router = by_key[("onion-router", mode, conc)]
+        row: dict[str, Any] = {"mode": mode, "concurrency": conc}
+        for name, key in (("router", "onion-router"), *((p, p) for p in OTHER_PROXIES)):
+            through = by_key.get((key, mode, conc))
+            if through is None:
+                continue
             row |= {
-                "litellm_added_p50_ms": round(litellm["p50_ms"] - direct["p50_ms"], 3),
-                "litellm_added_p99_ms": round(litellm["p99_ms"] - direct["p99_ms"], 3),
-                **_added_first_event("litellm", litellm, direct),
-                "router_throughput_vs_litellm": round(
-                    router["throughput_rps"] / litellm["throughput_rps"], 3
+                f"{name}_added_p50_ms": round(through["p50_ms"] - direct["p50_ms"], 3),
+                f"{name}_added_p99_ms": round(through["p99_ms"] - direct["p99_ms"], 3),
+                **_added_first_event(name, through, direct),
+                f"{name}_cpu_ms_per_request": through["server_cpu_ms_per_request"],
+                f"router_throughput_vs_{name}": round(
+                    router["throughput_rps"] / through["throughput_rps"], 3
                 ),
             }
+        row["router_throughput_vs_direct"] = round(
+            router["throughput_rps"] / direct["throughput_rps"], 3
+        )
+        del row["router_throughput_vs_router"]
         rows.append(row)
     return rows
 
@@ -260,6 +250,7 @@ def main() -> int:
         )
 
     fake_port, router_port, litellm_port = free_port(), free_port(), free_port()
+    passthrough_port = free_port()
     fake = f"http://127.0.0.1:{fake_port}"
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="onion-bench-") as tmp:
@@ -302,6 +293,7 @@ def main() -> int:
         targets: list[tuple[str, str, str, dict[str, str]]] = [
             ("direct", f"{fake}/v1/chat/completions", "bench", {}),
             ("onion-router", f"http://127.0.0.1:{router_port}/v1/chat/completions", "onion", {}),
+            ("passthrough", f"http://127.0.0.1:{passthrough_port}/v1/chat/completions", "b", {}),
         ]
         if use_litellm:
             targets.append(
@@ -342,6 +334,19 @@ def main() -> int:
                 logs,
             ) as router,
             process(
+                "passthrough",
+                [
+                    sys.executable,
+                    str(REPO / "bench" / "passthrough_proxy.py"),
+                    "--port",
+                    str(passthrough_port),
+                    "--backend",
+                    fake,
+                ],
+                f"http://127.0.0.1:{passthrough_port}/health",
+                logs,
+            ) as passthrough,
+            process(
                 "litellm",
                 [
                     str(litellm_bin),
@@ -360,7 +365,11 @@ def main() -> int:
             if use_litellm
             else _nothing() as litellm,
         ):
-            pids = {"direct": fake_server.pid, "onion-router": router.pid}
+            pids = {
+                "direct": fake_server.pid,
+                "onion-router": router.pid,
+                "passthrough": passthrough.pid,
+            }
             if litellm is not None:
                 pids["litellm"] = litellm.pid
             for mode, conc in LOADS:

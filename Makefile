@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router clean
+.PHONY: help install bins engine test test-unit lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router bench-instructions clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -55,7 +55,7 @@ image:  ## container image (operator + router) with docker or podman, where one 
 kind-demo:  ## the same on kind with the real image (needs docker + kind; not runnable here)
 	bash hack/kind-demo.sh
 
-bench: bench-idle bench-wake bench-router  ## all benchmarks; results as JSON under results/
+bench: bench-idle bench-wake bench-router bench-instructions  ## all benchmarks; results as JSON under results/
 
 bench-idle: install  ## replay a real trace through the planner: GPU-hours vs cold starts per idle policy
 	$(PY) bench/idle_policy.py
@@ -68,6 +68,9 @@ bench-router: install  ## router overhead vs direct vs LiteLLM
 	L=$${ONION_CACHE_DIR:-$$HOME/.cache/onion-of-experts}/litellm-venv; \
 	  test -x $$L/bin/litellm || { $(PYTHON) -m venv $$L && $$L/bin/pip install -q 'litellm[proxy]'; } && \
 	  $(PY) bench/router_overhead.py --litellm $$L/bin/litellm --out results/router-overhead.json
+
+bench-instructions: install  ## router instructions per request under callgrind (needs valgrind)
+	$(PY) bench/router_instructions.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -116,7 +116,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if not self.head_done:  # an informational (1xx) answer: the real one follows
-            self._reset()
+            self.reason, self.headers, self._length_known = b"", [], False
             return
         self.complete = True
         self._wake()
@@ -139,7 +139,10 @@ class _Connection(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         assert self.transport is not None
         self._reset()
-        self.transport.write(data)
+        try:
+            self.transport.write(data)
+        except (RuntimeError, OSError) as err:  # closed under our feet
+            raise httpx2.WriteError(f"cannot send to the server: {err}") from err
 
     def take(self) -> bytes:
         chunk = self.chunks.popleft()
@@ -289,7 +292,7 @@ class HTTP11Transport(httpx2.AsyncBaseTransport):
                 if conn.error is not None:
                     raise conn.error
                 await conn.wait(timeouts.get("read"))
-        except httpx2.RemoteProtocolError:
+        except (httpx2.RemoteProtocolError, httpx2.WriteError):
             conn.close()
             if not conn.reused or conn.answered:
                 raise

@@ -89,8 +89,12 @@ class Upstream:
             args["tools"] = list(request.params["tools"])
         if logprobs or request.logprobs:
             args["logprobs"] = True
-            # llama.cpp's server returns empty chat logprobs unless top_logprobs is set.
-            args["top_logprobs"] = max(1, request.top_logprobs or 0)
+            top = request.top_logprobs or 0
+            # llama.cpp's server returns empty chat logprobs unless top_logprobs is set. Elsewhere
+            # alternatives only when the client wants them: huggingface_hub parses each one into
+            # an object, and that parsing is the router's largest cost per judged answer.
+            if top or self.tier.engine == "llamacpp":
+                args["top_logprobs"] = max(1, top)
         return args
 
     async def complete(self, request: ChatRequest, *, logprobs: bool) -> Answer:

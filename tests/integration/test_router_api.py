@@ -67,7 +67,19 @@ def test_confident_core_answers(router: RouterServer, servers: tuple[FakeTGI, ..
     assert answer.choices[0].logprobs is None  # the router asked for them, the client did not
     upstream = servers[0].stats.requests[-1]
     assert upstream["model"] == "core-model" and upstream["logprobs"] is True
+    assert "top_logprobs" not in upstream  # alternatives cost parsing; TGI and vLLM need none
     assert not servers[1].stats.requests
+
+
+def test_llamacpp_tiers_are_asked_for_one_alternative(servers: tuple[FakeTGI, ...]) -> None:
+    config = three_tiers(*servers)
+    config["tiers"][0]["engine"] = "llamacpp"  # its server sends no logprobs without them
+    with RouterServer(config) as router:
+        ask(router, "What is the capital of France?")
+        ask(router, "What is the capital of France?", logprobs=True, top_logprobs=3)
+    judged, asked = servers[0].stats.requests[-2:]
+    assert (judged["logprobs"], judged["top_logprobs"]) == (True, 1)
+    assert (asked["logprobs"], asked["top_logprobs"]) == (True, 3)
 
 
 def test_unsure_core_escalates_once(router: RouterServer, servers: tuple[FakeTGI, ...]) -> None:

@@ -209,15 +209,16 @@ class FakeTGI:
         model = body.get("model") or self.name
         created = int(time.time())
 
+        def entry(token: str, lp: float) -> dict[str, Any]:
+            top = [{"token": token, "logprob": lp}] * int(body.get("top_logprobs") or 0)
+            return {"token": token, "logprob": lp, "top_logprobs": top}
+
         def logprobs(token: str, lp: float) -> dict[str, Any] | None:
-            if not want_logprobs:
-                return None
-            top = [{"token": token, "logprob": lp}] if body.get("top_logprobs") else []
-            return {"content": [{"token": token, "logprob": lp, "top_logprobs": top}]}
+            return {"content": [entry(token, lp)]} if want_logprobs else None
 
         if not body.get("stream"):
             pairs = [pair async for pair in self._tokens(script, limit, request)]
-            content = [{"token": t, "logprob": lp, "top_logprobs": []} for t, lp in pairs]
+            content = [entry(t, lp) for t, lp in pairs]
             message: dict[str, Any] = {"role": "assistant", "content": "".join(t for t, _ in pairs)}
             if script.calls:
                 message["content"] = message["content"] or None

@@ -3,8 +3,11 @@ not move with whatever else the machine is doing, for comparing two versions of 
 
 Starts the TGI-protocol test server and `onion-router` under `valgrind --tool=callgrind` on
 127.0.0.1, warms up, zeroes the counters, sends N sequential requests, dumps the counters and
-divides. `--source DIR` runs the router package from another checkout (e.g. a `git worktree` of
-an older commit) with this one's environment, so both are measured alike.
+divides. Loads: `non-stream` and `stream` (16-token answers, policy none: the proxying cost),
+and `judged-256` (256-token answers judged by the confidence policy, so with token logprobs:
+what a core layer's typical request costs the router). `--source DIR` runs the router package
+from another checkout (e.g. a `git worktree` of an older commit) with this one's environment, so
+both are measured alike.
 
 Usage: python bench/router_instructions.py [--requests 200] [--source OTHER/router]
        [--out results/router-instructions.json]
@@ -28,13 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from router_overhead import REPO, TOKENS, VENV_BIN, free_port, process
 
 WARMUP = 30
+JUDGED_TOKENS = 256
+# mode: (stream, tokens per answer, the core's escalation policy, share of --requests)
+MODES = {
+    "non-stream": (False, TOKENS, {"policy": "none"}, 1.0),
+    "stream": (True, TOKENS, {"policy": "none"}, 1.0),
+    # threshold -100: always accepted, so every request is judged once and answered by the core
+    "judged-256": (False, JUDGED_TOKENS, {"policy": "confidence", "threshold": -100}, 0.25),
+}
 
 
-def drive(url: str, count: int, stream: bool) -> None:
+def drive(url: str, count: int, stream: bool, tokens: int) -> None:
     body = {
         "model": "onion",
         "messages": [{"role": "user", "content": "benchmark prompt"}],
-        "max_tokens": TOKENS,
+        "max_tokens": tokens,
         "stream": stream,
     }
     with httpx.Client(timeout=120) as client:
@@ -50,6 +61,8 @@ def callgrind_control(*args: str) -> None:
 
 
 def measure(mode: str, requests: int, source: str | None, work: Path) -> int:
+    stream, tokens, escalation, share = MODES[mode]
+    requests = max(10, int(requests * share))
     fake_port, router_port = free_port(), free_port()
     fake = f"http://127.0.0.1:{fake_port}"
     config = work / f"router-{mode}.yaml"
@@ -58,7 +71,10 @@ def measure(mode: str, requests: int, source: str | None, work: Path) -> int:
             {
                 "listen": {"host": "127.0.0.1", "port": router_port},
                 "kubernetes": {"enabled": False},
-                "tiers": [{"name": "core", "url": fake, "model": "bench", "engine": "tgi"}],
+                "tiers": [
+                    {"name": "core", "url": fake, "model": "bench", "escalation": escalation},
+                    {"name": "outer", "url": fake, "model": "bench"},
+                ],
             }
         )
     )
@@ -67,6 +83,7 @@ def measure(mode: str, requests: int, source: str | None, work: Path) -> int:
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
     env = {"PYTHONPATH": source} if source else None
     fake_argv = [sys.executable, "-m", "tests.support.fake_tgi", "--port", str(fake_port)]
+    fake_argv += ["--tokens", str(tokens)]
     with (
         process("fake-tgi", fake_argv, f"{fake}/health", work),
         process(
@@ -79,9 +96,9 @@ def measure(mode: str, requests: int, source: str | None, work: Path) -> int:
         ) as router,
     ):
         url = f"http://127.0.0.1:{router_port}/v1/chat/completions"
-        drive(url, WARMUP, mode == "stream")
+        drive(url, WARMUP, stream, tokens)
         callgrind_control("--zero", str(router.pid))
-        drive(url, requests, mode == "stream")
+        drive(url, requests, stream, tokens)
         callgrind_control("--dump", str(router.pid))
         time.sleep(1)
     dump = next(p for p in sorted(work.glob(f"callgrind-{mode}.out.*")) if p.suffix != ".out")
@@ -109,7 +126,7 @@ def main() -> int:
         "python": sys.version.split()[0],
     }
     with tempfile.TemporaryDirectory(prefix="onion-instr-") as tmp:
-        for mode in ("non-stream", "stream"):
+        for mode in MODES:
             per_request = measure(mode, args.requests, source, Path(tmp))
             result[f"{mode}_instructions_per_request"] = per_request
             print(f"{mode:10} {per_request:>12,} instructions per request", flush=True)

@@ -162,7 +162,9 @@ class Escalator:
                     while not await admission.wait():
                         pass  # timer wake-ups can come a hair early; wait() raises at the deadline
                     path.append(tier.name)
-                    answer = await self._ask(tier, index, self._prepare(tier, request, judged))
+                    answer = await self._ask(
+                        tier, index, self._prepare(tier, request, judged), judged
+                    )
             except UpstreamError:
                 if rejected is not None and self.config.while_waking == "fallback":
                     return replace(rejected, meta=replace(rejected.meta, degraded=True))
@@ -183,10 +185,11 @@ class Escalator:
             self._record(tier, verdict, self.tiers[index + 1].name)
             rejected, index = outcome, index + 1
 
-    async def _ask(self, tier: Tier, index: int, prepared: ChatRequest) -> Answer:
+    async def _ask(self, tier: Tier, index: int, prepared: ChatRequest, judged: bool) -> Answer:
         upstream = self.upstreams[tier.name]
-        logprobs = tier.escalation.policy == "confidence"
-        if self._next_sleeping(index) is None or tier.escalation.policy == "none":
+        # Logprobs only for an answer that is judged: parsing them is the costliest part of it.
+        logprobs = judged and tier.escalation.policy == "confidence"
+        if not judged or tier.escalation.policy == "none" or self._next_sleeping(index) is None:
             return await upstream.complete(prepared, logprobs=logprobs)
         # The next tier sleeps: stream internally so its wake can start on the first tokens.
         stream = await upstream.open_stream(prepared, logprobs=logprobs)
@@ -252,7 +255,7 @@ class Escalator:
                 judges = self._judges(plan, index, tier) and not degraded
                 upstream = await self.upstreams[tier.name].open_stream(
                     self._prepare(tier, request, judges),
-                    logprobs=tier.escalation.policy == "confidence",
+                    logprobs=judges and tier.escalation.policy == "confidence",
                 )
                 async with contextlib.aclosing(upstream):
                     buffered, verdict = await self._buffer(tier, index, upstream, judges)

@@ -115,6 +115,7 @@ def test_pinning_skips_policies(router: RouterServer, servers: tuple[FakeTGI, ..
     raw = ask(router, "hi", model="onion/mid")
     assert raw.headers["x-onion-path"] == "mid"
     assert raw.parse().model == "onion/mid"
+    assert "logprobs" not in servers[1].stats.requests[-1]  # not judged: nothing to score
     with pytest.raises(openai.NotFoundError) as err:
         ask(router, "hi", model="gpt-4")
     assert err.value.body["code"] == "model_not_found"  # type: ignore[index]

@@ -32,15 +32,21 @@ VENV_BIN = Path(sys.executable).parent
 TOKENS = 16
 MASTER_KEY = "sk-bench-only"
 CONCURRENCY = (1, 8, 32)
-MODES = ("non-stream", "stream", "stream-paced")
+MODES = ("non-stream", "stream", "stream-paced", "judged-256")
 # stream-paced: the test server waits PREFILL, then PER_TOKEN between tokens, like a real engine
 # at low load; the router's work then overlaps generation and what it adds to the time to first
 # event is its own per-request cost, not a backlog of tokens that all arrived at once.
 PACED = (0.010, 0.002)
 PACED_CONCURRENCY = (1, 8)
 OTHER_PROXIES = ("passthrough", "litellm")  # passthrough: bench/passthrough_proxy.py, the floor
-LOADS = [(m, c) for m in MODES[:2] for c in CONCURRENCY] + [
-    ("stream-paced", c) for c in PACED_CONCURRENCY
+# judged-256: 256-token answers that the router judges with the confidence policy (a keyword
+# rule sends them to a layer that has it), so it asks for and parses token logprobs; the other
+# targets just pass the same answer through.
+JUDGED_TOKENS = 256
+LOADS = [
+    *((m, c) for m in MODES[:2] for c in CONCURRENCY),
+    *(("stream-paced", c) for c in PACED_CONCURRENCY),
+    *(("judged-256", c) for c in PACED_CONCURRENCY),
 ]
 ROUNDS = 4
 CACHE = Path(os.environ.get("ONION_CACHE_DIR", Path.home() / ".cache" / "onion-of-experts"))
@@ -138,12 +144,12 @@ async def load(
     pid: int,
 ) -> None:
     """`requests` requests from `concurrency` closed-loop clients (after a short warm-up)."""
-    stream = mode != "non-stream"
-    prompt = "paced" if mode == "stream-paced" else "plain"
+    stream = mode.startswith("stream")
+    prompt = {"stream-paced": "paced", "judged-256": "long judged"}.get(mode, "plain")
     body = {
         "model": model,
         "messages": [{"role": "user", "content": f"{prompt} benchmark prompt"}],
-        "max_tokens": TOKENS,
+        "max_tokens": JUDGED_TOKENS if mode == "judged-256" else TOKENS,
         "stream": stream,
     }
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -261,13 +267,16 @@ def main() -> int:
                     "listen": {"host": "127.0.0.1", "port": router_port},
                     "kubernetes": {"enabled": False},
                     "tiers": [
+                        {"name": "core", "url": fake, "model": "bench"},
                         {
-                            "name": "core",
+                            "name": "judge",
                             "url": fake,
                             "model": "bench",
-                            "engine": "tgi",
-                            "escalation": {"policy": "none"},
-                        }
+                            "rules": [{"keywords": ["judged"]}],
+                            # always accepted: each request is judged once, then answered
+                            "escalation": {"policy": "confidence", "threshold": -100},
+                        },
+                        {"name": "outer", "url": fake, "model": "bench"},
                     ],
                 }
             )
@@ -317,6 +326,8 @@ def main() -> int:
                     str(TOKENS),
                     "--paced",
                     *map(str, PACED),
+                    "--long",
+                    str(JUDGED_TOKENS),
                 ],
                 f"{fake}/health",
                 logs,

@@ -366,12 +366,15 @@ def main() -> None:
         metavar=("PREFILL", "PER_TOKEN"),
         help="prompts containing 'paced' wait PREFILL seconds, then PER_TOKEN between tokens",
     )
+    parser.add_argument("--long", type=int, help="prompts containing 'long' get this many tokens")
     args = parser.parse_args()
     tokens = [f" t{i}" for i in range(args.tokens)]
     server = FakeTGI(Script(tokens=tokens), name="bench")
     if args.paced:
         prefill, per_token = args.paced
         server.by_word["paced"] = Script(tokens=tokens, first_delay=prefill, token_delay=per_token)
+    if args.long:
+        server.by_word["long"] = Script(tokens=[f" t{i}" for i in range(args.long)])
     uvicorn.run(
         server.app,
         host="127.0.0.1",

@@ -153,8 +153,12 @@ def test_kill_mid_wake_idle_and_demand_while_down(cluster: Cluster, namespace: s
             lambda: replicas(cluster, ns, "chat-mid") == 0, timeout=15, what="missed sleep done"
         )
 
-        # Demand recorded while no operator runs: the successor wakes the layer.
+        # Demand recorded while no operator runs: the successor wakes the layer. The successor
+        # may take longer to start and lead than the 4 s idle timeout on a busy machine, and the
+        # demand must still be fresh when it looks, so this part gets a longer one.
         third.kill()
+        longer = [{"op": "replace", "path": "/spec/layers/0/idleTimeout", "value": "60s"}]
+        cluster.kubectl("-n", ns, "patch", "onion", "chat", "--type=json", "-p", json.dumps(longer))
         renew_demand(cluster, ns, "chat-mid-demand")
         fourth = OperatorProcess(cluster, ns).start()
         procs.append(fourth)

@@ -256,3 +256,33 @@ async def test_other_methods_go_through_httpx2s_own_transport(client: httpx2.Asy
     async with ScriptedServer(handler) as server:
         assert (await client.put(server.url, content=b"x")).text == "put ok"
     assert server.requests[0].startswith(b"PUT / HTTP/1.1")
+
+
+async def test_an_unread_body_pushes_back_on_the_server(client: httpx2.AsyncClient) -> None:
+    body = b"x" * (64 * 1024)
+    pieces = 512  # 32 MiB: more than the kernel's socket buffers on both sides hold
+    backlog: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(CHUNKED_HEAD)
+        for _ in range(pieces):
+            writer.write(chunk(body))
+        await asyncio.sleep(1.0)  # meanwhile the client reads nothing
+        backlog.append(writer.transport.get_write_buffer_size())
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await server.read_request(reader)
+
+    async with (
+        ScriptedServer(handler) as server,
+        client.stream("POST", server.url, json={}) as response,
+    ):
+        raw = response.aiter_raw()
+        received = len(await anext(raw))
+        await asyncio.sleep(1.5)
+        received += sum([len(piece) async for piece in raw])
+    assert received == len(body) * pieces
+    # The transport stopped reading at its high-water mark, so most of the body waited on
+    # the server's side instead of piling up in the router's memory.
+    assert backlog and backlog[0] > len(body) * pieces // 2

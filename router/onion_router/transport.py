@@ -139,10 +139,7 @@ class _Connection(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         assert self.transport is not None
         self._reset()
-        try:
-            self.transport.write(data)
-        except (RuntimeError, OSError) as err:  # closed under our feet
-            raise httpx2.WriteError(f"cannot send to the server: {err}") from err
+        self.transport.write(data)  # never raises: a closed peer shows up as connection_lost
 
     def take(self) -> bytes:
         chunk = self.chunks.popleft()
@@ -292,7 +289,7 @@ class HTTP11Transport(httpx2.AsyncBaseTransport):
                 if conn.error is not None:
                     raise conn.error
                 await conn.wait(timeouts.get("read"))
-        except (httpx2.RemoteProtocolError, httpx2.WriteError):
+        except httpx2.RemoteProtocolError:
             conn.close()
             if not conn.reused or conn.answered:
                 raise

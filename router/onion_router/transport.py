@@ -202,10 +202,8 @@ class _Body(httpx2.AsyncByteStream):
                     raise conn.error
                 else:
                     await conn.wait(self._timeout)
-        except BaseException:
+        finally:
             await self.aclose()
-            raise
-        await self.aclose()
 
     async def aclose(self) -> None:
         if not self._released:

@@ -10,7 +10,7 @@ from another checkout (e.g. a `git worktree` of an older commit) with this one's
 both are measured alike.
 
 Usage: python bench/router_instructions.py [--requests 200] [--source OTHER/router]
-       [--out results/router-instructions.json]
+       [--modes non-stream,stream,judged-256] [--out results/router-instructions.json]
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--source", help="router/ directory of another checkout to measure")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of loads")
     parser.add_argument("--out", default=str(REPO / "results" / "router-instructions.json"))
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
@@ -126,7 +127,7 @@ def main() -> int:
         "python": sys.version.split()[0],
     }
     with tempfile.TemporaryDirectory(prefix="onion-instr-") as tmp:
-        for mode in MODES:
+        for mode in args.modes.split(","):
             per_request = measure(mode, args.requests, source, Path(tmp))
             result[f"{mode}_instructions_per_request"] = per_request
             print(f"{mode:10} {per_request:>12,} instructions per request", flush=True)

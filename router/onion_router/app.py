@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx2
+import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
@@ -145,7 +145,7 @@ class Services:
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body).encode(), status, headers, media_type="application/json")
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
 def _tgi(kind: str) -> bool:
@@ -184,8 +184,8 @@ async def _read_json(request: Request, limit: int) -> Any:
                 f"request body is larger than {limit} bytes", status=413, code="request_too_large"
             )
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as err:
         raise ProtocolError(f"request body is not valid JSON: {err}") from None
 
 

@@ -3,12 +3,13 @@ and shape answers, stream events and errors back into each protocol."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+
+import orjson
 
 Kind = Literal["chat", "completions", "tgi", "tgi_list"]
 
@@ -531,19 +532,19 @@ class StreamShaper:
                 "generated_tokens": self.count,
                 "seed": None,
             }
-        return b"data:" + json.dumps(event).encode() + b"\n\n"
+        return b"data:" + orjson.dumps(event) + b"\n\n"
 
     def done(self) -> bytes:
         return b"" if self.request.kind in ("tgi", "tgi_list") else b"data: [DONE]\n\n"
 
     def error(self, status: int, message: str, code: str) -> bytes:
         if self.request.kind in ("tgi", "tgi_list"):
-            return b"data:" + json.dumps({"error": message, "error_type": code}).encode() + b"\n\n"
+            return b"data:" + orjson.dumps({"error": message, "error_type": code}) + b"\n\n"
         return _sse(error_body(status, message, code))
 
 
 def _sse(body: Any) -> bytes:
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
 def heartbeat(layer: str, phase: str, waited: float, timeout: float) -> bytes:

@@ -3,6 +3,7 @@ demand the router records; clients are the real openai SDK and plain HTTP for ra
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -120,7 +121,8 @@ def test_early_wake_while_streaming(core: FakeTGI, mid: FakeTGI) -> None:
         assert link.renewals[0][0] - started < 1.2
         link.set_phase("mid", "Ready")
         events = lines.result(timeout=20)
-    assert events[-1] == "data: [DONE]" and '"path": ["core", "mid"]' in events[1]
+    first = json.loads(events[1].removeprefix("data: "))
+    assert events[-1] == "data: [DONE]" and first["onion"]["path"] == ["core", "mid"]
 
 
 def test_wake_timeout_gives_503_with_retry_after(core: FakeTGI, mid: FakeTGI) -> None:

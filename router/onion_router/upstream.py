@@ -4,13 +4,15 @@ huggingface_hub's AsyncInferenceClient and the OpenAI-compatible chat API they s
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
+import orjson
 from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
+from huggingface_hub.inference._providers import get_provider_helper
 
 from onion_router.config import Tier
 from onion_router.protocol import Answer, Call, ChatRequest, Chunk, Token
@@ -40,7 +42,7 @@ class UpstreamStream:
 
     tier: str
     _client: AsyncInferenceClient
-    _events: AsyncIterator[Any]
+    _events: AsyncIterator[dict[str, Any]]
     closed: bool = field(default=False)
 
     def __aiter__(self) -> UpstreamStream:
@@ -48,14 +50,13 @@ class UpstreamStream:
 
     async def __anext__(self) -> Chunk:
         try:
-            event = await self._events.__anext__()
+            return _chunk(await anext(self._events))
         except StopAsyncIteration:
             await self.aclose()
             raise
-        except Exception as err:
+        except Exception as err:  # the connection broke, an error event, or malformed JSON
             await self.aclose()
             raise _translate(self.tier, err, midstream=True) from err
-        return _chunk(event)
 
     async def aclose(self) -> None:
         if not self.closed:
@@ -64,67 +65,81 @@ class UpstreamStream:
 
 
 class Upstream:
-    """One tier's model server. Owns nothing: the connection pool belongs to the app lifespan."""
+    """One tier's model server. Owns nothing: the connection pool belongs to the app lifespan.
+
+    huggingface_hub builds and sends every request (its request builder for an OpenAI-compatible
+    chat server at a URL, the bearer header, status and timeout handling); the router reads the
+    answer's JSON itself. `AsyncInferenceClient.chat_completion` would also turn each answer into
+    the hub's typed objects, which the router would at once turn into its own: that parse deep-
+    copies every nested object (one per token logprob) and was 85% of the router's CPU on a
+    judged answer and half of it on a stream. So the router calls the two steps before it: the
+    provider helper's `prepare_request` and the client's `_inner_post` (private: the hub's
+    version is pinned below 3, and every router test goes through here)."""
 
     def __init__(self, tier: Tier, pool: httpx2.AsyncClient, timeout: float) -> None:
         self.tier = tier
         self._pool = pool
         self._timeout = timeout
+        self._helper = get_provider_helper(None, task="conversational", model=tier.url)
 
-    def _client(self, request: ChatRequest) -> AsyncInferenceClient:
+    async def _post(
+        self, request: ChatRequest, parameters: dict[str, Any], *, stream: bool
+    ) -> tuple[AsyncInferenceClient, Any]:
+        """Send; the caller closes the client (for a stream, once it ends)."""
         # One lightweight client per call over the shared pool: AsyncInferenceClient keeps each
         # streamed response open in its exit stack until close(), so a shared client would hold
         # abandoned streams (and their upstream generations) open until shutdown.
-        headers = {"X-Request-Id": request.request_id} if request.request_id else None
         client = AsyncInferenceClient(
-            base_url=self.tier.url, api_key=NO_API_KEY, timeout=self._timeout, headers=headers
+            base_url=self.tier.url, api_key=NO_API_KEY, timeout=self._timeout
         )
         client._async_client = self._pool
-        return client
+        headers = {"X-Request-Id": request.request_id} if request.request_id else {}
+        prepared = self._helper.prepare_request(
+            inputs=[dict(m) for m in request.messages],
+            parameters={**parameters, "stream": stream},
+            headers=headers,
+            model=self.tier.url,
+            api_key=NO_API_KEY,
+        )
+        try:
+            return client, await client._inner_post(prepared, stream=stream)
+        except BaseException as err:
+            await client.close()  # type: ignore[no-untyped-call]
+            if isinstance(err, Exception):
+                raise _translate(self.tier.name, err, midstream=False) from err
+            raise
 
-    def _arguments(self, request: ChatRequest, logprobs: bool) -> dict[str, Any]:
-        extra = {k: v for k, v in request.params.items() if k not in _OWN_FIELDS}
-        args: dict[str, Any] = {"model": self.tier.model, "extra_body": extra}
+    def _parameters(self, request: ChatRequest, logprobs: bool) -> dict[str, Any]:
+        args = {k: v for k, v in request.params.items() if k not in _OWN_FIELDS}
+        args["model"] = self.tier.model
         if request.params.get("tools"):  # the client's, plus the router's own (`self` policy)
             args["tools"] = list(request.params["tools"])
         if logprobs or request.logprobs:
             args["logprobs"] = True
             top = request.top_logprobs or 0
             # llama.cpp's server returns empty chat logprobs unless top_logprobs is set. Elsewhere
-            # alternatives only when the client wants them: huggingface_hub parses each one into
-            # an object, and that parsing is the router's largest cost per judged answer.
+            # alternatives only when the client wants them: each one is an object in the answer.
             if top or self.tier.engine == "llamacpp":
                 args["top_logprobs"] = max(1, top)
         return args
 
     async def complete(self, request: ChatRequest, *, logprobs: bool) -> Answer:
-        client = self._client(request)
+        client, body = await self._post(request, self._parameters(request, logprobs), stream=False)
+        await client.close()  # type: ignore[no-untyped-call]
         try:
-            output = await client.chat_completion(
-                [dict(m) for m in request.messages],
-                stream=False,
-                **self._arguments(request, logprobs),
-            )
-        except Exception as err:
-            raise _translate(self.tier.name, err, midstream=False) from err
-        finally:
-            await client.close()  # type: ignore[no-untyped-call]
-        return _answer(output)
+            return _answer(orjson.loads(body))
+        except (ValueError, TypeError, LookupError, AttributeError) as err:
+            raise UpstreamError(
+                502, f"layer {self.tier.name!r} sent a malformed answer: {err!r}", "upstream_broken"
+            ) from err
 
     async def open_stream(self, request: ChatRequest, *, logprobs: bool) -> UpstreamStream:
         """Start a streaming answer; raises UpstreamError before any byte reaches the client."""
-        client = self._client(request)
-        args = self._arguments(request, logprobs)
+        parameters = self._parameters(request, logprobs)
         if request.include_usage:
-            args["stream_options"] = {"include_usage": True}
-        try:
-            events = await client.chat_completion(
-                [dict(m) for m in request.messages], stream=True, **args
-            )
-        except Exception as err:
-            await client.close()  # type: ignore[no-untyped-call]
-            raise _translate(self.tier.name, err, midstream=False) from err
-        return UpstreamStream(self.tier.name, client, aiter(events))
+            parameters["stream_options"] = {"include_usage": True}
+        client, lines = await self._post(request, parameters, stream=True)
+        return UpstreamStream(self.tier.name, client, _events(lines))
 
     async def reachable(self) -> bool:
         """Whether the model server answers at all (for /ready); any HTTP answer counts."""
@@ -133,6 +148,26 @@ class Upstream:
         except httpx2.HTTPError:
             return False
         return True
+
+
+class StreamError(Exception):
+    """A model server sent an error event in place of the rest of a stream."""
+
+
+async def _events(lines: AsyncIterable[str]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON events of an OpenAI-style SSE stream, up to `data: [DONE]`."""
+    async for line in lines:
+        if not line.startswith("data:"):
+            continue  # blank separators, comments, other fields
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        event = orjson.loads(data)
+        if event.get("error") is not None:
+            error = event["error"]
+            message = error.get("message") if isinstance(error, Mapping) else error
+            raise StreamError(str(message))
+        yield event
 
 
 def _translate(tier: str, err: Exception, *, midstream: bool) -> UpstreamError:
@@ -168,54 +203,51 @@ def _error_detail(response: httpx2.Response) -> str:
     return json.dumps(body)[:300]
 
 
-def _tokens(logprobs: Any) -> list[Token]:
-    content = getattr(logprobs, "content", None) or []
-    return [
-        Token(item.token, item.logprob, [dict(t) for t in (item.top_logprobs or [])])
-        for item in content
-    ]
+def _tokens(logprobs: Mapping[str, Any] | None) -> list[Token]:
+    content = (logprobs or {}).get("content") or []
+    return [Token(t["token"], t["logprob"], t.get("top_logprobs") or []) for t in content]
 
 
-def _calls(tool_calls: Any) -> tuple[Call, ...]:
+def _calls(tool_calls: list[dict[str, Any]] | None) -> tuple[Call, ...]:
     """Tool calls of a message, or the pieces of them in a stream delta."""
     calls = []
     for position, item in enumerate(tool_calls or []):
-        function = getattr(item, "function", None)
-        index = getattr(item, "index", None)
+        function = item.get("function") or {}
+        index = item.get("index")
         calls.append(
             Call(
                 index=index if isinstance(index, int) else position,
-                name=getattr(function, "name", None),
-                arguments=getattr(function, "arguments", None) or "",
-                id=getattr(item, "id", None),
+                name=function.get("name"),
+                arguments=function.get("arguments") or "",
+                id=item.get("id"),
             )
         )
     return tuple(calls)
 
 
-def _answer(output: Any) -> Answer:
-    raw = dict(output)
-    choice = output.choices[0] if output.choices else None
-    message = choice.message if choice is not None else None
+def _answer(output: dict[str, Any]) -> Answer:
+    choices = output.get("choices") or [{}]
+    choice = choices[0]
+    message = choice.get("message") or {}
     return Answer(
-        text=(message.content if message is not None else None) or "",
-        tokens=_tokens(choice.logprobs) if choice is not None else [],
-        finish_reason=choice.finish_reason if choice is not None else None,
-        usage=dict(output.usage) if output.usage else None,
-        raw=raw,
-        calls=_calls(message.tool_calls if message is not None else None),
+        text=message.get("content") or "",
+        tokens=_tokens(choice.get("logprobs")),
+        finish_reason=choice.get("finish_reason"),
+        usage=output.get("usage"),
+        raw=output,
+        calls=_calls(message.get("tool_calls")),
     )
 
 
-def _chunk(event: Any) -> Chunk:
-    choices = event.choices or []
-    choice = choices[0] if choices else None
-    delta = choice.delta if choice is not None else None
+def _chunk(event: dict[str, Any]) -> Chunk:
+    choices = event.get("choices") or [{}]
+    choice = choices[0]
+    delta = choice.get("delta") or {}
     return Chunk(
-        text=(delta.content if delta is not None else None) or "",
-        tokens=_tokens(choice.logprobs) if choice is not None else [],
-        finish_reason=choice.finish_reason if choice is not None else None,
-        usage=dict(event.usage) if getattr(event, "usage", None) else None,
-        raw=dict(event),
-        calls=_calls(delta.tool_calls if delta is not None else None),
+        text=delta.get("content") or "",
+        tokens=_tokens(choice.get("logprobs")),
+        finish_reason=choice.get("finish_reason"),
+        usage=event.get("usage"),
+        raw=event,
+        calls=_calls(delta.get("tool_calls")),
     )

@@ -87,6 +87,20 @@ def test_backend_error_event_mid_stream(core: FakeTGI) -> None:
         list(api(router).chat.completions.create(model="onion", messages=MESSAGES, stream=True))
 
 
+def test_backend_sending_what_is_not_json(core: FakeTGI) -> None:
+    core.script = Script(tokens=["a", "b", "c"], fail="garbage", fail_after=2)
+    with RouterServer(one_tier(core.url)) as router:
+        with pytest.raises(openai.APIStatusError) as err:
+            api(router).chat.completions.create(model="onion", messages=MESSAGES)
+        assert err.value.status_code == 502 and "malformed answer" in err.value.message
+        seen = []
+        stream = api(router).chat.completions.create(model="onion", messages=MESSAGES, stream=True)
+        with pytest.raises(openai.APIError, match="broke off mid-stream"):
+            for chunk in stream:
+                seen.append(chunk.choices[0].delta.content if chunk.choices else None)
+        assert "".join(s or "" for s in seen) == "ab"
+
+
 def test_dying_inside_the_decision_buffer_is_a_plain_http_error(core: FakeTGI) -> None:
     core.script = Script(tokens=["a", "b", "c"], logprob=-0.1, fail="die", fail_after=1)
     config = one_tier(core.url, streamBufferTokens=4)

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-Failure = Literal["refuse", "die", "hang", "error_event"] | None
+Failure = Literal["refuse", "die", "hang", "error_event", "garbage"] | None
 
 
 @dataclass
@@ -36,8 +36,10 @@ class Script:
     logprob: float | list[float] = -0.1
     first_delay: float = 0.0  # before the status line (prefill)
     token_delay: float = 0.0
-    fail: Failure = None  # refuse: 503 at once; die: drop the connection after `fail_after`
-    fail_after: int = 2  # tokens sent before `die` / `error_event`
+    fail: Failure = None  # refuse: 503 at once; die: drop the connection after `fail_after`;
+    # garbage: 200 with a body that is not JSON (an HTML error page from a proxy in between),
+    # or in a stream an event that is not JSON after `fail_after` tokens
+    fail_after: int = 2  # tokens sent before `die` / `error_event` / `garbage`
     # Tool calls after the tokens, as (function name, JSON arguments), in the OpenAI chat
     # format TGI, vLLM and llama.cpp use: `message.tool_calls`, or streamed `delta.tool_calls`
     # pieces (the first names the function, the rest carry arguments).
@@ -152,7 +154,7 @@ class FakeTGI:
     ) -> AsyncIterator[tuple[str, float]]:
         pairs = list(zip(script.tokens, script.logprobs(), strict=False))[:limit]
         for index, pair in enumerate(pairs):
-            if script.fail in ("die", "error_event") and index == script.fail_after:
+            if script.fail in ("die", "error_event", "garbage") and index == script.fail_after:
                 raise _Die
             if script.token_delay:
                 await asyncio.sleep(script.token_delay)
@@ -185,6 +187,9 @@ class FakeTGI:
                 if script.fail == "error_event":
                     yield b'data: {"error": "CUDA out of memory", "error_type": "generation"}\n\n'
                     return
+                if script.fail == "garbage":
+                    yield b"data: <html>502 Bad Gateway</html>\n\n"
+                    return
                 raise RuntimeError("fake TGI server dies mid-stream (scripted)") from None
             finally:
                 if finished:
@@ -203,6 +208,8 @@ class FakeTGI:
         refused = await self._prefill(script)
         if refused is not None:
             return refused
+        if script.fail == "garbage" and not body.get("stream"):
+            return Response("<html>502 Bad Gateway</html>", 200, media_type="text/html")
         want_logprobs = bool(body.get("logprobs"))
         limit = body.get("max_tokens")
         ident = f"chatcmpl-{self.name}-{next(self._ids)}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import orjson
@@ -21,6 +21,8 @@ from onion_router.protocol import Answer, Call, ChatRequest, Chunk, Token
 # host's Hugging Face token on every call (files and env) and send it to the engine; "EMPTY" is
 # what keyless vLLM/TGI/llama.cpp servers are conventionally given.
 NO_API_KEY = "EMPTY"
+
+T = TypeVar("T", Answer, Chunk)
 
 # Set by the router itself on upstream calls; a client's copy would override ours.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "logprobs", "top_logprobs", "n", "tools"})
@@ -226,28 +228,22 @@ def _calls(tool_calls: list[dict[str, Any]] | None) -> tuple[Call, ...]:
 
 
 def _answer(output: dict[str, Any]) -> Answer:
-    choices = output.get("choices") or [{}]
-    choice = choices[0]
-    message = choice.get("message") or {}
-    return Answer(
-        text=message.get("content") or "",
-        tokens=_tokens(choice.get("logprobs")),
-        finish_reason=choice.get("finish_reason"),
-        usage=output.get("usage"),
-        raw=output,
-        calls=_calls(message.get("tool_calls")),
-    )
+    return _text(Answer, output, "message")
 
 
 def _chunk(event: dict[str, Any]) -> Chunk:
-    choices = event.get("choices") or [{}]
-    choice = choices[0]
-    delta = choice.get("delta") or {}
-    return Chunk(
-        text=delta.get("content") or "",
+    return _text(Chunk, event, "delta")
+
+
+def _text(kind: type[T], data: dict[str, Any], part: str) -> T:
+    """The first choice of an answer (its `message`) or of a stream event (its `delta`)."""
+    choice = (data.get("choices") or [{}])[0]
+    content = choice.get(part) or {}
+    return kind(
+        text=content.get("content") or "",
         tokens=_tokens(choice.get("logprobs")),
         finish_reason=choice.get("finish_reason"),
-        usage=event.get("usage"),
-        raw=event,
-        calls=_calls(delta.get("tool_calls")),
+        usage=data.get("usage"),
+        raw=data,
+        calls=_calls(content.get("tool_calls")),
     )

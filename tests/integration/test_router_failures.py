@@ -33,6 +33,16 @@ def one_tier(url: str, **overrides: object) -> dict:
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
+def text_before_the_break(router: RouterServer) -> str:
+    """Stream an answer that breaks off: the text the client saw before the error."""
+    seen = []
+    stream = api(router).chat.completions.create(model="onion", messages=MESSAGES, stream=True)
+    with pytest.raises(openai.APIError, match="broke off mid-stream"):
+        for chunk in stream:
+            seen.append((chunk.choices[0].delta.content if chunk.choices else None) or "")
+    return "".join(seen)
+
+
 def test_refusing_backend(core: FakeTGI) -> None:
     core.script = Script(fail="refuse")
     with RouterServer(one_tier(core.url)) as router:
@@ -66,12 +76,7 @@ def test_unreachable_backend() -> None:
 def test_backend_dying_mid_stream(core: FakeTGI) -> None:
     core.script = Script(tokens=["a", "b", "c", "d", "e"], fail="die", fail_after=3)
     with RouterServer(one_tier(core.url)) as router:
-        seen = []
-        stream = api(router).chat.completions.create(model="onion", messages=MESSAGES, stream=True)
-        with pytest.raises(openai.APIError, match="broke off mid-stream"):
-            for chunk in stream:
-                seen.append(chunk.choices[0].delta.content if chunk.choices else None)
-        assert "".join(s or "" for s in seen) == "abc"
+        assert text_before_the_break(router) == "abc"
         # TGI protocol: an error event, then the end.
         hf = InferenceClient(base_url=router.url)
         with pytest.raises(Exception, match="broke off mid-stream"):
@@ -93,12 +98,7 @@ def test_backend_sending_what_is_not_json(core: FakeTGI) -> None:
         with pytest.raises(openai.APIStatusError) as err:
             api(router).chat.completions.create(model="onion", messages=MESSAGES)
         assert err.value.status_code == 502 and "malformed answer" in err.value.message
-        seen = []
-        stream = api(router).chat.completions.create(model="onion", messages=MESSAGES, stream=True)
-        with pytest.raises(openai.APIError, match="broke off mid-stream"):
-            for chunk in stream:
-                seen.append(chunk.choices[0].delta.content if chunk.choices else None)
-        assert "".join(s or "" for s in seen) == "ab"
+        assert text_before_the_break(router) == "ab"
 
 
 def test_dying_inside_the_decision_buffer_is_a_plain_http_error(core: FakeTGI) -> None:

@@ -190,23 +190,31 @@ async def _read_json(request: Request, limit: int) -> Any:
 
 
 async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run `work` unless the client leaves first; then cancel it (closing upstream calls)."""
-    task = asyncio.ensure_future(work)
+    """Await `work` unless the client leaves first; then cancel it (closing upstream calls).
 
-    async def disconnected() -> None:
+    `work` runs in the caller's task, so it starts at once and its result needs no hand-over; a
+    watcher task cancels the caller when the client disconnects."""
+    caller = asyncio.current_task()
+    assert caller is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
         while (await request.receive())["type"] != "http.disconnect":
             pass
+        gone = True
+        caller.cancel()
 
-    watcher = asyncio.ensure_future(disconnected())
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        caller.uncancel()
+        raise ClientGone from None
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            raise ClientGone
-    return task.result()
 
 
 def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAPI:

@@ -33,6 +33,7 @@ from tests.support.operator import (
     onion_yaml,
     replicas,
     running_operator,
+    wait_for_phase,
 )
 from tests.support.sockets import free_port
 from tests.support.waiting import wait_until
@@ -144,11 +145,7 @@ def test_request_wakes_dormant_layer_keeps_it_awake_and_it_sleeps_after(
     spec["spec"]["core"]["escalation"] = {"policy": "confidence", "threshold": -1.0}
     with running_operator(cluster, ns):
         cluster.kubectl("-n", ns, "apply", "-f", "-", input=yaml.safe_dump(spec))
-        wait_until(
-            lambda: layer_status(cluster, ns, "chat", "mid").get("phase") == "Dormant",
-            timeout=30,
-            what="mid Dormant",
-        )
+        wait_for_phase(cluster, ns, "mid", "Dormant", timeout=30, what="mid Dormant")
         assert replicas(cluster, ns, "chat-mid") == 0
         urls = {name: server.url for name, server in servers.items()}
         config = local_router_config(cluster, ns, "chat", urls)
@@ -205,8 +202,4 @@ def test_request_wakes_dormant_layer_keeps_it_awake_and_it_sleeps_after(
             wait_until(
                 lambda: replicas(cluster, ns, "chat-mid") == 0, timeout=30, what="mid asleep"
             )
-            wait_until(
-                lambda: layer_status(cluster, ns, "chat", "mid").get("phase") == "Dormant",
-                timeout=10,
-                what="mid Dormant again",
-            )
+            wait_for_phase(cluster, ns, "mid", "Dormant", timeout=10, what="mid Dormant again")

@@ -22,6 +22,7 @@ from tests.support.operator import (
     renew_demand,
     replicas,
     running_operator,
+    wait_for_phase,
 )
 from tests.support.waiting import wait_until
 
@@ -45,11 +46,7 @@ def test_budget_sleeps_least_recently_used(
         "chat", [layer("a"), layer("b"), layer("c")], maxAwakeLayers=2, evictionGracePeriod="1s"
     )
     cluster.kubectl("-n", ns, "apply", "-f", "-", input=spec)
-    wait_until(
-        lambda: layer_status(cluster, ns, "chat", "c").get("phase") == "Dormant",
-        timeout=30,
-        what="layers created",
-    )
+    wait_for_phase(cluster, ns, "c", "Dormant", timeout=30, what="layers created")
     renew_demand(cluster, ns, "chat-a-demand")
     wait_until(lambda: replicas(cluster, ns, "chat-a") == 1, timeout=5, what="a awake")
     b_used = renew_demand(cluster, ns, "chat-b-demand")
@@ -116,11 +113,7 @@ def test_kill_mid_wake_idle_and_demand_while_down(cluster: Cluster, namespace: s
     try:
         spec = onion_yaml("chat", [layer("mid", idle="4s", delay="3s")])
         cluster.kubectl("-n", ns, "apply", "-f", "-", input=spec)
-        wait_until(
-            lambda: layer_status(cluster, ns, "chat", "mid").get("phase") == "Dormant",
-            timeout=30,
-            what="mid created",
-        )
+        wait_for_phase(cluster, ns, "mid", "Dormant", timeout=30, what="mid created")
 
         # Mid-wake: scaled to 1, pod still loading (3s) when the operator dies.
         renew_demand(cluster, ns, "chat-mid-demand")
@@ -189,11 +182,7 @@ def test_only_the_leader_acts(cluster: Cluster, namespace: str) -> None:
         leader.stop()  # a graceful exit releases the Lease: the standby takes over at once
         wait_until(lambda: "leading as" in standby.logs(), timeout=10, what="standby leads")
         cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer("mid")]))
-        wait_until(
-            lambda: layer_status(cluster, ns, "chat", "mid").get("phase") == "Dormant",
-            timeout=30,
-            what="standby reconciles",
-        )
+        wait_for_phase(cluster, ns, "mid", "Dormant", timeout=30, what="standby reconciles")
 
         # Someone else holds the Lease now: the operator stops acting (exits non-zero).
         usurper = {
@@ -228,8 +217,4 @@ def test_all_namespaces(cluster: Cluster, namespace: str) -> None:
         for ns in (namespace, other):
             cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer("mid")]))
         for ns in (namespace, other):
-            wait_until(
-                lambda ns=ns: layer_status(cluster, ns, "chat", "core").get("phase") == "Ready",
-                timeout=30,
-                what=f"core Ready in {ns}",
-            )
+            wait_for_phase(cluster, ns, "core", "Ready", timeout=30, what=f"core Ready in {ns}")

@@ -18,6 +18,7 @@ from tests.support.operator import (
     owned_names,
     renew_demand,
     replicas,
+    wait_for_phase,
 )
 from tests.support.waiting import WaitTimeout, wait_until
 
@@ -50,11 +51,7 @@ def test_full_lifecycle(cluster: Cluster, namespace: str, operator: OperatorProc
     assert names("configmaps") == {"chat-router"}
     assert names("roles") == names("rolebindings") == names("serviceaccounts") == {"chat-router"}
     assert replicas(cluster, ns, "chat-mid") == 0 and replicas(cluster, ns, "chat-big") == 0
-    wait_until(
-        lambda: layer_status(cluster, ns, "chat", "core").get("phase") == "Ready",
-        timeout=30,
-        what="core Ready",
-    )
+    wait_for_phase(cluster, ns, "core", "Ready", timeout=30, what="core Ready")
     assert layer_status(cluster, ns, "chat", "mid")["phase"] == "Dormant"
     printed = cluster.kubectl("-n", ns, "get", "on", "chat").stdout
     assert "CORE" in printed and "AWAKE" in printed and "True" in printed
@@ -66,11 +63,7 @@ def test_full_lifecycle(cluster: Cluster, namespace: str, operator: OperatorProc
         lambda: replicas(cluster, ns, "chat-mid") == 1, timeout=5, interval=0.02, what="mid woken"
     )
     assert time.monotonic() - woke < 1.0
-    ready = wait_until(
-        lambda: (s := layer_status(cluster, ns, "chat", "mid")).get("phase") == "Ready" and s,
-        timeout=15,
-        what="mid Ready",
-    )
+    ready = wait_for_phase(cluster, ns, "mid", "Ready", timeout=15, what="mid Ready")
     assert ready["wakeCount"] == 1
     assert 1.5 <= ready["lastWakeSeconds"] < 5
     assert ready["endpoint"] == f"http://chat-mid.{ns}.svc:80"
@@ -86,11 +79,7 @@ def test_full_lifecycle(cluster: Cluster, namespace: str, operator: OperatorProc
 
     # Idle sleep after idleTimeout (3s) without demand.
     wait_until(lambda: replicas(cluster, ns, "chat-mid") == 0, timeout=10, what="mid asleep")
-    wait_until(
-        lambda: layer_status(cluster, ns, "chat", "mid").get("phase") == "Dormant",
-        timeout=10,
-        what="mid Dormant",
-    )
+    wait_for_phase(cluster, ns, "mid", "Dormant", timeout=10, what="mid Dormant")
     wait_until(
         lambda: any(e.startswith("Sleeping: layer mid: idle") for e in onion_events(cluster, ns)),
         timeout=5,

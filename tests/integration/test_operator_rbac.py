@@ -14,10 +14,10 @@ from tests.support.operator import (
     DELAY_ANNOTATION,
     OperatorProcess,
     apply_crd,
-    layer_status,
     onion_yaml,
     renew_demand,
     replicas,
+    wait_for_phase,
 )
 from tests.support.waiting import wait_until
 
@@ -77,17 +77,9 @@ def test_operator_works_with_the_reference_rbac(
             "podAnnotations": {DELAY_ANNOTATION: "200ms"},
         }
         cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer]))
-        wait_until(
-            lambda: layer_status(cluster, ns, "chat", "core").get("phase") == "Ready",
-            timeout=30,
-            what="core Ready",
-        )
+        wait_for_phase(cluster, ns, "core", "Ready", timeout=30, what="core Ready")
         renew_demand(cluster, ns, "chat-mid-demand")
-        wait_until(
-            lambda: layer_status(cluster, ns, "chat", "mid").get("phase") == "Ready",
-            timeout=15,
-            what="mid Ready",
-        )
+        wait_for_phase(cluster, ns, "mid", "Ready", timeout=15, what="mid Ready")
         wait_until(lambda: replicas(cluster, ns, "chat-mid") == 0, timeout=15, what="mid asleep")
         events = cluster.kubectl_json("-n", ns, "get", "events")["items"]
         assert {"Waking", "Sleeping"} <= {e["reason"] for e in events}

@@ -20,6 +20,7 @@ import yaml
 from onion_operator.constants import KWOK_READY_DELAY_ANNOTATION
 from onion_operator.planner import format_time
 from tests.support.cluster import REPO, Cluster
+from tests.support.waiting import wait_until
 
 CRD = REPO / "crds" / "onion.dev_onions.yaml"
 OPERATOR_BIN = Path(sys.executable).with_name("onion-operator")
@@ -99,6 +100,17 @@ def renew_demand(
 def layer_status(cluster: Cluster, namespace: str, onion: str, layer: str) -> dict[str, Any]:
     status = cluster.kubectl_json("-n", namespace, "get", "onion", onion).get("status") or {}
     return next((e for e in status.get("layers") or [] if e["name"] == layer), {})
+
+
+def wait_for_phase(
+    cluster: Cluster, namespace: str, layer: str, phase: str, *, timeout: float, what: str
+) -> dict[str, Any]:
+    """Until the status of Onion `chat` shows `layer` in `phase`; returns that layer's status."""
+    return wait_until(
+        lambda: (s := layer_status(cluster, namespace, "chat", layer)).get("phase") == phase and s,
+        timeout=timeout,
+        what=what,
+    )
 
 
 def replicas(cluster: Cluster, namespace: str, name: str) -> int | None:

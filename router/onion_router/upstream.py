@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import httpx2
 import orjson
 from huggingface_hub import AsyncInferenceClient
+from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 from huggingface_hub.inference._providers import get_provider_helper
 
@@ -23,6 +24,12 @@ from onion_router.protocol import Answer, Call, ChatRequest, Chunk, Token
 NO_API_KEY = "EMPTY"
 
 T = TypeVar("T", Answer, Chunk)
+
+# The router talks to its model servers and nothing else. With telemetry on, the User-Agent that
+# huggingface_hub builds for every request looks for torch each time and, on first use, fetches a
+# registry of coding agents from huggingface.co: a blocking call of up to 3 s on the event loop,
+# which an air-gapped cluster never answers. The hub reads this flag at each call.
+hub_constants.HF_HUB_DISABLE_TELEMETRY = True
 
 # Set by the router itself on upstream calls; a client's copy would override ours.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "logprobs", "top_logprobs", "n", "tools"})

@@ -8,19 +8,11 @@ the layer; a request that outlives the idle timeout keeps the layer awake; after
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 import yaml
@@ -35,58 +27,10 @@ from tests.support.operator import (
     running_operator,
     wait_for_phase,
 )
-from tests.support.sockets import free_port
+from tests.support.router_server import router_process
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-ROUTER_BIN = Path(sys.executable).with_name("onion-router")
-
-
-@contextlib.contextmanager
-def router_process(cluster: Cluster, config: dict[str, Any]) -> Iterator[str]:
-    """`onion-router --config FILE` as a process in Kubernetes mode; yields its base URL."""
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="onion-router-"))
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    log = (workdir / "router.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(ROUTER_BIN),
-            "--config",
-            str(workdir / "config.yaml"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "KUBECONFIG": cluster.kubeconfig, "POD_NAME": "router-e2e"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            assert proc.poll() is None, (workdir / "router.log").read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            return False
-
-        wait_until(up, timeout=30, what="router /health")
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def local_router_config(
@@ -150,7 +94,9 @@ def test_request_wakes_dormant_layer_keeps_it_awake_and_it_sleeps_after(
         urls = {name: server.url for name, server in servers.items()}
         config = local_router_config(cluster, ns, "chat", urls)
 
-        with router_process(cluster, config) as url:
+        with router_process(
+            config, {"KUBECONFIG": cluster.kubeconfig, "POD_NAME": "router-e2e"}
+        ) as url:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=90)
 
             # An easy question: the core answers, nothing wakes.

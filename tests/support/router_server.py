@@ -4,17 +4,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import uvicorn
+import yaml
 
 from onion_router.app import create_app
 from onion_router.config import RouterConfig, parse_config
 from onion_router.layers import LayerLink, LeaseMissing, PhaseSink
+from tests.support.sockets import free_port
+from tests.support.waiting import wait_until
+
+ROUTER_BIN = Path(sys.executable).with_name("onion-router")
 
 
 class OperatorDouble:
@@ -113,3 +127,42 @@ class RouterServer:
 def tier(name: str, url: str, **fields: Any) -> dict[str, Any]:
     """A tier entry for a test config (camelCase like the operator renders)."""
     return {"name": name, "url": url, "model": f"{name}-model", **fields}
+
+
+@contextlib.contextmanager
+def router_process(config: dict[str, Any], env: dict[str, str] | None = None) -> Iterator[str]:
+    """`onion-router --config FILE` as a process of its own, with `env` added to this one's;
+    yields its base URL and stops it afterwards."""
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="onion-router-"))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    log = (workdir / "router.log").open("wb")
+    argv = [str(ROUTER_BIN), "--config", str(workdir / "config.yaml")]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            assert proc.poll() is None, (workdir / "router.log").read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{url}/health", timeout=1).status_code == 200
+            return False
+
+        wait_until(up, timeout=30, what="router /health")
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

@@ -144,10 +144,20 @@ class _Connection(asyncio.Protocol):
     def take(self) -> bytes:
         chunk = self.chunks.popleft()
         self._unread -= len(chunk)
+        self._resume_if_drained()
+        return chunk
+
+    def take_all(self) -> bytes:
+        body = b"".join(self.chunks)
+        self.chunks.clear()
+        self._unread = 0
+        self._resume_if_drained()
+        return body
+
+    def _resume_if_drained(self) -> None:
         if self._paused and self._unread < _LOW_WATER and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        return chunk
 
     async def wait(self, seconds: float | None) -> None:
         """Until the parser has news (head, body, end, error), at most `seconds`."""
@@ -236,12 +246,24 @@ class HTTP11Transport(httpx2.AsyncBaseTransport):
         except BaseException:
             self._slots.release()
             raise
-        return httpx2.Response(
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason}
+        if not conn.complete:
+            body = _Body(self, conn, timeouts.get("read"))
+            return httpx2.Response(
+                conn.status, headers=conn.headers, stream=body, extensions=extensions
+            )
+        # The whole answer came with its head (a short answer usually does): hand it over read,
+        # which spares httpx2's chain of async iterators, and the connection back at once.
+        whole = conn.take_all()
+        self._release(conn)
+        response = httpx2.Response(
             conn.status,
             headers=conn.headers,
-            stream=_Body(self, conn, timeouts.get("read")),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": conn.reason},
+            stream=httpx2.ByteStream(whole),
+            extensions=extensions,
         )
+        response.read()
+        return response
 
     async def aclose(self) -> None:
         for conns in self._idle.values():

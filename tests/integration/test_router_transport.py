@@ -229,21 +229,43 @@ async def test_an_informational_answer_is_skipped(client: httpx2.AsyncClient) ->
     assert (response.status_code, response.text) == (200, "done")
 
 
+def one_connection() -> httpx2.AsyncClient:
+    """A client over the transport with a pool of one connection, waited for at most 0.2 s."""
+    limits = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx2.AsyncClient(
+        transport=HTTP11Transport(limits), timeout=httpx2.Timeout(5, pool=0.2)
+    )
+
+
 async def test_the_pool_limit_makes_callers_wait_then_time_out() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await server.read_request(reader) is not None:
-            writer.write(CHUNKED_HEAD + chunk(b"x") + b"0\r\n\r\n")
+            writer.write(CHUNKED_HEAD + chunk(b"x"))
+            await asyncio.sleep(0.4)  # the answer is still coming: its connection is in use
+            writer.write(b"0\r\n\r\n")
 
-    limits = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
-    timeout = httpx2.Timeout(5, pool=0.2)
-    async with (
-        ScriptedServer(handler) as server,
-        httpx2.AsyncClient(transport=HTTP11Transport(limits), timeout=timeout) as client,
-    ):
-        async with client.stream("POST", server.url, json={}):
+    async with ScriptedServer(handler) as server, one_connection() as client:
+        async with client.stream("POST", server.url, json={}) as response:
             with pytest.raises(httpx2.PoolTimeout):
                 await client.post(server.url, json={})
+            assert await response.aread() == b"x"
         assert (await client.post(server.url, json={})).text == "x"  # the slot came back
+    assert server.connections == 1
+
+
+async def test_an_answer_that_came_whole_frees_its_connection_at_once() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await server.read_request(reader) is not None:
+            writer.write(answer(b"whole"))
+
+    async with (
+        ScriptedServer(handler) as server,
+        one_connection() as client,
+        client.stream("POST", server.url, json={}) as response,
+    ):
+        # Not read yet, but all here: the one connection is free for the next request.
+        assert (await client.post(server.url, json={})).text == "whole"
+        assert await response.aread() == b"whole"
     assert server.connections == 1
 
 

@@ -35,6 +35,7 @@ lint: install  ## ruff, mypy (strict), import contracts
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	cd bench/loadgen && test -z "$$(gofmt -l .)" && go vet .
 
 fmt: install
 	$(VENV)/bin/ruff check --fix .

@@ -2,6 +2,10 @@
 onion-router, and through the LiteLLM proxy, in one run; non-streaming and streaming at several
 concurrencies. Reports added latency p50/p99 and throughput ratios; writes a JSON result.
 
+The load comes from bench/loadgen (Go, built here with the Go toolchain that `make bins` needs
+too): a Python client on the same two cores costs more CPU per request than the servers it
+measures, and capped the test server's measured throughput at a third of what it serves.
+
 Everything runs on 127.0.0.1; every process this starts is stopped at the end.
 Usage: python bench/router_overhead.py [--out results/router-overhead.json] [--quick]
 """
@@ -9,7 +13,6 @@ Usage: python bench/router_overhead.py [--out results/router-overhead.json] [--q
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -133,7 +136,8 @@ def _ms(values: list[float], q: float) -> float | None:
     return round(percentile(values, q) * 1000, 3) if values else None
 
 
-async def load(
+def load(
+    loadgen: Path,
     sample: Sample,
     url: str,
     model: str,
@@ -143,7 +147,8 @@ async def load(
     requests: int,
     pid: int,
 ) -> None:
-    """`requests` requests from `concurrency` closed-loop clients (after a short warm-up)."""
+    """`requests` requests from `concurrency` closed-loop clients (after a short warm-up), sent
+    by the native load generator; the server's CPU is read around the measured requests only."""
     stream = mode.startswith("stream")
     prompt = {"stream-paced": "paced", "judged-256": "long judged"}.get(mode, "plain")
     body = {
@@ -152,41 +157,35 @@ async def load(
         "max_tokens": JUDGED_TOKENS if mode == "judged-256" else TOKENS,
         "stream": stream,
     }
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    measuring = False
-
-    async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client:
-
-        async def one() -> None:
-            started = time.perf_counter()
-            first = None
-            try:
-                if stream:
-                    async with client.stream("POST", url, json=body) as response:
-                        response.raise_for_status()
-                        async for _ in response.aiter_raw():
-                            first = first or time.perf_counter()
-                else:
-                    response = await client.post(url, json=body)
-                    response.raise_for_status()
-            except httpx.HTTPError:
-                sample.errors += measuring
-                return
-            if measuring:
-                sample.latencies.append(time.perf_counter() - started)
-                if first is not None:
-                    sample.first_bytes.append(first - started)
-
-        async def worker(count: int) -> None:
-            for _ in range(count):
-                await one()
-
-        await asyncio.gather(*(worker(2) for _ in range(concurrency)))  # warm connections
-        measuring = True
-        started, cpu = time.perf_counter(), cpu_seconds(pid)
-        await asyncio.gather(*(worker(max(1, requests // concurrency)) for _ in range(concurrency)))
-        sample.wall += time.perf_counter() - started
+    argv = [str(loadgen), "-url", url, "-body", json.dumps(body), "-c", str(concurrency)]
+    argv += ["-n", str(max(1, requests // concurrency)), "-warmup", "2"]
+    argv += ["-stream"] * stream
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as client:
+        assert client.stdin is not None and client.stdout is not None
+        if client.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"load generator failed during warm-up against {url}")
+        cpu = cpu_seconds(pid)
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        measured = json.loads(client.stdout.read())
         sample.cpu += cpu_seconds(pid) - cpu
+    sample.latencies += measured["latencies"]
+    sample.first_bytes += measured["first_events"]
+    sample.errors += measured["errors"]
+    sample.wall += measured["wall"]
+
+
+def build_loadgen() -> Path:
+    """Build bench/loadgen (Go, standard library only; Go caches the build)."""
+    if shutil.which("go") is None:
+        sys.exit("the router benchmark's load generator is Go: install the Go toolchain")
+    binary = CACHE / "bin" / "onion-loadgen"
+    subprocess.run(
+        ["go", "build", "-o", str(binary), "."], cwd=REPO / "bench" / "loadgen", check=True
+    )
+    return binary
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -255,6 +254,7 @@ def main() -> int:
             file=sys.stderr,
         )
 
+    loadgen = build_loadgen()
     fake_port, router_port, litellm_port = free_port(), free_port(), free_port()
     passthrough_port = free_port()
     fake = f"http://127.0.0.1:{fake_port}"
@@ -388,17 +388,16 @@ def main() -> int:
                 samples = {name: Sample() for name, *_ in targets}
                 for _ in range(ROUNDS):
                     for name, url, model, headers in targets:
-                        asyncio.run(
-                            load(
-                                samples[name],
-                                url,
-                                model,
-                                headers,
-                                mode,
-                                conc,
-                                requests[conc] // ROUNDS,
-                                pids[name],
-                            )
+                        load(
+                            loadgen,
+                            samples[name],
+                            url,
+                            model,
+                            headers,
+                            mode,
+                            conc,
+                            requests[conc] // ROUNDS,
+                            pids[name],
                         )
                 for name, sample in samples.items():
                     result = sample.result()

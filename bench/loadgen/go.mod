@@ -1,0 +1,3 @@
+module onion-of-experts/bench/loadgen
+
+go 1.22

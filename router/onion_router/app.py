@@ -42,7 +42,7 @@ from onion_router.protocol import (
     render_answer,
     tgi_error_body,
 )
-from onion_router.transport import HTTP11Transport
+from onion_router.transport import Client, HTTP11Transport
 from onion_router.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("onion_router")
@@ -243,7 +243,7 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
             chosen = KubeLink(config.kubernetes.namespace, config.kubernetes.onion)
         layers = Layers(config, chosen or StaticLink(config.tiers))
         limits = httpx2.Limits(max_connections=1024, max_keepalive_connections=256)
-        async with httpx2.AsyncClient(
+        async with Client(
             transport=HTTP11Transport(limits),
             timeout=config.upstream_timeout_seconds,
             follow_redirects=False,

@@ -4,7 +4,8 @@ and httptools (llhttp, the C parser uvicorn uses).
 The router talks to model servers through huggingface_hub's AsyncInferenceClient, which sends
 through an httpx2 client. httpx2's default transport (httpcore2 with the pure-Python h11 parser)
 was the largest single cost on the router's hot path (see bench/router_overhead.py). This module
-replaces only the wire: the client API, its exceptions and the hub code above stay as they are.
+replaces the wire, and `Client` trims two costs of building each request (URL parsing, JSON
+encoding); the client API, its exceptions and the hub code above stay as they are.
 
 - Keep-alive connections per origin, at most `max_connections` in use at once (waiting for one
   is bounded by the pool timeout), at most `max_keepalive_connections` idle, each idle for at
@@ -25,10 +26,11 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import httptools
 import httpx2
+import orjson
 
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
@@ -348,3 +350,37 @@ def _serialize(request: httpx2.Request, body: bytes) -> bytes:
         lines += (name, b": ", value, b"\r\n")
     lines += (b"\r\n", body)
     return b"".join(lines)
+
+
+class Client(httpx2.AsyncClient):
+    """httpx2's client with two costs of building each request cut, for the hub to send through:
+    each model server's URL is parsed once, not on every request, and JSON bodies are encoded by
+    orjson. Everything else (headers, timeouts, sending, status handling) is httpx2's own."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._urls: dict[str, httpx2.URL] = {}
+
+    def build_request(
+        self,
+        method: str,
+        url: httpx2.URL | str,
+        *,
+        json: Any = None,
+        content: Any = None,
+        headers: Any = None,
+        **kwargs: Any,
+    ) -> httpx2.Request:
+        if isinstance(url, str):
+            parsed = self._urls.get(url)
+            if parsed is None:
+                parsed = self._urls[url] = httpx2.URL(url)
+                if len(self._urls) > 1024:  # one per model server endpoint; never grows big
+                    self._urls.clear()
+            url = parsed
+        if json is not None and content is None and not kwargs.get("data"):
+            content = orjson.dumps(json)
+            headers = dict(headers or {})
+            if not any(name.lower() == "content-type" for name in headers):
+                headers["Content-Type"] = "application/json"
+        return super().build_request(method, url, content=content, headers=headers, **kwargs)

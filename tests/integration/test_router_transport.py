@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx2
 import pytest
 
-from onion_router.transport import HTTP11Transport
+from onion_router.transport import Client, HTTP11Transport
 from tests.support.sockets import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -85,7 +85,7 @@ CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(transport=HTTP11Transport(), timeout=5) as c:
+    async with Client(transport=HTTP11Transport(), timeout=5) as c:  # as the router's
         yield c
 
 
@@ -105,6 +105,24 @@ async def test_keep_alive_serves_many_requests_on_one_connection(
     first = server.requests[0]
     assert first.startswith(b"POST /x?q=1 HTTP/1.1\r\n")
     assert b"\r\nHost: 127.0.0.1:" in first and first.endswith(b'{"i":0}')
+
+
+async def test_json_bodies_go_compact_in_utf8_with_one_content_type(
+    client: httpx2.AsyncClient,
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await server.read_request(reader) is not None:
+            writer.write(answer(b"ok"))
+
+    async with ScriptedServer(handler) as server:
+        # huggingface_hub sends its own lower-case content-type along with the JSON
+        hub_headers = {"content-type": "application/json"}
+        await client.post(server.url, json={"text": "héllo ✓", "n": [1, 2]}, headers=hub_headers)
+        await client.post(server.url, json={"a": 1})
+    for request in server.requests:
+        assert request.lower().count(b"\r\ncontent-type: application/json\r\n") == 1
+    assert server.requests[0].endswith('{"text":"héllo ✓","n":[1,2]}'.encode())
+    assert server.requests[1].endswith(b'{"a":1}')
 
 
 async def test_a_chunked_body_arrives_chunk_by_chunk(client: httpx2.AsyncClient) -> None:

@@ -90,18 +90,28 @@ class Upstream:
         self._pool = pool
         self._timeout = timeout
         self._helper = get_provider_helper(None, task="conversational", model=tier.url)
+        # Answers that are not streamed leave nothing behind in a client: they share this one.
+        self._shared = self._client()
 
-    async def _post(
-        self, request: ChatRequest, parameters: dict[str, Any], *, stream: bool
-    ) -> tuple[AsyncInferenceClient, Any]:
-        """Send; the caller closes the client (for a stream, once it ends)."""
-        # One lightweight client per call over the shared pool: AsyncInferenceClient keeps each
-        # streamed response open in its exit stack until close(), so a shared client would hold
-        # abandoned streams (and their upstream generations) open until shutdown.
+    def _client(self) -> AsyncInferenceClient:
+        """A hub client over the app's connection pool. A stream needs one of its own:
+        AsyncInferenceClient keeps each streamed response open in its exit stack until close(),
+        so a shared client would hold abandoned streams (and their upstream generations) open
+        until shutdown."""
         client = AsyncInferenceClient(
             base_url=self.tier.url, api_key=NO_API_KEY, timeout=self._timeout
         )
         client._async_client = self._pool
+        return client
+
+    async def _post(
+        self,
+        client: AsyncInferenceClient,
+        request: ChatRequest,
+        parameters: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> Any:
         headers = {"X-Request-Id": request.request_id} if request.request_id else {}
         prepared = self._helper.prepare_request(
             inputs=[dict(m) for m in request.messages],
@@ -111,12 +121,9 @@ class Upstream:
             api_key=NO_API_KEY,
         )
         try:
-            return client, await client._inner_post(prepared, stream=stream)
-        except BaseException as err:
-            await client.close()  # type: ignore[no-untyped-call]
-            if isinstance(err, Exception):
-                raise _translate(self.tier.name, err, midstream=False) from err
-            raise
+            return await client._inner_post(prepared, stream=stream)
+        except Exception as err:
+            raise _translate(self.tier.name, err, midstream=False) from err
 
     def _parameters(self, request: ChatRequest, logprobs: bool) -> dict[str, Any]:
         args = {k: v for k, v in request.params.items() if k not in _OWN_FIELDS}
@@ -133,8 +140,8 @@ class Upstream:
         return args
 
     async def complete(self, request: ChatRequest, *, logprobs: bool) -> Answer:
-        client, body = await self._post(request, self._parameters(request, logprobs), stream=False)
-        await client.close()  # type: ignore[no-untyped-call]
+        parameters = self._parameters(request, logprobs)
+        body = await self._post(self._shared, request, parameters, stream=False)
         try:
             return _answer(orjson.loads(body))
         except (ValueError, TypeError, LookupError, AttributeError) as err:
@@ -147,7 +154,12 @@ class Upstream:
         parameters = self._parameters(request, logprobs)
         if request.include_usage:
             parameters["stream_options"] = {"include_usage": True}
-        client, lines = await self._post(request, parameters, stream=True)
+        client = self._client()
+        try:
+            lines = await self._post(client, request, parameters, stream=True)
+        except BaseException:
+            await client.close()  # type: ignore[no-untyped-call]
+            raise
         return UpstreamStream(self.tier.name, client, _events(lines))
 
     async def reachable(self) -> bool:

@@ -25,7 +25,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, cast
 
 import httptools
@@ -239,33 +239,51 @@ class HTTP11Transport(httpx2.AsyncBaseTransport):
         if url.scheme != "http" or request.method not in _OWN_METHODS:
             return await self._fallback.handle_async_request(request)
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        origin = (url.host, url.port or 80)
         message = _serialize(request, await request.aread())
-        await self._take_slot(timeouts.get("pool"))
-        try:
-            conn = await self._connection(origin, timeouts.get("connect"))
-            conn = await self._exchange(conn, message, timeouts)
-        except BaseException:
-            self._slots.release()
-            raise
-        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason}
+        conn = await self._open(url, message, timeouts)
         if not conn.complete:
             body = _Body(self, conn, timeouts.get("read"))
             return httpx2.Response(
-                conn.status, headers=conn.headers, stream=body, extensions=extensions
+                conn.status, headers=conn.headers, stream=body, extensions=_extensions(conn)
             )
         # The whole answer came with its head (a short answer usually does): hand it over read,
         # which spares httpx2's chain of async iterators, and the connection back at once.
-        whole = conn.take_all()
+        answer = _Answer(conn)
+        answer.body = conn.take_all()
         self._release(conn)
-        response = httpx2.Response(
-            conn.status,
-            headers=conn.headers,
-            stream=httpx2.ByteStream(whole),
-            extensions=extensions,
-        )
-        response.read()
-        return response
+        return answer.response(request)
+
+    async def post_whole(
+        self,
+        url: httpx2.URL,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeouts: dict[str, float | None],
+    ) -> httpx2.Response:
+        """POST `body` to a plain-http `url` and read the whole answer: `Client.post` without
+        httpx2's request object and send steps. `headers` go as given, after Host and length."""
+        head = [(b"Host", url.netloc), (b"Content-Length", b"%d" % len(body)), *headers]
+        conn = await self._open(url, _message(b"POST", url.raw_path, head, body), timeouts)
+        answer = _Answer(conn)
+        if conn.complete:
+            answer.body = conn.take_all()
+            self._release(conn)
+        else:  # the body hands the connection back at its end, or closes it on a failure
+            reading = _Body(self, conn, timeouts.get("read"))
+            answer.body = b"".join([piece async for piece in reading])
+        return answer.response(httpx2.Request("POST", url))
+
+    async def _open(
+        self, url: httpx2.URL, message: bytes, timeouts: dict[str, float | None]
+    ) -> _Connection:
+        """Take a slot and a connection, send, and wait for the answer's head."""
+        await self._take_slot(timeouts.get("pool"))
+        try:
+            conn = await self._connection((url.host, url.port or 80), timeouts.get("connect"))
+            return await self._exchange(conn, message, timeouts)
+        except BaseException:
+            self._slots.release()
+            raise
 
     async def aclose(self) -> None:
         for conns in self._idle.values():
@@ -340,12 +358,44 @@ class HTTP11Transport(httpx2.AsyncBaseTransport):
         idle.append(conn)
 
 
+def _extensions(conn: _Connection) -> dict[str, Any]:
+    return {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason}
+
+
+class _Answer:
+    """An answer read whole; its head is kept apart from the connection, which may serve the
+    next request as soon as it is back in the pool."""
+
+    def __init__(self, conn: _Connection) -> None:
+        self.status = conn.status
+        self.headers = conn.headers
+        self.extensions = _extensions(conn)
+        self.body = b""
+
+    def response(self, request: httpx2.Request) -> httpx2.Response:
+        response = httpx2.Response(
+            self.status,
+            headers=self.headers,
+            stream=httpx2.ByteStream(self.body),
+            request=request,
+            extensions=self.extensions,
+        )
+        response.read()  # decodes a compressed body, as httpx2 would
+        return response
+
+
 def _serialize(request: httpx2.Request, body: bytes) -> bytes:
     headers = request.headers.raw
     chunked = any(k.lower() == b"transfer-encoding" and b"chunked" in v.lower() for k, v in headers)
     if chunked:  # httpx2 streams bodies of unknown length; by now it is read whole
         body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
-    lines = [request.method.encode(), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    return _message(request.method.encode(), request.url.raw_path, headers, body)
+
+
+def _message(
+    method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes
+) -> bytes:
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
         lines += (name, b": ", value, b"\r\n")
     lines += (b"\r\n", body)
@@ -353,13 +403,29 @@ def _serialize(request: httpx2.Request, body: bytes) -> bytes:
 
 
 class Client(httpx2.AsyncClient):
-    """httpx2's client with two costs of building each request cut, for the hub to send through:
-    each model server's URL is parsed once, not on every request, and JSON bodies are encoded by
-    orjson. Everything else (headers, timeouts, sending, status handling) is httpx2's own."""
+    """httpx2's client, for the hub to send through, with what the router's calls to model
+    servers do not use taken off their path:
+    - each model server's URL is parsed once, not on every request, and JSON bodies are encoded
+      by orjson;
+    - a JSON POST to a plain-http server goes straight to `HTTP11Transport.post_whole`, without
+      httpx2's request object, auth and redirect steps, event hooks or cookies, when the client
+      has none of those configured. The answer is a real, read httpx2 Response, so the hub checks
+      its status as ever; the wire carries the same request httpx2 would send.
+    Everything else (streams, other methods, https) is httpx2's own."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._urls: dict[str, httpx2.URL] = {}
+
+    def _parsed(self, url: httpx2.URL | str) -> httpx2.URL:
+        if not isinstance(url, str):
+            return url
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx2.URL(url)
+            if len(self._urls) > 1024:  # one per model server endpoint; never grows big
+                self._urls.clear()
+        return parsed
 
     def build_request(
         self,
@@ -371,16 +437,39 @@ class Client(httpx2.AsyncClient):
         headers: Any = None,
         **kwargs: Any,
     ) -> httpx2.Request:
-        if isinstance(url, str):
-            parsed = self._urls.get(url)
-            if parsed is None:
-                parsed = self._urls[url] = httpx2.URL(url)
-                if len(self._urls) > 1024:  # one per model server endpoint; never grows big
-                    self._urls.clear()
-            url = parsed
         if json is not None and content is None and not kwargs.get("data"):
             content = orjson.dumps(json)
             headers = dict(headers or {})
             if not any(name.lower() == "content-type" for name in headers):
                 headers["Content-Type"] = "application/json"
-        return super().build_request(method, url, content=content, headers=headers, **kwargs)
+        return super().build_request(
+            method, self._parsed(url), content=content, headers=headers, **kwargs
+        )
+
+    async def post(self, url: httpx2.URL | str, **kwargs: Any) -> httpx2.Response:
+        parsed = self._parsed(url)
+        json, given = kwargs.get("json"), kwargs.get("headers") or {}
+        plain = (
+            json is not None
+            and isinstance(given, Mapping)
+            and all(v is None for k, v in kwargs.items() if k not in _FAST_POST_ARGS)
+            and parsed.scheme == "http"
+            and not (self.auth or self.follow_redirects or self.cookies or self.params)
+            and not any(self.event_hooks.values())
+        )
+        transport = self._transport_for_url(parsed)  # a proxy from the environment may apply
+        if not plain or not isinstance(transport, HTTP11Transport):
+            return await super().post(parsed, **kwargs)
+        timeout = kwargs.get("timeout", httpx2.USE_CLIENT_DEFAULT)
+        timeouts = self.timeout if timeout is httpx2.USE_CLIENT_DEFAULT else httpx2.Timeout(timeout)
+        ours = {name.lower(): str(value) for name, value in given.items()}
+        ours.setdefault("content-type", "application/json")
+        headers = [(k, v) for k, v in self.headers.raw if k.decode().lower() not in ours]
+        headers += [(k.encode(), v.encode("latin-1")) for k, v in ours.items()]
+        if any(b"\r" in v or b"\n" in v for _, v in headers):
+            raise httpx2.LocalProtocolError("a header value holds a line break")
+        return await transport.post_whole(parsed, headers, orjson.dumps(json), timeouts.as_dict())
+
+
+# The only arguments of Client.post that may be set on the direct path.
+_FAST_POST_ARGS = frozenset({"json", "headers", "timeout"})

@@ -125,6 +125,35 @@ async def test_json_bodies_go_compact_in_utf8_with_one_content_type(
     assert server.requests[1].endswith(b'{"a":1}')
 
 
+async def test_a_json_post_goes_on_the_wire_as_httpx2_would_send_it() -> None:
+    """Client.post sends JSON straight to the transport; the request is the same as through
+    httpx2's own steps (header order aside), and the answer a real, read httpx2 Response."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await server.read_request(reader) is not None:
+            writer.write(answer(b'{"ok": true}', b"content-type: application/json"))
+
+    def lines(raw: bytes) -> tuple[set[bytes], bytes]:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        return set(head.lower().split(b"\r\n")), body
+
+    hub_headers = {"authorization": "Bearer EMPTY", "x-request-id": "r1"}
+    async with (
+        ScriptedServer(handler) as server,
+        Client(transport=HTTP11Transport(), timeout=5) as ours,
+        httpx2.AsyncClient(transport=HTTP11Transport(), timeout=5) as theirs,
+    ):
+        url = f"{server.url}/v1/chat/completions"
+        for client in (ours, theirs):
+            response = await client.post(url, json={"text": "héllo"}, headers=hub_headers)
+            assert response.status_code == 200 and response.json() == {"ok": True}
+            assert response.request.url == url and response.is_closed
+            response.raise_for_status()  # what the hub calls: needs the request
+    direct, standard = server.requests
+    assert lines(direct) == lines(standard)
+    assert direct.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+
+
 async def test_a_chunked_body_arrives_chunk_by_chunk(client: httpx2.AsyncClient) -> None:
     more = asyncio.Event()
 
@@ -147,12 +176,12 @@ async def test_a_chunked_body_arrives_chunk_by_chunk(client: httpx2.AsyncClient)
 
 async def test_a_compressed_body_is_decoded(client: httpx2.AsyncClient) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(answer(gzip.compress(b'{"ok": true}'), b"content-encoding: gzip"))
-        await server.read_request(reader)
+        while await server.read_request(reader) is not None:
+            writer.write(answer(gzip.compress(b'{"ok": true}'), b"content-encoding: gzip"))
 
     async with ScriptedServer(handler) as server:
         assert (await client.get(server.url)).json() == {"ok": True}
+        assert (await client.post(server.url, json={})).json() == {"ok": True}  # direct path
 
 
 async def test_a_body_cut_off_raises_and_its_connection_is_not_reused(
@@ -176,6 +205,23 @@ async def test_a_body_cut_off_raises_and_its_connection_is_not_reused(
     assert server.connections == 2
 
 
+async def test_a_whole_answer_cut_off_raises_and_frees_its_slot() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        if server.connections == 1:
+            writer.write(CHUNKED_HEAD + chunk(b"part of it"))
+            await writer.drain()
+            return  # dies before the end
+        writer.write(answer(b"fine"))
+        await server.read_request(reader)
+
+    async with ScriptedServer(handler) as server, one_connection() as client:
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await client.post(server.url, json={})
+        assert (await client.post(server.url, json={})).text == "fine"  # the one slot is back
+    assert server.connections == 2
+
+
 async def test_a_silent_server_gives_a_read_timeout() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
@@ -183,10 +229,12 @@ async def test_a_silent_server_gives_a_read_timeout() -> None:
 
     async with (
         ScriptedServer(handler) as server,
-        httpx2.AsyncClient(transport=HTTP11Transport(), timeout=0.2) as client,
+        Client(transport=HTTP11Transport(), timeout=0.2) as client,
     ):
         with pytest.raises(httpx2.ReadTimeout):
             await client.post(server.url, json={})
+        with pytest.raises(httpx2.ReadTimeout):
+            await client.get(server.url)
 
 
 async def test_nobody_listening_gives_a_connect_error(client: httpx2.AsyncClient) -> None:
@@ -234,6 +282,7 @@ async def test_a_body_delimited_by_the_end_of_the_connection(client: httpx2.Asyn
 
     async with ScriptedServer(handler) as server:
         assert (await client.get(server.url)).text == "all of it"
+        assert (await client.post(server.url, json={})).text == "all of it"
 
 
 async def test_an_informational_answer_is_skipped(client: httpx2.AsyncClient) -> None:
@@ -250,9 +299,7 @@ async def test_an_informational_answer_is_skipped(client: httpx2.AsyncClient) ->
 def one_connection() -> httpx2.AsyncClient:
     """A client over the transport with a pool of one connection, waited for at most 0.2 s."""
     limits = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
-    return httpx2.AsyncClient(
-        transport=HTTP11Transport(limits), timeout=httpx2.Timeout(5, pool=0.2)
-    )
+    return Client(transport=HTTP11Transport(limits), timeout=httpx2.Timeout(5, pool=0.2))
 
 
 async def test_the_pool_limit_makes_callers_wait_then_time_out() -> None:

@@ -56,7 +56,7 @@ class ClientGone(Exception):
 
 
 class RequestIdMiddleware:
-    """Propagate the client's X-Request-Id or mint one; every response carries it."""
+    """Propagate the client's X-Request-Id (if ASCII) or mint one; every response carries it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -70,7 +70,7 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 rid = value[:128]
                 break
-        if not rid:
+        if not rid or not rid.isascii():  # it goes on to the model servers, in ASCII headers
             rid = secrets.token_hex(16).encode()
         scope.setdefault("state", {})["request_id"] = rid.decode("latin-1")
 

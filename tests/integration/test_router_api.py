@@ -247,6 +247,18 @@ def test_request_id_propagates(router: RouterServer, servers: tuple[FakeTGI, ...
     assert response.headers["x-request-id"] == "abc-1"
     minted = httpx.get(f"{router.url}/health").headers["x-request-id"]
     assert len(minted) == 32
+    for stream in (False, True):  # HTTP allows other bytes; they would break the upstream call
+        response = httpx.post(
+            f"{router.url}/v1/chat/completions",
+            headers=[(b"X-Request-Id", b"\xe9t\xe9")],
+            json={
+                "model": "onion",
+                "messages": [{"role": "user", "content": "x"}],
+                "stream": stream,
+            },
+        )
+        assert response.status_code == 200, response.text
+        assert len(response.headers["x-request-id"]) == 32
 
 
 @pytest.mark.parametrize(

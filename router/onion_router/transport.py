@@ -248,10 +248,7 @@ class HTTP11Transport(httpx2.AsyncBaseTransport):
             )
         # The whole answer came with its head (a short answer usually does): hand it over read,
         # which spares httpx2's chain of async iterators, and the connection back at once.
-        answer = _Answer(conn)
-        answer.body = conn.take_all()
-        self._release(conn)
-        return answer.response(request)
+        return self._arrived(conn).response(request)
 
     async def post_whole(
         self,
@@ -264,14 +261,20 @@ class HTTP11Transport(httpx2.AsyncBaseTransport):
         httpx2's request object and send steps. `headers` go as given, after Host and length."""
         head = [(b"Host", url.netloc), (b"Content-Length", b"%d" % len(body)), *headers]
         conn = await self._open(url, _message(b"POST", url.raw_path, head, body), timeouts)
-        answer = _Answer(conn)
         if conn.complete:
-            answer.body = conn.take_all()
-            self._release(conn)
+            answer = self._arrived(conn)
         else:  # the body hands the connection back at its end, or closes it on a failure
+            answer = _Answer(conn)
             reading = _Body(self, conn, timeouts.get("read"))
             answer.body = b"".join([piece async for piece in reading])
         return answer.response(httpx2.Request("POST", url))
+
+    def _arrived(self, conn: _Connection) -> _Answer:
+        """An answer that came whole with its head; its connection goes back to the pool."""
+        answer = _Answer(conn)
+        answer.body = conn.take_all()
+        self._release(conn)
+        return answer
 
     async def _open(
         self, url: httpx2.URL, message: bytes, timeouts: dict[str, float | None]

@@ -279,12 +279,15 @@ def local_router_config(rendered: str, urls: dict[str, str]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def interrupt_as_exception() -> Iterator[None]:
-    """SIGTERM (and SIGHUP) unwind like Ctrl-C, so the finally blocks clean up."""
+    """Ctrl-C, SIGTERM and SIGHUP unwind as KeyboardInterrupt, so the finally blocks clean up.
+
+    SIGINT gets the handler too: a demo started in the background of a non-interactive shell
+    inherits SIGINT ignored, and Python then raises no KeyboardInterrupt on Ctrl-C by itself."""
 
     def handler(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

@@ -11,6 +11,7 @@ from tests.support import leftovers
 from tests.support.cluster import Cluster, LocalClusterProcess
 
 _BEFORE = pytest.StashKey[set[int]]()
+_SESSION = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +35,15 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_SESSION] = leftovers.mark_session()
     session.config.stash[_BEFORE] = set(leftovers.ours())
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Every fixture is torn down by now: anything of ours still running is a leak."""
-    left = leftovers.started_since(session.config.stash.get(_BEFORE, set()))
+    left = leftovers.started_since(
+        session.config.stash.get(_BEFORE, set()), session.config.stash.get(_SESSION, None)
+    )
     if left:
         print("\nprocesses left running after the tests:\n  " + "\n  ".join(left))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -2,13 +2,17 @@
 
 Level-based: the desired replicas of every managed layer are recomputed from recorded demand
 (the Leases' renewTime) and what the Deployments say now, so a restart at any point converges.
+A plan also names its deadlines: the times at which it would change with no event at all (an
+idle timeout running out, an eviction grace period ending, a wake timing out). The operator plans
+again at the earliest one instead of re-planning on a timer; demand counts for the half-open
+window [renewTime, renewTime + idleTimeout), so at a deadline the plan has already changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from onion_operator import constants as c
@@ -76,6 +80,15 @@ def lease_demand(obj: Mapping[str, Any]) -> datetime | None:
     return parse_time((obj.get("spec") or {}).get("renewTime"))
 
 
+def wake_deadline(obs: Observed | None, wake_timeout: float | None) -> datetime | None:
+    """When a woken layer that has no Ready pod yet counts as Failed (None: not waking)."""
+    if obs is None or not obs.replicas or obs.ready_replicas or obs.failure or not wake_timeout:
+        return None
+    if obs.woken_at is None:
+        return None
+    return obs.woken_at + timedelta(seconds=wake_timeout)
+
+
 @dataclass(frozen=True)
 class Wake:
     layer: str
@@ -98,11 +111,26 @@ class Hold:
 
 Action = Wake | Sleep | Hold
 
+# Why a deadline exists; issue-specific policies (pre-warm, ...) add their own reasons.
+IDLE_TIMEOUT = "idle timeout"
+GRACE_PERIOD = "eviction grace period"
+WAKE_TIMEOUT = "wake timeout"
+
+
+@dataclass(frozen=True, order=True)
+class Deadline:
+    """A time at which the plan (or the status) changes without any event: plan again then."""
+
+    at: datetime
+    layer: str
+    reason: str
+
 
 @dataclass(frozen=True)
 class Plan:
     replicas: dict[str, int]  # desired replicas of every managed layer
     actions: tuple[Action, ...] = field(default=())
+    deadlines: tuple[Deadline, ...] = field(default=())  # all in the future, earliest first
 
     def wakes(self) -> tuple[Wake, ...]:
         return tuple(a for a in self.actions if isinstance(a, Wake))
@@ -112,6 +140,10 @@ class Plan:
 
     def holds(self) -> tuple[Hold, ...]:
         return tuple(a for a in self.actions if isinstance(a, Hold))
+
+    def next_deadline(self) -> Deadline | None:
+        """The earliest time to plan again if nothing happens before (None: only on events)."""
+        return self.deadlines[0] if self.deadlines else None
 
 
 def _age(demand: datetime | None, now: datetime) -> float | None:
@@ -128,14 +160,15 @@ def plan(
     demand: Mapping[str, datetime | None],
     now: datetime,
 ) -> Plan:
-    """Desired replicas per managed layer, and the wakes, sleeps and holds that get there."""
+    """Desired replicas per managed layer, the wakes, sleeps and holds that get there, and the
+    deadlines at which this answer changes by itself."""
     layers = spec.managed_layers
     awake_now = {lay.name: (observed.get(lay.name) or Observed()).replicas or 0 for lay in layers}
     warm = {lay.name for lay in layers if lay.min_replicas >= 1}
 
     def fresh(name: str, window: float) -> bool:
         age = _age(demand.get(name), now)
-        return age is not None and age <= window
+        return age is not None and age < window
 
     wanted = {lay.name for lay in layers if lay.name in warm or fresh(lay.name, lay.idle_timeout)}
     desired = set(wanted)
@@ -187,6 +220,7 @@ def plan(
 
     actions: list[Action] = []
     replicas: dict[str, int] = {}
+    deadlines: list[Deadline] = []
     for lay in layers:
         name = lay.name
         want = 1 if name in desired else 0
@@ -202,5 +236,19 @@ def plan(
                 idle = "never" if age is None else f"{age:.0f}s ago"
                 reason = f"idle: last demand {idle}, idleTimeout {lay.idle_timeout:g}s"
             actions.append(Sleep(name, reason))
+        last = demand.get(name)
+        if want and name not in warm and last is not None:
+            idle_at = last + timedelta(seconds=lay.idle_timeout)
+            deadlines.append(Deadline(idle_at, name, IDLE_TIMEOUT))
+        # While a layer waits for a slot, the plan changes when an awake layer stops being in use
+        # (it becomes evictable) or when the waiting layer's own demand stops being recent.
+        if holds and last is not None:
+            deadlines.append(
+                Deadline(last + timedelta(seconds=spec.eviction_grace_period), name, GRACE_PERIOD)
+            )
+        failing_at = wake_deadline(observed.get(name), lay.wake_timeout)
+        if want and failing_at is not None:
+            deadlines.append(Deadline(failing_at, name, WAKE_TIMEOUT))
     actions.extend(holds)
-    return Plan(replicas=replicas, actions=tuple(actions))
+    future = sorted(d for d in deadlines if d.at > now)
+    return Plan(replicas=replicas, actions=tuple(actions), deadlines=tuple(future))

@@ -8,7 +8,7 @@ from typing import Any
 
 from onion_operator import constants as c
 from onion_operator.manifests import tier_url
-from onion_operator.planner import Observed, Plan, format_time
+from onion_operator.planner import Observed, Plan, format_time, wake_deadline
 from onion_operator.spec import OnionSpec
 
 Obj = dict[str, Any]
@@ -26,7 +26,8 @@ def layer_phase(obs: Observed | None, wake_timeout: float | None, now: datetime)
         return c.PHASE_READY, f"{obs.ready_replicas}/{obs.replicas} replicas ready"
     if obs.failure:
         return c.PHASE_FAILED, obs.failure
-    if wake_timeout and obs.woken_at and (now - obs.woken_at).total_seconds() > wake_timeout:
+    failing_at = wake_deadline(obs, wake_timeout)
+    if failing_at is not None and now >= failing_at:  # the planner schedules a pass for then
         return c.PHASE_FAILED, f"not Ready {wake_timeout:g}s (wakeTimeout) after waking"
     return c.PHASE_WAKING, "waiting for a Ready pod"
 

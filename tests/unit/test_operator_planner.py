@@ -15,6 +15,7 @@ from onion_operator.planner import (
     lease_demand,
     observe_deployment,
     plan,
+    wake_deadline,
 )
 from onion_operator.spec import parse_spec
 
@@ -47,7 +48,14 @@ DOWN = Observed(replicas=0)
             1,
             [Wake("mid", "demand recorded")],
         ),
-        ("demand at exactly idleTimeout still counts", {"mid": UP}, {"mid": ago(60)}, 1, []),
+        ("demand just inside idleTimeout still counts", {"mid": UP}, {"mid": ago(59.999)}, 1, []),
+        (
+            "demand exactly idleTimeout old has run out",
+            {"mid": UP},
+            {"mid": ago(60)},
+            0,
+            [Sleep("mid", "idle: last demand 60s ago, idleTimeout 60s")],
+        ),
         (
             "stale demand sleeps",
             {"mid": UP},
@@ -212,3 +220,95 @@ def test_budget_is_stable_under_replay_and_serves_held_requests() -> None:
         observed = {n: Observed(replicas=r) for n, r in result.replicas.items()}
     assert observed["big"].replicas == 1 and observed["mid"].replicas == 0
     assert wakes == 1
+
+
+WAKING = Observed(replicas=1, woken_at=ago(10))  # no Ready pod yet; wakeTimeout 600s by default
+WARM = {**MID, "minReplicas": 1}
+
+
+@pytest.mark.parametrize(
+    ("name", "layers", "extra", "observed", "demand", "deadlines"),
+    [
+        ("asleep without demand: only events", [MID], {}, {"mid": DOWN}, {}, []),
+        ("asleep, old demand: nothing falls due", [MID], {}, {"mid": DOWN}, {"mid": ago(600)}, []),
+        (
+            "awake: sleeps when the idle timeout runs out",
+            [MID],
+            {},
+            {"mid": UP},
+            {"mid": ago(20)},
+            [(40, "mid", "idle timeout")],
+        ),
+        (
+            "woken this pass: its idle timeout counts from the demand",
+            [MID],
+            {},
+            {"mid": DOWN},
+            {"mid": ago(0.5)},
+            [(59.5, "mid", "idle timeout")],
+        ),
+        ("warm: never falls asleep", [WARM], {}, {"mid": UP}, {"mid": ago(20)}, []),
+        (
+            "waking: fails at wakeTimeout, sleeps at idleTimeout",
+            [{**MID, "idleTimeout": "20m"}],
+            {},
+            {"mid": WAKING},
+            {"mid": ago(10)},
+            [(590, "mid", "wake timeout"), (1190, "mid", "idle timeout")],
+        ),
+        (
+            "two layers: each its own, earliest first",
+            [MID, BIG],
+            {},
+            {"mid": UP, "big": UP},
+            {"mid": ago(50), "big": ago(5)},
+            [(10, "mid", "idle timeout"), (55, "big", "idle timeout")],
+        ),
+        (
+            "budget without anyone waiting: no grace deadlines",
+            [MID, BIG],
+            BUDGET,
+            {"mid": UP, "big": DOWN},
+            {"mid": ago(2)},
+            [(58, "mid", "idle timeout")],
+        ),
+        (
+            "held for the budget: plan again when the awake layer is no longer in use",
+            [MID, BIG],
+            BUDGET,
+            {"mid": UP, "big": DOWN},
+            {"mid": ago(2), "big": ago(1)},
+            [
+                (3, "mid", "eviction grace period"),
+                (4, "big", "eviction grace period"),
+                (58, "mid", "idle timeout"),
+            ],
+        ),
+    ],
+)
+def test_deadlines(
+    name: str, layers: Any, extra: Any, observed: Any, demand: Any, deadlines: Any
+) -> None:
+    result = plan(spec_of(*layers, **extra), observed, demand, NOW)
+    got = [(round((d.at - NOW).total_seconds(), 3), d.layer, d.reason) for d in result.deadlines]
+    assert got == deadlines, name
+    first = result.next_deadline()
+    assert (first.at if first else None) == (result.deadlines[0].at if deadlines else None)
+
+
+def test_at_its_deadline_the_plan_has_changed() -> None:
+    """Planning again exactly at the next deadline acts; there is no second pass a hair later."""
+    spec = spec_of(MID)
+    first = plan(spec, {"mid": UP}, {"mid": ago(20)}, NOW)
+    deadline = first.next_deadline()
+    assert deadline is not None
+    again = plan(spec, {"mid": UP}, {"mid": ago(20)}, deadline.at)
+    assert again.sleeps() and again.next_deadline() is None
+
+
+def test_a_wake_timing_out_is_a_deadline_of_the_status_too() -> None:
+    spec = spec_of(MID)
+    deadlines = plan(spec, {"mid": WAKING}, {"mid": ago(10)}, NOW).deadlines
+    assert [d.at for d in deadlines if d.reason == "wake timeout"] == [wake_deadline(WAKING, 600)]
+    assert wake_deadline(UP, 600) is None  # Ready: nothing to time out
+    assert wake_deadline(DOWN, 600) is None

@@ -31,6 +31,9 @@ CORE_UP = Observed(replicas=1, ready_replicas=1, current_replicas=1)
         (Observed(replicas=0), "Dormant"),
         (Observed(replicas=0, current_replicas=1), "Draining"),
         (Observed(replicas=1, woken_at=NOW - timedelta(seconds=10)), "Waking"),
+        (Observed(replicas=1, woken_at=NOW - timedelta(seconds=59.999)), "Waking"),
+        (Observed(replicas=1, woken_at=NOW - timedelta(seconds=60)), "Failed"),  # its deadline
+        (Observed(replicas=2, ready_replicas=2, current_replicas=2), "Ready"),  # an HPA's 2
         (Observed(replicas=1, ready_replicas=1, current_replicas=1), "Ready"),
         (Observed(replicas=1, woken_at=NOW - timedelta(seconds=61)), "Failed"),
         (Observed(replicas=1, failure="FailedCreate: quota"), "Failed"),

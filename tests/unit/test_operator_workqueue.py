@@ -1,0 +1,127 @@
+"""The work queue: one pass per key at a time, adds folded together, timers per key."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from onion_operator.workqueue import WorkQueue, next_repair, spread
+
+
+class Recorder:
+    """A pass that records which keys ran, and how many ran at once per key."""
+
+    def __init__(self, hold: float = 0.0) -> None:
+        self.runs: Counter[str] = Counter()
+        self.running: Counter[str] = Counter()
+        self.most_at_once = 0
+        self.hold = hold
+        self.started = asyncio.Event()
+
+    async def __call__(self, key: str) -> None:
+        self.running[key] += 1
+        self.most_at_once = max(self.most_at_once, self.running[key])
+        self.started.set()
+        await asyncio.sleep(self.hold)
+        self.runs[key] += 1
+        self.running[key] -= 1
+
+
+async def settle(seconds: float = 0.05) -> None:
+    await asyncio.sleep(seconds)
+
+
+async def test_adds_of_a_queued_key_fold_into_one_pass() -> None:
+    rec = Recorder()
+    queue = WorkQueue(rec, workers=2)
+    for _ in range(5):
+        queue.add("a")
+    queue.add("b")
+    queue.start()
+    await settle()
+    await queue.stop()
+    assert rec.runs == {"a": 1, "b": 1}
+
+
+async def test_an_add_during_a_pass_runs_once_more_after_it_never_alongside() -> None:
+    rec = Recorder(hold=0.05)
+    queue = WorkQueue(rec, workers=4)
+    queue.start()
+    queue.add("a")
+    await rec.started.wait()
+    for _ in range(3):
+        queue.add("a")
+    await settle(0.2)
+    await queue.stop()
+    assert rec.runs["a"] == 2 and rec.most_at_once == 1
+
+
+async def test_a_failing_pass_does_not_stop_the_worker(caplog: pytest.LogCaptureFixture) -> None:
+    runs: list[str] = []
+
+    async def handle(key: str) -> None:
+        runs.append(key)
+        if key == "bad":
+            raise RuntimeError("boom")
+
+    queue = WorkQueue(handle, workers=1)
+    queue.start()
+    queue.add("bad")
+    queue.add("good")
+    await settle()
+    await queue.stop()
+    assert runs == ["bad", "good"]
+    assert "pass for bad failed" in caplog.text
+
+
+async def test_timers_run_a_key_at_its_time_and_a_new_time_replaces_the_old() -> None:
+    rec = Recorder()
+    queue = WorkQueue(rec)
+    queue.start()
+    loop = asyncio.get_running_loop()
+    queue.add_at("a", loop.time() + 0.05)
+    queue.add_at("a", loop.time() + 0.15)  # replaces: no pass at 0.05
+    queue.add_at("b", loop.time() - 1)  # already due: runs now
+    assert queue.timers() == 1
+    await settle(0.1)
+    assert rec.runs == {"b": 1}
+    await settle(0.1)
+    assert rec.runs == {"a": 1, "b": 1} and queue.timers() == 0
+    await queue.stop()
+
+
+async def test_forget_drops_the_timer_and_a_queued_pass() -> None:
+    rec = Recorder()
+    queue = WorkQueue(rec)
+    queue.add("a")
+    queue.add_at("b", asyncio.get_running_loop().time() + 0.05)
+    queue.forget("a")
+    queue.forget("b")
+    queue.start()
+    await settle(0.1)
+    await queue.stop()
+    assert rec.runs == {}
+
+
+def test_spread_is_stable_and_covers_the_period() -> None:
+    offsets = [spread(f"ns/onion-{i}", 600.0) for i in range(1000)]
+    assert offsets == [spread(f"ns/onion-{i}", 600.0) for i in range(1000)]
+    assert all(0 <= o < 600 for o in offsets)
+    per_minute = Counter(int(o // 60) for o in offsets)
+    assert len(per_minute) == 10 and max(per_minute.values()) < 140  # about 100 each
+
+
+def test_repairs_keep_each_keys_slot_whenever_its_last_full_pass_was() -> None:
+    period = 600.0
+    for key in ("ns/a", "ns/b", "ns/c"):
+        slot = spread(key, period)
+        for after in (0.0, 17.0, 299.0, 301.0, 1234.5):
+            due = next_repair(key, after, period)
+            assert after + period / 2 <= due < after + 1.5 * period
+            assert abs((due - slot) % period) < 1e-6 or abs((due - slot) % period - period) < 1e-6
+    # Onions created together (one full pass each within a second) repair spread out later.
+    dues = sorted(next_repair(f"ns/onion-{i}", 1000.0 + i / 1000, period) for i in range(1000))
+    busiest = max(Counter(int(d // 60) for d in dues).values())
+    assert busiest < 140  # about 100 a minute, not 1000 at once

@@ -12,7 +12,7 @@ import sys
 
 import kopf
 
-from onion_operator import handlers  # noqa: F401  (registers the kopf handlers)
+from onion_operator.handlers import Tuning  # importing handlers registers them with kopf
 from onion_operator.kube import Kube
 from onion_operator.leader import LeaderElection
 
@@ -49,11 +49,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--identity", default=None, help="leader identity (default: $POD_NAME, else host-pid)"
     )
     p.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=Tuning.resync_seconds,
+        metavar="S",
+        help="drift repair: re-apply every child of each Onion once per S seconds, the Onions "
+        f"spread over the period (default {Tuning.resync_seconds:g})",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=Tuning.workers,
+        metavar="N",
+        help=f"Onions reconciled in parallel (default {Tuning.workers})",
+    )
+    p.add_argument(
         "--no-leader-election",
         action="store_true",
         help="act without taking the leader Lease (one instance only!)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.resync_seconds <= 0 or args.workers < 1:
+        p.error("--resync-seconds must be positive and --workers at least 1")
+    return args
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -84,6 +102,9 @@ async def run(args: argparse.Namespace) -> int:
                 standalone=True,  # leadership comes from our Lease, not kopf peering
                 clusterwide=args.all_namespaces,
                 namespaces=list(args.namespace),
+                memo=kopf.Memo(
+                    tuning=Tuning(resync_seconds=args.resync_seconds, workers=args.workers)
+                ),
             )
         )
         loser = asyncio.create_task(lost.wait())

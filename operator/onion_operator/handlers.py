@@ -1,151 +1,243 @@
-"""The kopf handlers: the only module that knows kopf. Each one is a few lines."""
+"""The kopf handlers: the only module that knows kopf. Each one is a few lines.
+
+kopf's watch streams feed three indexes (Onions, demand Leases, model Deployments; see cache.py)
+and the event handlers turn every change into a key on the work queue. A pass (`run_pass`) reads
+the clock once, plans from the indexes, writes only what differs, and asks the queue to come back
+at the plan's next deadline or the Onion's next drift repair, whichever is first. At rest, with
+no demand and nothing changing, the operator sends no requests but those repairs, spread over
+`resync_seconds`, and its leader Lease renewals.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
 from onion_operator import constants as c
-from onion_operator.kube import ApiError, Kube
-from onion_operator.reconciler import reconcile
+from onion_operator.cache import (
+    CachedDeployment,
+    CachedLease,
+    CachedOnion,
+    Written,
+    deployment_entry,
+    lease_entry,
+    onion_entry,
+    onion_key,
+)
+from onion_operator.kube import RETRYABLE, ApiError, Kube, NotFound
+from onion_operator.reconciler import Event, reconcile
+from onion_operator.workqueue import WorkQueue, next_repair, spread
 
 log = logging.getLogger(__name__)
 
-TICK_SECONDS = 1.0  # idle and budget checks; cheap when nothing changes
-ENSURE_EVERY_SECONDS = 60.0  # re-apply all children to repair drift
+T = TypeVar("T")
 
 
-def onion_key(namespace: str, name: str) -> str:
-    """The one way per-Onion state (locks, last ensure) is keyed."""
-    return f"{namespace}/{name}"
+@dataclass(frozen=True)
+class Tuning:
+    """How hard the operator works at rest; the CLI sets it."""
+
+    resync_seconds: float = 1800.0  # every child of every Onion re-applied once per period
+    workers: int = 16  # passes in parallel (each one Onion)
+    max_retry_seconds: float = 60.0  # back-off cap after a failed pass
 
 
 class OperatorState:
     """In-memory caches only: everything that must survive a restart lives in the API."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        tuning: Tuning,
+        onions: Mapping[str, Iterable[CachedOnion]],
+        leases: Mapping[str, Iterable[CachedLease]],
+        deployments: Mapping[str, Iterable[CachedDeployment]],
+    ) -> None:
         self.kube = kube
-        self.locks: dict[str, asyncio.Lock] = {}
-        self.last_ensure: dict[str, float] = {}
+        self.tuning = tuning
+        self.onions, self.leases, self.deployments = onions, leases, deployments
+        self.written = Written()
+        self.queue = WorkQueue(lambda key: run_pass(self, key), tuning.workers)
+        self.needs_full: set[str] = set()  # a child was deleted: apply everything
+        self.repair_due: dict[str, float] = {}  # loop time of each Onion's next drift repair
+        self.failures: dict[str, int] = {}
         self.last_error: dict[str, str] = {}
-        self.ticker: asyncio.Task[None] | None = None
+
+    def changed(self, key: str, *, child_deleted: bool = False) -> None:
+        if child_deleted:
+            self.needs_full.add(key)
+            self.written.forget_children(key)
+        self.queue.add(key)
 
     def forget(self, key: str) -> None:
-        self.locks.pop(key, None)
-        self.last_ensure.pop(key, None)
-        self.last_error.pop(key, None)
+        self.queue.forget(key)
+        self.written.forget(key)
+        for memo in (self.repair_due, self.failures, self.last_error):
+            memo.pop(key, None)
+        self.needs_full.discard(key)
 
 
-async def run_reconcile(state: OperatorState, namespace: str, name: str) -> None:
-    """Reconcile one Onion under its lock, reading the clock once, and post its Events."""
-    key = onion_key(namespace, name)
-    lock = state.locks.setdefault(key, asyncio.Lock())
-    async with lock:
-        if key not in state.locks:  # deleted while we waited
-            return
-        loop_now = asyncio.get_running_loop().time()
-        full = loop_now - state.last_ensure.get(key, -ENSURE_EVERY_SECONDS) >= ENSURE_EVERY_SECONDS
-        now = datetime.now(UTC)
-        try:
-            outcome = await reconcile(state.kube, namespace, name, now, full=full)
-        except ApiError as e:
-            body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else e.body
-            message = f"{e.status} {e.reason}: {body}"
-            log.warning("reconciling %s failed: %s", key, message)
-            onion = await state.kube.get(c.KIND, namespace, name)
-            if onion is not None and state.last_error.get(key) != message:
-                state.last_error[key] = message  # one Event per distinct error, not per tick
-                await state.kube.post_event(onion, "Warning", "ReconcileError", message, now)
-            return
-        state.last_error.pop(key, None)
+def _entries(index: Mapping[str, Iterable[T]], key: str) -> list[T]:
+    return list(index.get(key) or ())
+
+
+async def _post(state: OperatorState, onion: CachedOnion, event: Event, now: datetime) -> None:
+    try:
+        await state.kube.post_event(onion.ref(), event.type, event.reason, event.message, now)
+    except RETRYABLE as e:  # an Event is worth a log line, not a retry
+        log.warning("posting %s on %s failed: %s", event.reason, onion.key, e)
+
+
+async def _failed(
+    state: OperatorState, onion: CachedOnion, error: BaseException, now: datetime
+) -> None:
+    """One Event per distinct error, and a retry after a growing delay."""
+    key = onion.key
+    if isinstance(error, ApiError):
+        body = error.body.decode(errors="replace") if isinstance(error.body, bytes) else error.body
+        message = f"{error.status} {error.reason}: {body}"
+    else:
+        message = f"{type(error).__name__}: {error}"
+    log.warning("reconciling %s failed: %s", key, message)
+    gone = isinstance(error, ApiError) and error.status == NotFound
+    if not gone and state.last_error.get(key) != message:
+        state.last_error[key] = message
+        await _post(state, onion, Event("Warning", "ReconcileError", message), now)
+    failures = state.failures[key] = state.failures.get(key, 0) + 1
+    delay = min(state.tuning.max_retry_seconds, 0.5 * 2**failures)
+    state.queue.add_at(key, asyncio.get_running_loop().time() + delay)
+
+
+async def run_pass(state: OperatorState, key: str) -> None:
+    """Reconcile one Onion from the caches, reading the clock once, and schedule its next pass."""
+    onions = _entries(state.onions, key)
+    if not onions:  # deleted
+        state.forget(key)
+        return
+    loop_now = asyncio.get_running_loop().time()
+    period = state.tuning.resync_seconds
+    due = state.repair_due.setdefault(key, loop_now + spread(key, period))  # first: its slot
+    full = key in state.needs_full or loop_now >= due
+    state.needs_full.discard(key)
+    view = state.written.view(
+        onions[0], _entries(state.deployments, key), _entries(state.leases, key)
+    )
+    now = datetime.now(UTC)
+    try:
+        outcome = await reconcile(state.kube, view, now, full, state.written)
+    except RETRYABLE as e:
         if full:
-            state.last_ensure[key] = loop_now
+            state.needs_full.add(key)
+        await _failed(state, view.onion, e, now)
+        return
+    state.failures.pop(key, None)
+    state.last_error.pop(key, None)
     if outcome.onion is None:
         state.forget(key)
         return
+    if outcome.full:
+        state.repair_due[key] = next_repair(key, loop_now, period)
     for event in outcome.events:
-        await state.kube.post_event(outcome.onion, event.type, event.reason, event.message, now)
-
-
-async def _tick(state: OperatorState) -> None:
-    """Every second, re-plan every known Onion: idle sleeps and the budget need no event."""
-    while True:
-        await asyncio.sleep(TICK_SECONDS)
-        keys = list(state.locks)
-        results = await asyncio.gather(
-            *(run_reconcile(state, *key.split("/", 1)) for key in keys), return_exceptions=True
+        await _post(state, outcome.onion, event, now)
+    when, next_look = state.repair_due[key], "drift repair"
+    deadline = outcome.next_deadline
+    if deadline is not None and loop_now + (deadline.at - now).total_seconds() < when:
+        when = loop_now + (deadline.at - now).total_seconds()
+        next_look = f"{deadline.reason} of {deadline.layer}"
+    state.queue.add_at(key, when)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "pass %s%s: %s; next in %.1fs (%s)",
+            key,
+            " (full)" if outcome.full else "",
+            "; ".join(f"{e.reason}: {e.message}" for e in outcome.events) or "nothing to do",
+            when - loop_now,
+            next_look,
         )
-        for key, result in zip(keys, results, strict=True):
-            if isinstance(result, Exception):
-                log.error("tick for %s failed: %r", key, result)
+
+
+# --- caches: what the watch streams saw, by Onion key ----------------------------------------
+
+
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL)
+def onions(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, CachedOnion]:
+    return {onion_key(namespace or "", name): onion_entry(body)}
+
+
+Labels = dict[str, Any]  # kopf.PRESENT is a filter token, not a str
+_DEMAND: Labels = {c.LABEL_COMPONENT: c.COMPONENT_DEMAND, c.LABEL_ONION: kopf.PRESENT}
+_MODEL: Labels = {c.LABEL_COMPONENT: c.COMPONENT_MODEL, c.LABEL_ONION: kopf.PRESENT}
+
+
+@kopf.index("coordination.k8s.io", "v1", "leases", labels=_DEMAND)
+def demand_leases(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[str, CachedLease]:
+    return {onion_key(namespace or "", labels[c.LABEL_ONION]): lease_entry(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=_MODEL)
+def model_deployments(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[str, CachedDeployment]:
+    return {onion_key(namespace or "", labels[c.LABEL_ONION]): deployment_entry(body)}
+
+
+# --- lifecycle ---------------------------------------------------------------------------------
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Settings, the API client, and the work queue over the indexes (kopf passes them by the
+    names of their functions: `onions`, `demand_leases`, `model_deployments`)."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=c.GROUP)
     settings.posting.enabled = False  # our own Events say what happened; not kopf's per handler
     settings.watching.server_timeout = 300
-    state = OperatorState(await Kube.connect())
-    state.ticker = asyncio.create_task(_tick(state))
+    tuning = memo.get("tuning") or Tuning()
+    kube = await Kube.connect()
+    # kopf starts the event handlers only once every index has its initial listing, so no pass
+    # ever plans from a half-filled cache; the queue stays idle until the first event.
+    indexes = (kwargs["onions"], kwargs["demand_leases"], kwargs["model_deployments"])
+    state = OperatorState(kube, tuning, *indexes)
+    state.queue.start()
     memo["state"] = state
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     state: OperatorState = memo["state"]
-    if state.ticker is not None:
-        state.ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await state.ticker
+    await state.queue.stop()
     await state.kube.close()
+
+
+# --- events: every change of something a pass depends on queues its Onion ---------------------
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
 async def onion_changed(type: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     state: OperatorState = memo["state"]
-    if namespace is None:
-        return
+    key = onion_key(namespace or "", name)
     if type == "DELETED":  # children go by owner references
-        state.forget(onion_key(namespace, name))
-        return
-    await run_reconcile(state, namespace, name)
+        state.forget(key)
+    else:
+        state.changed(key)
 
 
-@kopf.on.event(
-    "coordination.k8s.io",
-    "v1",
-    "leases",
-    labels={c.LABEL_COMPONENT: c.COMPONENT_DEMAND, c.LABEL_ONION: kopf.PRESENT},
-)
-@kopf.on.event(
-    "apps",
-    "v1",
-    "deployments",
-    labels={c.LABEL_COMPONENT: c.COMPONENT_MODEL, c.LABEL_ONION: kopf.PRESENT},
-)
+@kopf.on.event("coordination.k8s.io", "v1", "leases", labels=_DEMAND)
+@kopf.on.event("apps", "v1", "deployments", labels=_MODEL)
 async def child_changed(
     type: str, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    """New demand on a Lease, or a layer Deployment changed (e.g. a pod became Ready)."""
-    await _owner_changed(memo["state"], namespace, labels, reapply=type == "DELETED")
-
-
-async def _owner_changed(
-    state: OperatorState, namespace: str | None, labels: Mapping[str, str], reapply: bool
-) -> None:
-    """Reconcile the Onion a child belongs to; `reapply` if a child was deleted by hand."""
-    if namespace is None:
-        return
-    if reapply:
-        state.last_ensure.pop(onion_key(namespace, labels[c.LABEL_ONION]), None)
-    await run_reconcile(state, namespace, labels[c.LABEL_ONION])
+    """New demand on a Lease, or a model Deployment changed (e.g. a pod became Ready)."""
+    key = onion_key(namespace or "", labels[c.LABEL_ONION])
+    memo["state"].changed(key, child_deleted=type == "DELETED")
 
 
 def _deleted(type: str, **_: Any) -> bool:
@@ -154,8 +246,16 @@ def _deleted(type: str, **_: Any) -> bool:
 
 @kopf.on.event("", "v1", "services", labels={c.LABEL_ONION: kopf.PRESENT}, when=_deleted)
 @kopf.on.event("", "v1", "configmaps", labels={c.LABEL_ONION: kopf.PRESENT}, when=_deleted)
+@kopf.on.event(
+    "autoscaling",
+    "v2",
+    "horizontalpodautoscalers",
+    labels={c.LABEL_ONION: kopf.PRESENT},
+    when=_deleted,
+)
 async def other_child_deleted(
     labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    """A Service or the router ConfigMap deleted by hand is re-created at once."""
-    await _owner_changed(memo["state"], namespace, labels, reapply=True)
+    """A Service, the router ConfigMap or an HPA deleted by hand is re-created at once."""
+    key = onion_key(namespace or "", labels[c.LABEL_ONION])
+    memo["state"].changed(key, child_deleted=True)

@@ -6,10 +6,12 @@ and sleeps are JSON merge patches of one layer Deployment; status goes to the st
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -28,11 +30,16 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     c.KIND: (f"/apis/{c.API_VERSION}", c.PLURAL),
 }
 
-# Kinds the operator garbage-collects itself when a layer is removed (owner refs cover the rest).
-LAYER_KINDS = ("Lease", "Deployment", "Service")
+# Kinds the operator lists to garbage-collect them itself when a layer (or its autoscaling) is
+# removed from the spec; owner references cover the rest, the watches the Leases and Deployments.
+LISTED_LAYER_KINDS = ("Service", "HorizontalPodAutoscaler")
+
+# What a pass may meet: an API error, or the API server unreachable or slow. It retries.
+RETRYABLE = (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 NotFound = 404
 Conflict = 409
@@ -104,10 +111,11 @@ class Kube:
         items: list[Obj] = result.get("items") or []
         return items
 
-    async def apply(self, obj: Obj) -> Obj:
-        """Server-side apply under the operator's field manager, taking over conflicts."""
+    async def apply(self, obj: Obj, manager: str = c.FIELD_MANAGER, force: bool = True) -> Obj:
+        """Server-side apply under `manager`; with `force`, taking over conflicting fields
+        (without it, a field another manager owns with another value is a 409 Conflict)."""
         meta = obj["metadata"]
-        query = [("fieldManager", c.FIELD_MANAGER), ("force", "true")]
+        query = [("fieldManager", manager)] + ([("force", "true")] if force else [])
         result: Obj = await self._call(
             "PATCH",
             _path(obj["kind"], meta["namespace"], meta["name"]),

@@ -1,26 +1,47 @@
-"""One reconcile pass for one Onion: read the API, plan, write, publish status.
+"""One pass for one Onion: plan from the cached view, write only what differs, publish status.
 
-`ensure` (on spec changes, start-up and periodically) also applies every child and deletes
-what a removed layer left; `refresh` (on demand, Deployment changes and the idle timer) only
-wakes, sleeps and publishes status, which keeps the wake path to a handful of API calls.
+A pass lists nothing from the API server: the Onion, its demand Leases and model Deployments
+come from the watches (`cache.OnionView`). It writes a wake or a sleep when the plan has one, the
+status when it changed, and, on a `full` pass (a new generation, a child missing or deleted, or
+the periodic drift repair), applies every child with server-side apply. Reads remain only where
+a stale cache would cost most: a full pass applies the demand Leases first and plans with the
+router's renewTime from the API's answers (so a missed watch event cannot hide demand), and a
+sleep is confirmed by reading the layer's Lease first (so it cannot put a layer in use to sleep).
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from onion_operator import constants as c
-from onion_operator.kube import LAYER_KINDS, Kube
-from onion_operator.manifests import Owner, build_children
-from onion_operator.planner import Observed, Plan, format_time, lease_demand, observe_deployment
+from onion_operator.cache import (
+    CachedDeployment,
+    CachedLease,
+    CachedOnion,
+    OnionView,
+    Written,
+    deployment_entry,
+    onion_key,
+)
+from onion_operator.kube import LISTED_LAYER_KINDS, ApiError, Conflict, Kube
+from onion_operator.manifests import (
+    Owner,
+    applied_replicas,
+    build_children,
+    build_leases,
+    build_replicas_claim,
+    planned_core_replicas,
+)
+from onion_operator.planner import Deadline, Observed, Plan, format_time, lease_demand
 from onion_operator.planner import plan as make_plan
-from onion_operator.spec import InvalidSpec, OnionSpec, parse_spec
+from onion_operator.spec import Core, InvalidSpec, Layer, OnionSpec, parse_spec
 from onion_operator.status import build_status, invalid_status, phase_changes
 
 Obj = dict[str, Any]
+Demand = dict[str, datetime | None]
 
 
 @dataclass(frozen=True)
@@ -34,123 +55,202 @@ class Event:
 
 @dataclass(frozen=True)
 class Outcome:
-    onion: Obj | None  # the Onion as read at the start, for posting events
+    onion: CachedOnion | None  # None: the Onion is gone or going
     events: tuple[Event, ...] = ()
+    full: bool = False  # every child was applied (counts as a drift repair)
+    next_deadline: Deadline | None = None  # plan again then, if nothing happens before
 
 
-async def _observe(
-    kube: Kube, namespace: str, name: str
-) -> tuple[dict[str, Observed], dict[str, datetime | None], list[Obj], list[Obj]]:
-    selector = {c.LABEL_ONION: name}
-    leases = await kube.list("Lease", namespace, {**selector, c.LABEL_COMPONENT: "demand"})
-    deployments = await kube.list("Deployment", namespace, {**selector, c.LABEL_COMPONENT: "model"})
-    observed = {
-        d["metadata"]["labels"].get(c.LABEL_LAYER, ""): observe_deployment(d) for d in deployments
-    }
-    demand = {
-        lease["metadata"]["labels"].get(c.LABEL_LAYER, ""): lease_demand(lease) for lease in leases
-    }
-    return observed, demand, leases, deployments
+def _workloads(spec: OnionSpec) -> list[tuple[str, Core | Layer]]:
+    return [(c.CORE, spec.core), *((layer.name, layer) for layer in spec.managed_layers)]
+
+
+async def _confirm_idle(
+    kube: Kube, written: Written, key: str, onion: CachedOnion, demand: Demand, the_plan: Plan
+) -> tuple[Demand, bool]:
+    """Read the Lease of every layer the plan puts to sleep; True if any showed newer demand."""
+    changed = False
+    for sleep in the_plan.sleeps():
+        lease = await kube.get("Lease", onion.namespace, c.lease_name(onion.name, sleep.layer))
+        if lease is None:
+            continue
+        written.saw(key, lease)
+        seen = lease_demand(lease)
+        if seen != demand.get(sleep.layer):
+            demand[sleep.layer] = seen
+            changed = True
+    return demand, changed
 
 
 async def _wake_and_sleep(
     kube: Kube,
-    namespace: str,
-    name: str,
+    written: Written,
+    onion: CachedOnion,
     the_plan: Plan,
-    observed: dict[str, Observed],
+    deployments: dict[str, CachedDeployment],
     now: datetime,
-) -> tuple[dict[str, Observed], list[Event]]:
+) -> list[Event]:
     """Scale the layers the plan changes; record wake time and count on the Deployment."""
     events: list[Event] = []
-    after = dict(observed)
+
+    async def patch(layer: str, body: Obj) -> None:
+        name = c.child_name(onion.name, layer)
+        answer = await kube.merge_patch("Deployment", onion.namespace, name, body)
+        written.saw(onion.key, answer)
+        deployments[layer] = deployment_entry(answer)
+
     # Sleeps first: a budget eviction frees its GPU before the newcomer asks for one.
     for sleep in the_plan.sleeps():
-        obs = observed.get(sleep.layer)
-        if obs is None or obs.replicas is None:
+        if sleep.layer not in deployments:
             continue
-        await kube.merge_patch(
-            "Deployment", namespace, c.child_name(name, sleep.layer), {"spec": {"replicas": 0}}
-        )
-        after[sleep.layer] = dataclasses.replace(obs, replicas=0)
+        await patch(sleep.layer, {"spec": {"replicas": 0}})
         events.append(Event("Normal", "Sleeping", f"layer {sleep.layer}: {sleep.reason}"))
     for wake in the_plan.wakes():
-        obs = observed.get(wake.layer)
-        if obs is None or obs.replicas is None:
-            continue  # created by ensure() at the planned replicas
-        count = obs.wake_count + 1
+        current = deployments.get(wake.layer)
+        if current is None:
+            continue  # created by the full pass at the planned replicas
+        count = current.observed.wake_count + 1
         annotations = {c.ANNOTATION_WOKEN_AT: format_time(now), c.ANNOTATION_WAKE_COUNT: str(count)}
-        await kube.merge_patch(
-            "Deployment",
-            namespace,
-            c.child_name(name, wake.layer),
-            {"metadata": {"annotations": annotations}, "spec": {"replicas": 1}},
-        )
-        after[wake.layer] = dataclasses.replace(obs, replicas=1, woken_at=now, wake_count=count)
+        await patch(wake.layer, {"metadata": {"annotations": annotations}, "spec": {"replicas": 1}})
         events.append(
             Event("Normal", "Waking", f"layer {wake.layer}: {wake.reason} (wake #{count})")
         )
-    return after, events
-
-
-async def _ensure_children(
-    kube: Kube, owner: Owner, spec: OnionSpec, the_plan: Plan, existing: list[list[Obj]]
-) -> list[Event]:
-    """Apply every child; delete the objects of layers no longer in the spec."""
-    for obj in build_children(owner, spec, the_plan.replicas):
-        await kube.apply(obj)
-    keep = {c.CORE, c.ROUTER, *(layer.name for layer in spec.managed_layers)}
-    events: list[Event] = []
-    removed: set[str] = set()
-    for objs in existing:
-        for obj in objs:
-            layer = obj["metadata"]["labels"].get(c.LABEL_LAYER, "")
-            if layer not in keep:
-                await kube.delete(obj["kind"], owner.namespace, obj["metadata"]["name"])
-                removed.add(layer)
-    for layer in sorted(removed):
-        events.append(Event("Normal", "LayerRemoved", f"layer {layer}: objects deleted"))
     return events
 
 
-async def reconcile(kube: Kube, namespace: str, name: str, now: datetime, full: bool) -> Outcome:
-    """Bring one Onion's layers (and, if `full`, all its children) to the desired state."""
-    onion = await kube.get(c.KIND, namespace, name)
-    if onion is None or onion["metadata"].get("deletionTimestamp"):
-        return Outcome(None)
-    generation = int(onion["metadata"].get("generation", 0))
-    previous: Obj = onion.get("status") or {}
+async def _hand_over_replicas(kube: Kube, namespace: str, name: str, replicas: int) -> None:
+    """Let a second manager hold `spec.replicas` so the operator's apply can drop it."""
+    claim = build_replicas_claim(namespace, name, replicas)
     try:
-        spec = parse_spec(name, onion.get("spec") or {})
+        await kube.apply(claim, manager=c.HANDOVER_FIELD_MANAGER, force=False)
+    except ApiError as e:
+        if e.status != Conflict:  # a conflict: the HPA owns the field already, as wanted
+            raise
+
+
+async def _ensure_children(
+    kube: Kube,
+    written: Written,
+    owner: Owner,
+    spec: OnionSpec,
+    the_plan: Plan,
+    deployments: dict[str, CachedDeployment],
+) -> None:
+    """Apply every child but the Leases (applied before planning). An autoscaled Deployment's
+    `spec.replicas` is handed over before the first apply that leaves it out."""
+    replicas: dict[str, int | None] = {}
+    for part, work in _workloads(spec):
+        planned = planned_core_replicas(spec.core) if part == c.CORE else the_plan.replicas[part]
+        current = deployments.get(part)
+        replicas[part] = applied_replicas(work, planned, exists=current is not None)
+        if work.autoscaling is not None and current is not None and current.apply_owns_replicas:
+            name = c.child_name(owner.name, part)
+            await _hand_over_replicas(kube, owner.namespace, name, current.observed.replicas or 0)
+    autoscaled = {part for part, work in _workloads(spec) if work.autoscaling is not None}
+    for obj in build_children(owner, spec, replicas):
+        answer = await kube.apply(obj)
+        written.saw(onion_key(owner.namespace, owner.name), answer)
+        if (
+            obj["kind"] != "Deployment"
+            or answer["metadata"]["labels"].get(c.LABEL_COMPONENT) != c.COMPONENT_MODEL
+        ):
+            continue
+        entry = deployment_entry(answer)
+        deployments[entry.layer] = entry
+        if entry.layer in autoscaled and entry.apply_owns_replicas:  # just created
+            replicas_now = entry.observed.replicas or 0
+            await _hand_over_replicas(kube, owner.namespace, entry.name, replicas_now)
+
+
+async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> list[Event]:
+    """Delete what removed layers (or removed autoscaling) left behind."""
+    keep = {c.CORE, c.ROUTER, *(layer.name for layer in spec.managed_layers)}
+    autoscaled = {part for part, work in _workloads(spec) if work.autoscaling is not None}
+    cached: list[tuple[str, CachedDeployment | CachedLease]] = [
+        *(("Lease", e) for e in view.leases.values()),
+        *(("Deployment", e) for e in view.deployments.values()),
+    ]
+    doomed = [(kind, e.name, e.layer) for kind, e in cached if e.layer not in keep]
+    for kind in LISTED_LAYER_KINDS:
+        for obj in await kube.list(kind, owner.namespace, {c.LABEL_ONION: owner.name}):
+            layer = obj["metadata"]["labels"].get(c.LABEL_LAYER, "")
+            wanted = layer in autoscaled if kind == "HorizontalPodAutoscaler" else layer in keep
+            if not wanted:
+                doomed.append((kind, obj["metadata"]["name"], layer))
+    removed: set[str] = set()
+    for kind, name, layer in doomed:
+        await kube.delete(kind, owner.namespace, name)
+        if layer not in keep:
+            removed.add(layer)
+    return [
+        Event("Normal", "LayerRemoved", f"layer {layer}: objects deleted")
+        for layer in sorted(removed)
+    ]
+
+
+async def _publish(
+    kube: Kube, written: Written, onion: CachedOnion, status: Mapping[str, Any]
+) -> None:
+    answer = await kube.merge_patch(
+        c.KIND, onion.namespace, onion.name, {"status": dict(status)}, sub="status"
+    )
+    written.saw(onion.key, answer)
+
+
+async def reconcile(
+    kube: Kube, view: OnionView, now: datetime, full: bool, written: Written
+) -> Outcome:
+    """Bring one Onion's layers (and, if `full`, all its children) to the desired state."""
+    onion = view.onion
+    if onion.deleting:
+        return Outcome(None)
+    generation = onion.generation
+    previous: Obj = dict(onion.status)
+    try:
+        spec = parse_spec(onion.name, onion.spec)
     except InvalidSpec as e:
         status = invalid_status(previous, generation, str(e), now)
         if status == previous:  # already reported for this generation
             return Outcome(onion)
-        await kube.merge_patch(c.KIND, namespace, name, {"status": status}, sub="status")
+        await _publish(kube, written, onion, status)
         return Outcome(onion, (Event("Warning", "InvalidSpec", str(e)),))
 
     # A generation not yet seen (a spec change, or never reconciled): apply every child.
-    full = full or previous.get("observedGeneration") != generation
-    observed, demand, leases, deployments = await _observe(kube, namespace, name)
-    the_plan = make_plan(spec, observed, demand, now)
+    new_generation = previous.get("observedGeneration") != generation
+    managed = [layer.name for layer in spec.managed_layers]
+    full = full or new_generation or view.missing([c.CORE, *managed], managed)
+    owner = Owner(onion.name, onion.namespace, onion.uid)
+    demand = view.demand()
+    deployments = dict(view.deployments)
     events: list[Event] = []
     if full:
-        owner = Owner(name, namespace, onion["metadata"]["uid"])
-        services = await kube.list("Service", namespace, {c.LABEL_ONION: name})
-        for objs, kind in zip((leases, deployments, services), LAYER_KINDS, strict=True):
-            for item in objs:
-                item["kind"] = kind
-        events += await _ensure_children(
-            kube, owner, spec, the_plan, [leases, deployments, services]
-        )
-    observed, wake_events = await _wake_and_sleep(kube, namespace, name, the_plan, observed, now)
-    events += wake_events
+        for lease in build_leases(owner, spec):
+            answer = await kube.apply(lease)
+            written.saw(onion.key, answer)
+            demand[lease["metadata"]["labels"][c.LABEL_LAYER]] = lease_demand(answer)
+
+    def planned() -> Plan:
+        return make_plan(spec, {p: d.observed for p, d in deployments.items()}, demand, now)
+
+    the_plan = planned()
+    if the_plan.sleeps():
+        demand, changed = await _confirm_idle(kube, written, onion.key, onion, demand, the_plan)
+        if changed:
+            the_plan = planned()
+    events += await _wake_and_sleep(kube, written, onion, the_plan, deployments, now)
     if full:
-        observed = {k: v for k, v in observed.items() if k == c.CORE or spec.layer(k) is not None}
+        await _ensure_children(kube, written, owner, spec, the_plan, deployments)
+        if new_generation:
+            events += await _prune(kube, owner, spec, view)
+    observed: dict[str, Observed] = {
+        part: entry.observed
+        for part, entry in deployments.items()
+        if part == c.CORE or spec.layer(part) is not None
+    }
     status = build_status(
-        spec, name, namespace, generation, observed, demand, the_plan, previous, now
+        spec, onion.name, onion.namespace, generation, observed, demand, the_plan, previous, now
     )
     if status != previous:
-        await kube.merge_patch(c.KIND, namespace, name, {"status": status}, sub="status")
+        await _publish(kube, written, onion, status)
         events += [Event(*change) for change in phase_changes(previous, status)]
-    return Outcome(onion, tuple(events))
+    return Outcome(onion, tuple(events), full, the_plan.next_deadline())

@@ -11,6 +11,10 @@ SINGULAR = "onion"
 SHORT_NAMES = ("on",)
 
 FIELD_MANAGER = "onion-operator"
+# Holds `spec.replicas` of an autoscaled Deployment for a moment, so that the operator's own apply
+# can drop the field without it being reset to the default (the handover in "Transferring
+# ownership" of the Kubernetes server-side apply docs); the HPA or a wake/sleep takes it next.
+HANDOVER_FIELD_MANAGER = "onion-operator-handover"
 
 # Labels on every child object.
 LABEL_ONION = f"{GROUP}/onion"
@@ -40,6 +44,11 @@ COMPONENT_MODEL = "model"
 COMPONENT_ROUTER = "router"
 COMPONENT_DEMAND = "demand"
 COMPONENT_CACHE = "model-cache"
+COMPONENT_AUTOSCALER = "autoscaler"
+
+# The router's gauge of queued + in-flight requests per tier (labels onion, layer, state): the
+# load signal of the HPAs the operator creates, as an External metric through an adapter.
+LAYER_REQUESTS_METRIC = "onion_router_layer_requests"
 
 # Set on a layer Deployment in the same write that wakes it, so the wake time and count
 # survive an operator restart (the status is derived from them).

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from onion_operator import constants as c
-from onion_operator.spec import Core, Layer, ModelCache, OnionSpec, RouterSettings
+from onion_operator.spec import Autoscaling, Core, Layer, ModelCache, OnionSpec, RouterSettings
 
 Obj = dict[str, Any]
 
@@ -63,14 +64,31 @@ def tier_url(spec_layer: Layer | Core, onion: str, namespace: str) -> str:
     return c.service_url(onion, part, namespace)
 
 
+def planned_core_replicas(core: Core) -> int:
+    """The core's replicas when the operator sets them: its own count, or the HPA's minimum."""
+    return core.autoscaling.min_replicas if core.autoscaling is not None else core.replicas
+
+
+def applied_replicas(work: Core | Layer, planned: int, exists: bool) -> int | None:
+    """`spec.replicas` in the operator's apply of a model Deployment (None: left out).
+
+    Without autoscaling the operator owns the field and applies the planned count. With it, the
+    field is applied only to create the Deployment; afterwards the HPA (above one replica) and the
+    wake/sleep patches (0 <-> 1) own it, and an apply that named it would undo the HPA.
+    """
+    if work.autoscaling is None or not exists:
+        return planned
+    return None
+
+
 def build_model_deployment(
     owner: Owner,
     part: str,
     work: Core | Layer,
-    replicas: int,
+    replicas: int | None,
     model_cache: ModelCache | None,
 ) -> Obj:
-    """The engine Deployment of the core or a managed layer, at `replicas`."""
+    """The engine Deployment of the core or a managed layer, at `replicas` (None: unset)."""
     engine = work.engine_info
     model = work.model or ""
     args = list(work.args) if work.args is not None else engine.args(model, work.upstream_model)
@@ -113,7 +131,7 @@ def build_model_deployment(
         "kind": "Deployment",
         "metadata": _meta(owner, c.child_name(owner.name, part), part, c.COMPONENT_MODEL),
         "spec": {
-            "replicas": replicas,
+            **({} if replicas is None else {"replicas": replicas}),
             # A big model may load for longer than the 600s default before it is Ready.
             "progressDeadlineSeconds": max(
                 600, round(work.wake_timeout) if isinstance(work, Layer) else 0
@@ -132,6 +150,58 @@ def build_model_deployment(
                 "spec": pod_spec,
             },
         },
+    }
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity: 8 -> "8", 0.5 -> "500m"."""
+    return str(int(value)) if value == int(value) else f"{round(value * 1000)}m"
+
+
+def default_load_metric(onion: str, part: str, per_replica: float) -> Obj:
+    """The router's queued + in-flight requests for this tier, summed over router replicas,
+    as an External metric averaged over the tier's replicas."""
+    return {
+        "type": "External",
+        "external": {
+            "metric": {
+                "name": c.LAYER_REQUESTS_METRIC,
+                "selector": {"matchLabels": {"onion": onion, "layer": part}},
+            },
+            "target": {"type": "AverageValue", "averageValue": _quantity(per_replica)},
+        },
+    }
+
+
+def build_autoscaler(owner: Owner, part: str, auto: Autoscaling) -> Obj:
+    """The autoscaling/v2 HorizontalPodAutoscaler of the core's or a layer's Deployment."""
+    name = c.child_name(owner.name, part)
+    metrics = [dict(m) for m in auto.metrics] or [
+        default_load_metric(owner.name, part, auto.target_requests_per_replica)
+    ]
+    spec: Obj = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "minReplicas": auto.min_replicas,
+        "maxReplicas": auto.max_replicas,
+        "metrics": metrics,
+    }
+    if auto.behavior is not None:
+        spec["behavior"] = dict(auto.behavior)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(owner, name, part, c.COMPONENT_AUTOSCALER),
+        "spec": spec,
+    }
+
+
+def build_replicas_claim(namespace: str, name: str, replicas: int) -> Obj:
+    """Just `spec.replicas` at its current value, applied under HANDOVER_FIELD_MANAGER."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"replicas": replicas},
     }
 
 
@@ -351,25 +421,29 @@ def build_router_rbac(owner: Owner, spec: OnionSpec) -> list[Obj]:
     ]
 
 
-def build_children(owner: Owner, spec: OnionSpec, layer_replicas: dict[str, int]) -> list[Obj]:
-    """Every object the Onion owns, layer Deployments at the planner's replicas."""
+def build_leases(owner: Owner, spec: OnionSpec) -> list[Obj]:
+    """The demand Lease of every managed layer."""
+    return [build_demand_lease(owner, layer.name) for layer in spec.managed_layers]
+
+
+def build_children(owner: Owner, spec: OnionSpec, replicas: Mapping[str, int | None]) -> list[Obj]:
+    """Every object the Onion owns but the demand Leases; model Deployments at `replicas`
+    (by part: the core or a layer; None leaves the field out, see `applied_replicas`)."""
     objs: list[Obj] = []
     if spec.model_cache is not None:
         pvc = build_model_cache_pvc(owner, spec.model_cache)
         if pvc is not None:
             objs.append(pvc)
-    objs.append(
-        build_model_deployment(owner, c.CORE, spec.core, spec.core.replicas, spec.model_cache)
-    )
-    objs.append(build_service(owner, c.CORE, c.COMPONENT_MODEL))
-    for layer in spec.managed_layers:
-        objs.append(build_demand_lease(owner, layer.name))
+    workloads: list[tuple[str, Core | Layer]] = [(c.CORE, spec.core)]
+    workloads += [(layer.name, layer) for layer in spec.managed_layers]
+    for part, work in workloads:
+        default = planned_core_replicas(spec.core) if part == c.CORE else 0
         objs.append(
-            build_model_deployment(
-                owner, layer.name, layer, layer_replicas.get(layer.name, 0), spec.model_cache
-            )
+            build_model_deployment(owner, part, work, replicas.get(part, default), spec.model_cache)
         )
-        objs.append(build_service(owner, layer.name, c.COMPONENT_MODEL))
+        objs.append(build_service(owner, part, c.COMPONENT_MODEL))
+        if work.autoscaling is not None:
+            objs.append(build_autoscaler(owner, part, work.autoscaling))
     config_yaml = render_router_config(spec, owner.namespace, owner.name)
     objs.append(build_router_configmap(owner, config_yaml))
     objs.extend(build_router_rbac(owner, spec))

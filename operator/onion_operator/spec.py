@@ -72,6 +72,30 @@ class Escalation(_Model):
     tool_name: str = DEFAULT_TOOL_NAME
 
 
+class Autoscaling(_Model):
+    """Replicas above one while awake, owned by a HorizontalPodAutoscaler the operator creates.
+
+    The operator still owns 0 <-> 1 (sleep and wake); the HPA owns the count in between
+    `min_replicas` and `max_replicas`. Without `metrics` the HPA scales on the router's queued
+    plus in-flight requests for this tier (an External metric; docs/scale.md says how to serve it).
+    """
+
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(ge=1)
+    target_requests_per_replica: float = Field(default=8.0, gt=0)
+    metrics: tuple[dict[str, Any], ...] = ()  # autoscaling/v2 MetricSpecs, used as given
+    behavior: dict[str, Any] | None = None  # autoscaling/v2 HorizontalPodAutoscalerBehavior
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"autoscaling.maxReplicas ({self.max_replicas}) must be at least "
+                f"minReplicas ({self.min_replicas})"
+            )
+        return self
+
+
 class _Workload(_Model):
     """Fields shared by the core and the managed layers: how their pods run."""
 
@@ -86,6 +110,7 @@ class _Workload(_Model):
     tolerations: tuple[dict[str, Any], ...] = ()
     pod_annotations: dict[str, str] = Field(default_factory=dict)
     escalation: Escalation = Field(default_factory=Escalation)
+    autoscaling: Autoscaling | None = None
 
     @property
     def engine_info(self) -> Engine:
@@ -128,6 +153,8 @@ class Layer(_Workload):
     def _model_xor_endpoint(self) -> Layer:
         if (self.model is None) == (self.endpoint is None):
             raise ValueError(f"layer {self.name!r} needs exactly one of model or endpoint")
+        if self.endpoint is not None and self.autoscaling is not None:
+            raise ValueError(f"layer {self.name!r}: an endpoint layer has no replicas to autoscale")
         return self
 
     @property

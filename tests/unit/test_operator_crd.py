@@ -71,3 +71,18 @@ def test_printer_columns_show_awake_and_ready() -> None:
     columns = {col["name"]: col["jsonPath"] for col in VERSION["additionalPrinterColumns"]}
     assert columns["Awake"] == ".status.awakeLayers"
     assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+
+
+def test_autoscaling_schema_matches_the_model() -> None:
+    core_auto = SPEC["core"]["properties"]["autoscaling"]
+    assert LAYER["autoscaling"] == core_auto  # one anchor for both
+    parsed = parse_spec("o", {"core": {"model": "m", "autoscaling": {"maxReplicas": 3}}})
+    auto = parsed.core.autoscaling
+    assert auto is not None
+    model = auto.model_dump(by_alias=True)
+    assert set(core_auto["properties"]) == set(model)
+    assert schema_defaults(core_auto) == {
+        "minReplicas": auto.min_replicas,
+        "targetRequestsPerReplica": auto.target_requests_per_replica,
+    }
+    assert core_auto["required"] == ["maxReplicas"]

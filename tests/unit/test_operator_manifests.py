@@ -9,9 +9,13 @@ import yaml
 
 from onion_operator.manifests import (
     Owner,
+    applied_replicas,
     build_children,
+    build_leases,
     build_model_deployment,
+    build_replicas_claim,
     build_router_config,
+    planned_core_replicas,
 )
 from onion_operator.spec import parse_spec
 
@@ -46,7 +50,8 @@ def by_kind_name(objs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, 
 
 
 def test_children_are_owned_labelled_and_complete() -> None:
-    objs = by_kind_name(build_children(OWNER, parse_spec("chat", SPEC), {"mid": 0}))
+    spec = parse_spec("chat", SPEC)
+    objs = by_kind_name(build_leases(OWNER, spec) + build_children(OWNER, spec, {"mid": 0}))
     assert set(objs) == {
         ("Deployment", "chat-core"),
         ("Service", "chat-core"),
@@ -272,3 +277,101 @@ def test_progress_deadline_covers_the_wake_timeout() -> None:
     core = build_model_deployment(OWNER, "core", spec.core, 1, None)
     assert big["spec"]["progressDeadlineSeconds"] == 1200
     assert core["spec"]["progressDeadlineSeconds"] == 600
+
+
+AUTOSCALED = {
+    "core": {"model": "org/core", "autoscaling": {"minReplicas": 2, "maxReplicas": 4}},
+    "layers": [
+        {"name": "mid", "model": "org/mid", "autoscaling": {"maxReplicas": 3}},
+        {
+            "name": "big",
+            "model": "org/big",
+            "autoscaling": {
+                "maxReplicas": 2,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 70},
+                        },
+                    }
+                ],
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}},
+            },
+        },
+        {"name": "plain", "model": "org/plain"},
+    ],
+}
+
+
+def test_autoscaled_parts_get_an_hpa_on_their_deployment() -> None:
+    spec = parse_spec("chat", AUTOSCALED)
+    objs = by_kind_name(build_children(OWNER, spec, {}))
+    hpas = {name: o for (kind, name), o in objs.items() if kind == "HorizontalPodAutoscaler"}
+    assert set(hpas) == {"chat-core", "chat-mid", "chat-big"}
+    core = hpas["chat-core"]
+    assert core["apiVersion"] == "autoscaling/v2"
+    assert core["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert core["metadata"]["labels"]["onion.dev/component"] == "autoscaler"
+    assert core["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "chat-core",
+    }
+    assert (core["spec"]["minReplicas"], core["spec"]["maxReplicas"]) == (2, 4)
+    # No metrics given: the router's queued + in-flight requests for the tier, per replica.
+    assert hpas["chat-mid"]["spec"]["metrics"] == [
+        {
+            "type": "External",
+            "external": {
+                "metric": {
+                    "name": "onion_router_layer_requests",
+                    "selector": {"matchLabels": {"onion": "chat", "layer": "mid"}},
+                },
+                "target": {"type": "AverageValue", "averageValue": "8"},
+            },
+        }
+    ]
+    big = hpas["chat-big"]["spec"]
+    assert big["metrics"][0]["resource"]["name"] == "cpu"  # given metrics are used as they are
+    assert big["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 600}}
+    assert "behavior" not in hpas["chat-mid"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("part", "planned", "exists", "applied"),
+    [
+        ("plain", 0, True, 0),  # no HPA: the operator owns replicas and applies them
+        ("plain", 1, False, 1),
+        ("mid", 0, False, 0),  # autoscaled, created asleep
+        ("mid", 1, False, 1),  # autoscaled, created awake
+        ("mid", 1, True, None),  # autoscaled and there: the HPA's or the wake's field, left out
+        ("mid", 0, True, None),
+        ("core", 2, False, 2),  # an autoscaled core starts at the HPA's minimum
+        ("core", 2, True, None),
+    ],
+)
+def test_applied_replicas(part: str, planned: int, exists: bool, applied: int | None) -> None:
+    spec = parse_spec("chat", AUTOSCALED)
+    work = spec.core if part == "core" else spec.layer(part)
+    assert work is not None
+    assert applied_replicas(work, planned, exists) == applied
+    replicas = {part: applied_replicas(work, planned, exists)}
+    dep = by_kind_name(build_children(OWNER, spec, replicas))[("Deployment", f"chat-{part}")]
+    assert dep["spec"].get("replicas") == applied
+    assert ("replicas" in dep["spec"]) == (applied is not None)
+
+
+def test_an_autoscaled_core_is_planned_at_the_hpa_minimum() -> None:
+    assert planned_core_replicas(parse_spec("chat", AUTOSCALED).core) == 2
+    assert planned_core_replicas(parse_spec("chat", SPEC).core) == 1
+
+
+def test_the_replicas_claim_names_only_replicas() -> None:
+    assert build_replicas_claim("ns1", "chat-mid", 2) == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "chat-mid", "namespace": "ns1"},
+        "spec": {"replicas": 2},
+    }

@@ -30,6 +30,17 @@ def test_defaults() -> None:
     assert (mid.idle_timeout, mid.wake_timeout, mid.min_replicas) == (600, 600, 0)
     assert mid.managed and mid.escalation.policy == "confidence"
     assert spec.router.while_waking == "wait" and spec.max_awake_layers is None
+    assert spec.core.autoscaling is None and mid.autoscaling is None
+
+
+def test_autoscaling_defaults() -> None:
+    spec = parse_spec(
+        "o", core(layers=[{"name": "mid", "model": "m", "autoscaling": {"maxReplicas": 4}}])
+    )
+    auto = spec.layers[0].autoscaling
+    assert auto is not None
+    assert (auto.min_replicas, auto.max_replicas, auto.target_requests_per_replica) == (1, 4, 8.0)
+    assert auto.metrics == () and auto.behavior is None
 
 
 def core(**kw: Any) -> dict[str, Any]:
@@ -82,6 +93,26 @@ def core(**kw: Any) -> dict[str, Any]:
         (core(modelCache={}), "modelCache needs exactly one of pvcName or size"),
         ({"core": {"model": "small", "engine": "ollama"}}, "spec.core.engine: Input should be"),
         ({"core": {"model": "small", "replicas": 0}}, "spec.core.replicas"),
+        (
+            {"core": {"model": "small", "autoscaling": {"minReplicas": 3, "maxReplicas": 2}}},
+            "autoscaling.maxReplicas (2) must be at least minReplicas (3)",
+        ),
+        (
+            {"core": {"model": "small", "autoscaling": {"minReplicas": 1}}},
+            "spec.core.autoscaling.maxReplicas: Field required",
+        ),
+        (
+            core(
+                layers=[
+                    {
+                        "name": "r",
+                        "endpoint": "https://x.example",
+                        "autoscaling": {"maxReplicas": 2},
+                    }
+                ]
+            ),
+            "layer 'r': an endpoint layer has no replicas to autoscale",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(spec: dict[str, Any], message: str) -> None:

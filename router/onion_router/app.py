@@ -252,6 +252,7 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
                 t.name: Upstream(t, pool, config.upstream_timeout_seconds) for t in config.tiers
             }
             metrics = Metrics()
+            metrics.track_layers(config.kubernetes.onion, layers.snapshot)
             services = Services(
                 Escalator(config, layers, upstreams, metrics), layers, upstreams, metrics
             )

@@ -5,10 +5,39 @@ from __future__ import annotations
 import time
 from collections import Counter as Tally
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 RECENT_SECONDS = 300.0
+# The load signal for autoscaling a tier (the operator's default HPA metric, through an adapter).
+LAYER_REQUESTS = "onion_router_layer_requests"
+Snapshot = Callable[[], Sequence[dict[str, object]]]
+
+
+class _LayerRequests(Collector):
+    """Queued and in-flight requests per tier, read from the layer tracker at scrape time."""
+
+    def __init__(self, onion: str, snapshot: Snapshot) -> None:
+        self._onion = onion
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            LAYER_REQUESTS,
+            "Requests this router holds for a tier: queued (waiting for it to wake) or in flight",
+            labels=["onion", "layer", "state"],
+        )
+        for tier in self._snapshot():
+            for state in ("queued", "inflight"):
+                value = tier.get(state, 0)
+                family.add_metric(
+                    [self._onion, str(tier["name"]), state],
+                    float(value) if isinstance(value, int | float) else 0.0,
+                )
+        yield family
 
 
 class Metrics:
@@ -52,6 +81,10 @@ class Metrics:
             registry=self.registry,
         )
         self._recent: deque[tuple[float, str, str]] = deque(maxlen=10_000)
+
+    def track_layers(self, onion: str, snapshot: Snapshot) -> None:
+        """Export `onion_router_layer_requests` from `snapshot` (Layers.snapshot)."""
+        self.registry.register(_LayerRequests(onion, snapshot))
 
     def judged(self, layer: str, accept: bool, escalated_to: str | None) -> None:
         self.judgements.labels(layer, "accept" if accept else "escalate").inc()

@@ -76,6 +76,33 @@ def test_held_request_is_answered_once_the_layer_is_ready(core: FakeTGI, mid: Fa
         assert raw.headers["x-onion-layer"] == "mid"
 
 
+def layer_load(router: RouterServer, layer: str) -> dict[str, float]:
+    """The autoscaling signal the router exports: queued and in-flight requests per tier."""
+    values: dict[str, float] = {}
+    for line in httpx.get(f"{router.url}/metrics").text.splitlines():
+        if line.startswith("onion_router_layer_requests{") and f'layer="{layer}"' in line:
+            state = line.split('state="')[1].split('"')[0]
+            values[state] = float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def test_the_load_signal_counts_held_then_in_flight_requests(core: FakeTGI, mid: FakeTGI) -> None:
+    mid.script = Script(tokens=["slow", " mid"], logprob=-0.05, token_delay=0.4)
+    link = OperatorDouble({"mid": "Dormant"})
+    with RouterServer(config(core, mid), link) as router, ThreadPoolExecutor(1) as pool:
+        assert layer_load(router, "mid") == {"queued": 0.0, "inflight": 0.0}
+        held = pool.submit(chat, router, "onion/mid")
+        wait_until(lambda: layer_load(router, "mid")["queued"] == 1, what="counted as queued")
+        link.set_phase("mid", "Ready")
+        wait_until(
+            lambda: layer_load(router, "mid") == {"queued": 0.0, "inflight": 1.0},
+            what="counted as in flight",
+        )
+        held.result(timeout=10)
+        assert layer_load(router, "mid") == {"queued": 0.0, "inflight": 0.0}
+        assert layer_load(router, "core") == {"queued": 0.0, "inflight": 0.0}
+
+
 def test_escalation_wakes_the_next_layer(core: FakeTGI, mid: FakeTGI) -> None:
     core.script = UNSURE
     link = OperatorDouble({"mid": "Dormant"})

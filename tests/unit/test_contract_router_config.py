@@ -45,3 +45,9 @@ def test_self_policy_tool_call_reaches_the_router() -> None:
     assert (tool.policy, tool.via, tool.tool_name) == ("self", "toolCall", "ask_expert")
     plain = rendered({"policy": "self"})
     assert (plain.via, plain.tool_name) == ("sentinel", "escalate")
+
+
+def test_the_default_hpa_metric_is_the_one_the_router_exports() -> None:
+    from onion_router.metrics import LAYER_REQUESTS
+
+    assert c.LAYER_REQUESTS_METRIC == LAYER_REQUESTS

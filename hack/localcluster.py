@@ -6,7 +6,8 @@ kube-scheduler and kwok (fake nodes whose pods turn Ready after the delay in the
 `pod-ready.stage.kwok.x-k8s.io/delay` annotation). Data lives on tmpfs; every process listens on
 loopback only. Binaries come from hack/build-cluster-bins.sh (cached outside the repo).
 
-    hack/localcluster.py up [--state-dir DIR] [--nodes N]   # idempotent; prints the kubeconfig
+    hack/localcluster.py up [--state-dir DIR] [--nodes N] [--audit]   # idempotent; prints the
+                                                     # kubeconfig
     hack/localcluster.py down [--state-dir DIR]
     hack/localcluster.py status [--state-dir DIR]
     hack/localcluster.py bins      # builds or reuses the binaries; prints their directory
@@ -217,7 +218,18 @@ def node_manifest(name: str) -> dict[str, Any]:
     }
 
 
-def up(state_dir: Path, nodes: int) -> dict[str, Any]:
+# With --audit, the API server logs every request of these users (one JSON line each), so a
+# benchmark can count what the operator sends without trusting the operator's own code.
+AUDITED_USERS = ("onion-operator",)
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [{"level": "Metadata", "users": list(AUDITED_USERS)}, {"level": "None"}],
+}
+
+
+def up(state_dir: Path, nodes: int, audit: bool = False) -> dict[str, Any]:
     state = read_state(state_dir)
     if state is not None:
         if healthy(state):
@@ -234,17 +246,30 @@ def up(state_dir: Path, nodes: int) -> dict[str, Any]:
     make_pki(pki)
     etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
     server = f"https://127.0.0.1:{api_port}"
-    tokens = {
-        u: secrets.token_hex(16) for u in ("admin", "controller-manager", "scheduler", "kwok")
-    }
+    # `onion-operator` is an admin too, with its own name for the audit log and the API
+    # server's per-user accounting (operator.kubeconfig).
+    users = ("admin", "controller-manager", "scheduler", "kwok", "onion-operator")
+    tokens = {u: secrets.token_hex(16) for u in users}
     (pki / "tokens.csv").write_text(
         "".join(f'{tok},{user},{user},"system:masters"\n' for user, tok in tokens.items())
     )
     kubeconfigs = {}
     for user, tok in tokens.items():
-        kubeconfigs[user] = state_dir / ("kubeconfig" if user == "admin" else f"{user}.kubeconfig")
+        file = {"admin": "kubeconfig", "onion-operator": "operator.kubeconfig"}.get(user)
+        kubeconfigs[user] = state_dir / (file or f"{user}.kubeconfig")
         write_kubeconfig(kubeconfigs[user], server, pki / "ca.crt", user, tok)
 
+    audit_flags: list[str] = []
+    if audit:
+        policy = state_dir / "audit-policy.json"
+        policy.write_text(json.dumps(AUDIT_POLICY))
+        audit_flags = [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={logs / 'audit.log'}",
+            "--audit-log-maxsize=0",  # one file, never rotated: a benchmark reads it whole
+            "--audit-log-mode=batch",
+            "--audit-log-batch-max-wait=1s",
+        ]
     commands = {
         "etcd": [
             str(bins / "etcd"),
@@ -278,6 +303,7 @@ def up(state_dir: Path, nodes: int) -> dict[str, Any]:
             "--allow-privileged=true",
             "--profiling=false",
             "--v=0",
+            *audit_flags,
         ],
         "kube-controller-manager": [
             str(bins / "kube-controller-manager"),
@@ -290,6 +316,8 @@ def up(state_dir: Path, nodes: int) -> dict[str, Any]:
             "--concurrent-deployment-syncs=10",
             "--concurrent-replicaset-syncs=10",
             "--concurrent-gc-syncs=10",
+            # The real HPA controller runs; every 2 s instead of 15 s so its tests are short.
+            "--horizontal-pod-autoscaler-sync-period=2s",
         ],
         "kube-scheduler": [
             str(bins / "kube-scheduler"),
@@ -316,6 +344,8 @@ def up(state_dir: Path, nodes: int) -> dict[str, Any]:
         "ca": str(pki / "ca.crt"),
         "token": tokens["admin"],
         "kubeconfig": str(kubeconfigs["admin"]),
+        "operator_kubeconfig": str(kubeconfigs["onion-operator"]),
+        "audit_log": str(logs / "audit.log") if audit else None,
         "pids": {},
     }
 
@@ -411,9 +441,12 @@ def main() -> int:
     parser.add_argument("command", choices=["up", "down", "status", "bins"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument(
+        "--audit", action="store_true", help=f"audit-log the requests of {', '.join(AUDITED_USERS)}"
+    )
     args = parser.parse_args()
     if args.command == "up":
-        state = up(args.state_dir, args.nodes)
+        state = up(args.state_dir, args.nodes, args.audit)
         print(f"export KUBECONFIG={state['kubeconfig']}")
     elif args.command == "down":
         down(args.state_dir)

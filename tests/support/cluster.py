@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 LOCALCLUSTER = REPO / "hack" / "localcluster.py"
@@ -66,21 +67,27 @@ class Cluster:
 class LocalClusterProcess:
     """Starts a private local cluster in its own tmpfs state dir and stops it afterwards."""
 
-    def __init__(self) -> None:
+    def __init__(self, nodes: int = 3, audit: bool = False) -> None:
+        self.nodes, self.audit = nodes, audit
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.state_dir = Path(tempfile.mkdtemp(prefix="onion-test-cluster-", dir=base))
         bins = subprocess.check_output([sys.executable, str(LOCALCLUSTER), "bins"], text=True)
         self.bin_dir = Path(bins.strip())
 
-    def _run(self, cmd: str) -> None:
+    def _run(self, cmd: str, *extra: str) -> None:
         subprocess.run(
-            [sys.executable, str(LOCALCLUSTER), cmd, "--state-dir", str(self.state_dir)],
+            [sys.executable, str(LOCALCLUSTER), cmd, "--state-dir", str(self.state_dir), *extra],
             check=True,
             env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)},
         )
 
+    def state(self) -> dict[str, Any]:
+        """hack/localcluster.py's state.json: kubeconfigs, the audit log's path, pids."""
+        state: dict[str, Any] = json.loads((self.state_dir / "state.json").read_text())
+        return state
+
     def start(self) -> Cluster:
-        self._run("up")
+        self._run("up", "--nodes", str(self.nodes), *(["--audit"] if self.audit else []))
         return Cluster(str(self.state_dir / "kubeconfig"), self.bin_dir, local=True)
 
     def stop(self) -> None:

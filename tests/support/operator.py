@@ -34,20 +34,36 @@ def apply_crd(cluster: Cluster) -> None:
 class OperatorProcess:
     """`onion-operator --namespace NS`, logs to a temp file; stop() always ends it."""
 
-    def __init__(self, cluster: Cluster, namespace: str, *extra: str) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        *extra: str,
+        kubeconfig: str | None = None,
+        verbose: bool = True,
+        pythonpath: str | None = None,
+    ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.extra = extra
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.verbose = verbose
+        self.pythonpath = pythonpath  # run another checkout's operator (benchmarks)
         self.log = Path(tempfile.mkstemp(prefix="onion-operator-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
         # `--all-namespaces` in `extra` replaces the default scope of the test's namespace.
         scope = [] if "--all-namespaces" in self.extra else ["--namespace", self.namespace]
+        command = [str(OPERATOR_BIN)]
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        if self.pythonpath is not None:
+            command = [sys.executable, "-m", "onion_operator"]
+            env["PYTHONPATH"] = self.pythonpath
         args = [
-            str(OPERATOR_BIN),
+            *command,
             *scope,
-            "--verbose",
+            *(["--verbose"] if self.verbose else []),
             "--leader-lease-seconds",
             "3",
             *self.extra,
@@ -57,10 +73,14 @@ class OperatorProcess:
                 args,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": self.cluster.kubeconfig},
+                env=env,
                 start_new_session=True,
             )
         return self
+
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
 
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as when a node dies."""
@@ -123,8 +143,11 @@ def replicas(cluster: Cluster, namespace: str, name: str) -> int | None:
 DELAY_ANNOTATION = KWOK_READY_DELAY_ANNOTATION
 
 
-def onion_yaml(name: str, layers: list[dict[str, Any]], **spec: Any) -> str:
-    """An Onion with a small core that turns Ready 0.5 s after scheduling on kwok."""
+def onion_yaml(
+    name: str, layers: list[dict[str, Any]], core: dict[str, Any] | None = None, **spec: Any
+) -> str:
+    """An Onion with a small core (plus `core` fields) that turns Ready 0.5 s after scheduling
+    on kwok."""
     body = {
         "apiVersion": "onion.dev/v1alpha1",
         "kind": "Onion",
@@ -133,6 +156,7 @@ def onion_yaml(name: str, layers: list[dict[str, Any]], **spec: Any) -> str:
             "core": {
                 "model": "HuggingFaceTB/SmolLM2-360M-Instruct",
                 "podAnnotations": {DELAY_ANNOTATION: "500ms"},
+                **(core or {}),
             },
             "layers": layers,
             **spec,

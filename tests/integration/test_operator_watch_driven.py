@@ -1,0 +1,156 @@
+"""The watch-driven operator on a real API server: passes at deadlines with no event at all, and
+the periodic repair finding what no watch reported (a missed event, an unwatched child)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from onion_operator.cache import Written, deployment_entry, lease_entry, onion_entry
+from onion_operator.kube import Kube
+from onion_operator.reconciler import reconcile
+from tests.support.cluster import Cluster
+from tests.support.operator import (
+    DELAY_ANNOTATION,
+    OperatorProcess,
+    apply_crd,
+    onion_yaml,
+    renew_demand,
+    replicas,
+    running_operator,
+    wait_for_phase,
+)
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+def layer(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "model": f"org/{name}", **fields}
+
+
+def renew_time(cluster: Cluster, ns: str, lease: str) -> datetime:
+    spec = cluster.kubectl_json("-n", ns, "get", "lease", lease)["spec"]
+    return datetime.fromisoformat(spec["renewTime"].replace("Z", "+00:00"))
+
+
+def test_idle_sleep_and_wake_timeout_fall_due_without_any_event(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    ns = namespace
+    mid = layer("mid", idleTimeout="5s", podAnnotations={DELAY_ANNOTATION: "200ms"})
+    # A pod that never turns Ready (kwok waits an hour): Failed once wakeTimeout has passed.
+    stuck = layer(
+        "stuck", idleTimeout="1h", wakeTimeout="3s", podAnnotations={DELAY_ANNOTATION: "1h"}
+    )
+    cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [mid, stuck]))
+    wait_for_phase(cluster, ns, "stuck", "Dormant", timeout=30, what="layers created")
+
+    renew_demand(cluster, ns, "chat-mid-demand")
+    renew_demand(cluster, ns, "chat-stuck-demand")
+    wait_for_phase(cluster, ns, "mid", "Ready", timeout=10, what="mid Ready")
+    wait_for_phase(cluster, ns, "stuck", "Waking", timeout=10, what="stuck Waking")
+    demand_at = renew_time(cluster, ns, "chat-mid-demand")
+    annotations = cluster.kubectl_json("-n", ns, "get", "deployment", "chat-stuck")["metadata"][
+        "annotations"
+    ]
+    woken_at = datetime.fromisoformat(annotations["onion.dev/woken-at"].replace("Z", "+00:00"))
+    # From here on nothing changes in the cluster: no demand, no pod, no spec. Both the sleep
+    # and the failure come from deadlines the planner computed.
+    failed = wait_for_phase(cluster, ns, "stuck", "Failed", timeout=10, what="wake timed out")
+    assert "wakeTimeout" in failed["message"]
+    assert datetime.now(UTC) - woken_at < timedelta(seconds=3 + 2)
+    wait_until(lambda: replicas(cluster, ns, "chat-mid") == 0, timeout=10, what="mid asleep")
+    slept = datetime.now(UTC)
+    idle_over = demand_at + timedelta(seconds=5)
+    assert idle_over <= slept < idle_over + timedelta(seconds=2), slept - idle_over
+
+
+async def api_view(kube: Kube, ns: str, name: str) -> Any:
+    """The view a pass gets from the watches, built here from fresh reads."""
+    written = Written()
+    onion = await kube.get("Onion", ns, name)
+    assert onion is not None
+    selector = {"onion.dev/onion": name}
+    leases = await kube.list("Lease", ns, {**selector, "onion.dev/component": "demand"})
+    deps = await kube.list("Deployment", ns, {**selector, "onion.dev/component": "model"})
+    return written.view(
+        onion_entry(onion),
+        [deployment_entry(d) for d in deps],
+        [lease_entry(lease) for lease in leases],
+    )
+
+
+async def test_a_missed_watch_event_is_found_by_the_periodic_repair(
+    cluster: Cluster, namespace: str
+) -> None:
+    """A pass planned from a cache that missed the router's renewal: an ordinary pass cannot see
+    it, the drift repair (a full pass) reads it from the API's answers and wakes the layer, and a
+    sleep the stale cache asks for is checked against the Lease first."""
+    ns = namespace
+    apply_crd(cluster)
+    cluster.kubectl(
+        "-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer("mid", idleTimeout="60s")])
+    )
+    kube = await Kube.connect(cluster.kubeconfig)
+    try:
+        written = Written()
+        first = await reconcile(
+            kube, await api_view(kube, ns, "chat"), datetime.now(UTC), True, written
+        )
+        assert first.full and replicas(cluster, ns, "chat-mid") == 0
+
+        stale = await api_view(kube, ns, "chat")  # what the cache holds ...
+        renew_demand(cluster, ns, "chat-mid-demand")  # ... when the router renews: missed
+
+        quick = await reconcile(kube, stale, datetime.now(UTC), False, Written())
+        assert not quick.full and replicas(cluster, ns, "chat-mid") == 0  # blind to it
+
+        repair = await reconcile(kube, stale, datetime.now(UTC), True, Written())
+        assert repair.full and replicas(cluster, ns, "chat-mid") == 1  # found and woken
+        assert repair.next_deadline is not None and repair.next_deadline.reason == "idle timeout"
+
+        # Two minutes on, the cache still holds that demand (past the 60 s idle timeout) and
+        # missed a newer renewal: the pass would sleep the layer, but reads the Lease first.
+        awake = await api_view(kube, ns, "chat")
+        later = datetime.now(UTC) + timedelta(seconds=120)
+        renew_demand(cluster, ns, "chat-mid-demand", when=later - timedelta(seconds=1))
+        kept = await reconcile(kube, awake, later, False, Written())
+        assert replicas(cluster, ns, "chat-mid") == 1
+        assert not any(e.reason == "Sleeping" for e in kept.events)
+    finally:
+        await kube.close()
+
+
+def test_drift_no_watch_reports_is_repaired_within_a_resync_period(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The router's RoleBinding deleted (no watch at all) and its ConfigMap edited (watched for
+    deletions only): the periodic repair puts both back without any event for them."""
+    ns = namespace
+    with running_operator(cluster, ns, "--resync-seconds", "4"):
+        cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer("mid")]))
+        wait_for_phase(cluster, ns, "core", "Ready", timeout=30, what="core Ready")
+        original = cluster.kubectl_json("-n", ns, "get", "configmap", "chat-router")["data"]
+        cluster.kubectl("-n", ns, "delete", "rolebinding", "chat-router")
+        edit = {"data": {"config.yaml": "edited: by hand\n"}}
+        cluster.kubectl("-n", ns, "patch", "configmap", "chat-router", "-p", json.dumps(edit))
+        start = time.monotonic()
+        wait_until(
+            lambda: cluster.exists("-n", ns, "rolebinding", "chat-router"),
+            timeout=15,
+            what="RoleBinding re-created",
+        )
+        wait_until(
+            lambda: (
+                cluster.kubectl_json("-n", ns, "get", "configmap", "chat-router")["data"]
+                == original
+            ),
+            timeout=15,
+            what="ConfigMap restored",
+        )
+        assert time.monotonic() - start < 4 * 1.5 + 3  # within one slot of the period

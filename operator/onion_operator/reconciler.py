@@ -240,7 +240,11 @@ async def reconcile(
     events += await _wake_and_sleep(kube, written, onion, the_plan, deployments, now)
     if full:
         await _ensure_children(kube, written, owner, spec, the_plan, deployments)
-        if new_generation:
+        # Only a spec changed since it was last reconciled leaves objects behind (a new Onion has
+        # none; the listing costs two requests), or a layer's Lease or Deployment still there.
+        known = {c.CORE, *managed}
+        stray = not known.issuperset(view.leases) or not known.issuperset(view.deployments)
+        if stray or (new_generation and previous.get("observedGeneration") is not None):
             events += await _prune(kube, owner, spec, view)
     observed: dict[str, Observed] = {
         part: entry.observed

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router bench-instructions bench-ab clean
+.PHONY: help install bins engine test test-unit lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-scale bench-router bench-instructions bench-ab clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,13 +56,16 @@ image:  ## container image (operator + router) with docker or podman, where one 
 kind-demo:  ## the same on kind with the real image (needs docker + kind; not runnable here)
 	bash hack/kind-demo.sh
 
-bench: bench-idle bench-wake bench-router bench-instructions  ## all benchmarks; results as JSON under results/
+bench: bench-idle bench-wake bench-scale bench-router bench-instructions  ## all benchmarks; results as JSON under results/
 
 bench-idle: install  ## replay a real trace through the planner: GPU-hours vs cold starts per idle policy
 	$(PY) bench/idle_policy.py
 
 bench-wake: install bins  ## operator wake latency on the local cluster
 	$(PY) bench/wake_latency.py
+
+bench-scale: install bins  ## 100, 300 and 1,000 Onions on one operator: requests at rest, wake, sleep (about 25 min)
+	$(PY) bench/scale.py
 
 bench-router: install  ## router overhead vs direct vs LiteLLM
 	@# LiteLLM gets its own venv: its pins (huggingface-hub<2, ...) would break ours.

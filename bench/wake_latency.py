@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 import uuid
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from kubernetes_asyncio import client, watch  # noqa: E402
 
+from bench.stats import summary  # noqa: E402
 from onion_operator.kube import Kube  # noqa: E402
 from onion_operator.planner import format_time  # noqa: E402
 from tests.support.cluster import Cluster, LocalClusterProcess  # noqa: E402
@@ -36,22 +36,6 @@ from tests.support.operator import OperatorProcess, apply_crd  # noqa: E402
 
 LAYERS = ("l1", "l2", "l3")
 ONION = "bench"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "count": len(values),
-        "p50_ms": round(percentile(values, 50) * 1000, 1),
-        "p99_ms": round(percentile(values, 99) * 1000, 1),
-        "max_ms": round(max(values) * 1000, 1),
-        "mean_ms": round(statistics.mean(values) * 1000, 1),
-    }
 
 
 class Seen:

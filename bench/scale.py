@@ -1,0 +1,463 @@
+"""The operator at cluster scale: N Onions of a core and two managed layers on one operator.
+
+For each N (default 100, 300 and 1,000) on a fresh local cluster (etcd, kube-apiserver,
+controller-manager, scheduler, kwok with enough nodes), with router replicas 0 so only the
+operator and the model Deployments are measured:
+
+  time to all Ready   N Onions created at once -> every Onion Ready, its layers Dormant;
+  at rest             over a quiet window: the operator's API requests, counted by the API server's
+                      audit log for the operator's own user (not by the operator's code), its CPU
+                      (/proc utime+stime) and memory (RSS), and the control plane's CPU;
+  wake latency        Lease renewTime patch returns -> the layer Deployment seen at replicas 1 (a
+                      watch), for wakes spread over random Onions while the rest stay idle;
+  sleep punctuality   renewTime + idleTimeout -> the Deployment seen at replicas 0.
+
+Writes results/scale.json (and prints a table). `--operator-source DIR/operator` runs another
+checkout's operator (the same venv), to measure the code before this one side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import aiohttp  # noqa: E402
+from kubernetes_asyncio import client, watch  # noqa: E402
+from kubernetes_asyncio.client.exceptions import ApiException  # noqa: E402
+
+from bench.stats import summary  # noqa: E402
+from onion_operator.kube import Kube  # noqa: E402
+from onion_operator.planner import format_time, parse_time  # noqa: E402
+from tests.support.cluster import LocalClusterProcess  # noqa: E402
+from tests.support.operator import OperatorProcess, apply_crd  # noqa: E402
+
+PER_NAMESPACE = 100  # Onions per namespace (one per team, say)
+PODS_PER_NODE = 110
+DELAY = "pod-ready.stage.kwok.x-k8s.io/delay"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def rss_mib(pid: int) -> dict[str, float]:
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {
+        "rss_mib": round(int(status["VmRSS"].split()[0]) / 1024, 1),
+        "peak_rss_mib": round(int(status["VmHWM"].split()[0]) / 1024, 1),
+    }
+
+
+def onion(ns: str, i: int, layers: int, idle: str, ready_delay: str) -> dict[str, Any]:
+    layer = {"idleTimeout": idle, "resources": {}, "podAnnotations": {DELAY: ready_delay}}
+    return {
+        "apiVersion": "onion.dev/v1alpha1",
+        "kind": "Onion",
+        "metadata": {"name": f"o{i:04d}", "namespace": ns},
+        "spec": {
+            # No GPUs asked for: kwok nodes would need one per pod otherwise.
+            "core": {"model": "bench/core", "resources": {}},
+            "layers": [{"name": f"l{j}", "model": f"bench/l{j}", **layer} for j in range(layers)],
+            "router": {"replicas": 0},
+        },
+    }
+
+
+class World:
+    """What the bench's own watches saw (wall-clock times, the clock renewTime uses)."""
+
+    def __init__(self) -> None:
+        self.ready: set[str] = set()  # ns/onion: Ready, every layer Dormant
+        self.replicas: dict[str, int] = {}  # ns/deployment -> spec.replicas
+        self.waiters: list[tuple[str, int, asyncio.Future[float]]] = []
+        self.changed = asyncio.Event()
+
+    def saw_replicas(self, key: str, replicas: int) -> None:
+        self.replicas[key] = replicas
+        now = time.time()
+        for entry in list(self.waiters):
+            want_key, want, future = entry
+            if want_key == key and want == replicas and not future.done():
+                future.set_result(now)
+                self.waiters.remove(entry)
+
+    def when_replicas(self, key: str, replicas: int) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiters.append((key, replicas, future))
+        return future
+
+
+async def watching(list_call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Events of a watch forever, started again after an error (a CRD's storage still
+    initialising answers 429 for a moment)."""
+    while True:
+        try:
+            async with watch.Watch().stream(list_call, *args, **kwargs) as stream:
+                async for event in stream:
+                    yield event
+        except (ApiException, aiohttp.ClientError, TimeoutError):
+            await asyncio.sleep(1)
+
+
+async def watch_onions(api: client.ApiClient, world: World) -> None:
+    custom = client.CustomObjectsApi(api)
+    async for event in watching(
+        custom.list_cluster_custom_object, "onion.dev", "v1alpha1", "onions"
+    ):
+        obj = event["object"]
+        key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        status = obj.get("status") or {}
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
+        )
+        dormant = all(
+            e.get("phase") == "Dormant" for e in status.get("layers") or [] if e["managed"]
+        )
+        fresh = status.get("observedGeneration") == obj["metadata"].get("generation")
+        if ready and dormant and fresh and status.get("layers"):
+            world.ready.add(key)
+        else:
+            world.ready.discard(key)
+        world.changed.set()
+
+
+async def watch_deployments(api: client.ApiClient, world: World) -> None:
+    apps = client.AppsV1Api(api)
+    async for event in watching(
+        apps.list_deployment_for_all_namespaces, label_selector="onion.dev/component=model"
+    ):
+        dep = event["object"]
+        world.saw_replicas(f"{dep.metadata.namespace}/{dep.metadata.name}", dep.spec.replicas or 0)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of the operator, as the API server's audit log saw it."""
+
+    received: float  # wall-clock seconds
+    completed: float
+    what: str  # verb resource[/subresource]
+    name: str  # namespace/name, or the URI
+
+    @property
+    def seconds(self) -> float:
+        return self.completed - self.received
+
+
+def audit_requests(path: Path, user: str) -> list[Request]:
+    """Every request `user` sent, from the audit log (one ResponseComplete event each)."""
+    out = []
+    with path.open() as f:
+        for line in f:
+            event = json.loads(line)
+            if event.get("stage") != "ResponseComplete":
+                continue
+            if (event.get("user") or {}).get("username") != user:
+                continue
+            received = parse_time(event["requestReceivedTimestamp"])
+            completed = parse_time(event["stageTimestamp"])
+            if received is None or completed is None:
+                continue
+            ref = event.get("objectRef") or {}
+            what = ref.get("resource", event.get("requestURI", "?"))
+            if ref.get("subresource"):
+                what += "/" + ref["subresource"]
+            name = (
+                f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref else event["requestURI"]
+            )
+            out.append(
+                Request(
+                    received.timestamp(), completed.timestamp(), f"{event['verb']} {what}", name
+                )
+            )
+    return out
+
+
+def between(requests: list[Request], start: float, end: float) -> list[Request]:
+    return [r for r in requests if start <= r.received < end]
+
+
+def api_latency(requests: list[Request]) -> dict[str, dict[str, float]]:
+    """Per kind of request: how many, and how long the API server took (p50/p99)."""
+    kinds: dict[str, list[float]] = {}
+    for r in requests:
+        if not r.what.startswith("watch"):
+            kinds.setdefault(r.what, []).append(r.seconds)
+    return {k: summary(v) for k, v in sorted(kinds.items(), key=lambda kv: -len(kv[1]))}
+
+
+async def measure(
+    local: LocalClusterProcess,
+    n: int,
+    layers: int,
+    rest_s: float,
+    wakes: int,
+    idle_s: float,
+    ready_delay: str,
+    operator: OperatorProcess,
+) -> dict[str, Any]:
+    cluster_state = local.state()
+    kube = await Kube.connect(cluster_state["kubeconfig"])
+    world = World()
+    watchers = [asyncio.create_task(w(kube.api, world)) for w in (watch_onions, watch_deployments)]
+    namespaces = [f"scale-{k}" for k in range(math.ceil(n / PER_NAMESPACE))]
+    onions = [
+        onion(namespaces[i // PER_NAMESPACE], i, layers, f"{idle_s:g}s", ready_delay)
+        for i in range(n)
+    ]
+    result: dict[str, Any] = {"onions": n, "managed_layers_per_onion": layers}
+    try:
+        # --- N Onions at once -> all Ready ---------------------------------------------------
+        started, create_start = time.monotonic(), time.time()
+        gate = asyncio.Semaphore(16)
+
+        async def create(obj: dict[str, Any]) -> None:
+            async with gate:
+                await kube.create(obj)
+
+        await asyncio.gather(*(create(o) for o in onions))
+        created = time.monotonic()
+        while len(world.ready) < n:
+            world.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(world.changed.wait(), 5)
+            for task in watchers:
+                if task.done():
+                    task.result()  # a watch that failed says why
+            if time.monotonic() - started > 60 + n * 1.5:
+                raise TimeoutError(f"only {len(world.ready)}/{n} Onions Ready")
+        all_ready, all_ready_at = time.monotonic(), time.time()
+        result["create_s"] = round(created - started, 1)
+        result["time_to_all_ready_s"] = round(all_ready - started, 1)
+        print(f"  {n} Onions Ready {all_ready - started:.1f}s after the first create", flush=True)
+
+        # --- at rest ------------------------------------------------------------------------
+        await asyncio.sleep(20)  # let the controller-manager and kwok finish their part
+        pids = {"operator": operator.pid(), **cluster_state["pids"]}
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        rest_start, t0 = time.time(), time.monotonic()
+        await asyncio.sleep(rest_s)
+        rest_end, elapsed = time.time(), time.monotonic() - t0
+        cpu = {name: (cpu_seconds(pid) - cpu0[name]) / elapsed for name, pid in pids.items()}
+        memory = rss_mib(pids["operator"])
+        load = os.getloadavg()
+
+        # --- wakes under that load, then sleeps ---------------------------------------------
+        rng = random.Random(n)
+        targets = rng.sample([(o, j) for o in onions for j in range(layers)], min(wakes, n))
+        records: list[dict[str, Any]] = []
+        sleeps: list[asyncio.Task[None]] = []
+
+        async def wake(obj: dict[str, Any], j: int) -> None:
+            ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+            key = f"{ns}/{name}-l{j}"
+            scaled = world.when_replicas(key, 1)
+            sent = time.time()
+            renew = datetime.now(UTC)
+            patch = {"spec": {"renewTime": format_time(renew), "holderIdentity": "bench"}}
+            await kube.merge_patch("Lease", ns, f"{name}-l{j}-demand", patch)
+            returned = time.time()
+            seen = await asyncio.wait_for(scaled, 30)
+            asleep = world.when_replicas(key, 0)
+            slept = await asyncio.wait_for(asleep, idle_s + 60)
+            due = (renew + timedelta(seconds=idle_s)).timestamp()
+            records.append(
+                {
+                    "key": key,
+                    "sent": sent,
+                    "returned": returned,
+                    "seen": seen,
+                    "due": due,
+                    "slept": slept,
+                }
+            )
+
+        for obj, j in targets:
+            sleeps.append(asyncio.create_task(wake(obj, j)))
+            await asyncio.sleep(0.5)
+        await asyncio.gather(*sleeps)
+        # The audit log is written in batches: give the last ones a moment.
+        await asyncio.sleep(2)
+    finally:
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        await kube.close()
+
+    everything = audit_requests(Path(cluster_state["audit_log"]), "onion-operator")
+    requests = between(everything, rest_start, rest_end)
+    per_s = len(requests) / (rest_end - rest_start)
+    result["creating"] = {
+        "operator_requests": len(between(everything, create_start, all_ready_at)),
+        "api_seconds": api_latency(between(everything, create_start, all_ready_at)),
+    }
+    result["rest"] = {
+        "window_s": round(rest_end - rest_start, 1),
+        "operator_requests": len(requests),
+        "requests_per_s": round(per_s, 3),
+        "requests_per_s_per_onion": round(per_s / n, 5),
+        "by_request": dict(Counter(r.what for r in requests).most_common()),
+        "operator_cpu_cores": round(cpu["operator"], 4),
+        **{f"operator_{k}": v for k, v in memory.items()},
+        "control_plane_cpu_cores": {k: round(v, 3) for k, v in cpu.items() if k != "operator"},
+        "loadavg_1_5_15": [round(x, 2) for x in load],
+    }
+    # Where a wake's time goes: the operator's Deployment patch in the audit log splits it into
+    # the operator's reaction (watch event -> kopf -> a pass -> the patch sent) and the API server.
+    patches = [r for r in everything if r.what == "patch deployments"]
+
+    def first_patch(key: str, after: float) -> Request | None:
+        return min(
+            (r for r in patches if r.name == key and r.received >= after),
+            default=None,
+            key=lambda r: r.received,
+        )
+
+    reaction, api, act_late = [], [], []
+    for rec in records:
+        woke = first_patch(rec["key"], rec["sent"])
+        if woke is not None:
+            reaction.append(max(0.0, woke.received - rec["returned"]))
+            api.append(woke.seconds)
+        slept = first_patch(rec["key"], rec["due"] - 1)
+        if slept is not None:
+            act_late.append(slept.received - rec["due"])
+    result["wake_lease_patch_to_replicas_1"] = summary(
+        [max(0.0, r["seen"] - r["returned"]) for r in records]
+    )
+    result["wake_from_sending_the_patch"] = summary([r["seen"] - r["sent"] for r in records])
+    result["wake_operator_reaction"] = summary(reaction)
+    result["wake_deployment_patch_in_api"] = summary(api)
+    result["sleep_after_idle_timeout"] = summary([r["slept"] - r["due"] for r in records])
+    result["sleep_patch_sent_after_idle_timeout"] = summary(act_late)
+    result["samples_s"] = {
+        "wake": [round(max(0.0, r["seen"] - r["returned"]), 4) for r in records],
+        "sleep_late": [round(r["slept"] - r["due"], 4) for r in records],
+    }
+    return result
+
+
+def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    nodes = math.ceil((n + args.wakes) / (PODS_PER_NODE - 10)) + 1
+    local = LocalClusterProcess(nodes=nodes, audit=True)
+    cluster = local.start()
+    operator = None
+    try:
+        apply_crd(cluster)
+        for k in range(math.ceil(n / PER_NAMESPACE)):
+            cluster.kubectl("create", "namespace", f"scale-{k}")
+        extra = ["--all-namespaces", "--leader-namespace", "scale-0"]
+        extra += ["--leader-lease-seconds", "15", *args.operator_args]
+        operator = OperatorProcess(
+            cluster,
+            "scale-0",
+            *extra,
+            kubeconfig=local.state()["operator_kubeconfig"],
+            verbose=args.verbose,
+            pythonpath=args.pythonpath,
+        ).start()
+        print(f"N={n}: {nodes} kwok nodes, operator pid {operator.pid()}", flush=True)
+        result = asyncio.run(
+            measure(
+                local, n, args.layers, args.rest, args.wakes, args.idle, args.ready_delay, operator
+            )
+        )
+        result["kwok_nodes"] = nodes
+    except BaseException:
+        if operator is not None:
+            operator.stop(show_log=True)  # its log's tail says why
+        raise
+    finally:
+        if operator is not None:
+            if args.keep_logs is not None:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                shutil.copy(operator.log, args.keep_logs / f"operator-{n}.log")
+            operator.stop(show_log=False)
+        if args.keep_logs is not None:
+            shutil.copy(local.state()["audit_log"], args.keep_logs / f"audit-{n}.log")
+        local.stop()
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--onions", type=int, nargs="+", default=[100, 300, 1000])
+    p.add_argument("--layers", type=int, default=2, help="managed layers per Onion (plus the core)")
+    p.add_argument("--rest", type=float, default=120.0, help="seconds of the at-rest window")
+    p.add_argument("--wakes", type=int, default=60)
+    p.add_argument("--idle", type=float, default=10.0, help="the layers' idleTimeout, seconds")
+    p.add_argument("--ready-delay", default="1s", help="kwok pod-ready delay of the layers")
+    p.add_argument("--operator-source", type=Path, help="run this checkout's operator/ instead")
+    p.add_argument("--operator-args", nargs="*", default=[], help="extra onion-operator flags")
+    p.add_argument("--out", type=Path, default=REPO / "results" / "scale.json")
+    p.add_argument("--keep-logs", type=Path, help="copy the audit and operator logs here")
+    p.add_argument("--verbose", action="store_true", help="run the operator with --verbose")
+    args = p.parse_args()
+    args.pythonpath = None
+    if args.operator_source is not None:
+        src = args.operator_source.resolve()
+        args.pythonpath = f"{src}:{src.parent / 'router'}"
+
+    runs = []
+    for n in args.onions:
+        runs.append(run_one(n, args))
+        print(json.dumps({k: v for k, v in runs[-1].items() if k != "samples_s"}, indent=2))
+    result = {
+        "benchmark": "scale",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "operator": str(args.operator_source or "this checkout"),
+        "operator_args": args.operator_args,
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "note": "shared with other work; the control plane runs on the same cores",
+        },
+        "goals": {
+            "requests_per_s_per_onion_at_rest": 0.05,
+            "wake_p99_ms_at_1000": 1000,
+            "asleep_within_s_of_idle_timeout": 2,
+        },
+        "idle_timeout_s": args.idle,
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        "\n| Onions | to all Ready | requests/s at rest (per Onion) | CPU | RSS | wake p50/p99 "
+        "| asleep after idleTimeout p50/p99 |"
+    )
+    for r in runs:
+        rest, w, s = r["rest"], r["wake_lease_patch_to_replicas_1"], r["sleep_after_idle_timeout"]
+        print(
+            f"| {r['onions']} | {r['time_to_all_ready_s']} s | {rest['requests_per_s']} "
+            f"({rest['requests_per_s_per_onion']}) | {rest['operator_cpu_cores']} | "
+            f"{rest['operator_rss_mib']} MiB | {w.get('p50_ms')} / {w.get('p99_ms')} ms | "
+            f"{s.get('p50_ms')} / {s.get('p99_ms')} ms |"
+        )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

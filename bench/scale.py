@@ -267,6 +267,7 @@ async def measure(
         rng = random.Random(n)
         targets = rng.sample([(o, j) for o in onions for j in range(layers)], min(wakes, n))
         records: list[dict[str, Any]] = []
+        missed: list[str] = []  # no wake within 30 s, or no sleep within idleTimeout + 60 s
         sleeps: list[asyncio.Task[None]] = []
 
         async def wake(obj: dict[str, Any], j: int) -> None:
@@ -278,10 +279,14 @@ async def measure(
             patch = {"spec": {"renewTime": format_time(renew), "holderIdentity": "bench"}}
             await kube.merge_patch("Lease", ns, f"{name}-l{j}-demand", patch)
             returned = time.time()
-            seen = await asyncio.wait_for(scaled, 30)
-            asleep = world.when_replicas(key, 0)
-            slept = await asyncio.wait_for(asleep, idle_s + 60)
             due = (renew + timedelta(seconds=idle_s)).timestamp()
+            try:
+                seen = await asyncio.wait_for(scaled, 30)
+                asleep = world.when_replicas(key, 0)
+                slept = await asyncio.wait_for(asleep, idle_s + 60)
+            except TimeoutError:
+                missed.append(key)  # counted, not measured
+                return
             records.append(
                 {
                     "key": key,
@@ -343,6 +348,7 @@ async def measure(
         slept = first_patch(rec["key"], rec["due"] - 1)
         if slept is not None:
             act_late.append(slept.received - rec["due"])
+    result["wakes_or_sleeps_missed"] = missed
     result["wake_lease_patch_to_replicas_1"] = summary(
         [max(0.0, r["seen"] - r["returned"]) for r in records]
     )

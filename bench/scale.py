@@ -30,6 +30,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,7 @@ from tests.support.cluster import LocalClusterProcess  # noqa: E402
 from tests.support.operator import OperatorProcess, apply_crd  # noqa: E402
 
 PER_NAMESPACE = 100  # Onions per namespace (one per team, say)
+RESTART_SETTLE_S = 30.0  # after a restart: leadership, the watches' listings, a pass per Onion
 PODS_PER_NODE = 110
 DELAY = "pod-ready.stage.kwok.x-k8s.io/delay"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -89,6 +91,7 @@ class World:
 
     def __init__(self) -> None:
         self.ready: set[str] = set()  # ns/onion: Ready, every layer Dormant
+        self.first_ready: dict[str, float] = {}  # ns/onion -> when it first was (monotonic)
         self.replicas: dict[str, int] = {}  # ns/deployment -> spec.replicas
         self.waiters: list[tuple[str, int, asyncio.Future[float]]] = []
         self.changed = asyncio.Event()
@@ -137,6 +140,7 @@ async def watch_onions(api: client.ApiClient, world: World) -> None:
         fresh = status.get("observedGeneration") == obj["metadata"].get("generation")
         if ready and dormant and fresh and status.get("layers"):
             world.ready.add(key)
+            world.first_ready.setdefault(key, time.monotonic())
         else:
             world.ready.discard(key)
         world.changed.set()
@@ -215,7 +219,7 @@ async def measure(
     wakes: int,
     idle_s: float,
     ready_delay: str,
-    operator: OperatorProcess,
+    restart: Callable[[], OperatorProcess],
 ) -> dict[str, Any]:
     cluster_state = local.state()
     kube = await Kube.connect(cluster_state["kubeconfig"])
@@ -250,10 +254,20 @@ async def measure(
         all_ready, all_ready_at = time.monotonic(), time.time()
         result["create_s"] = round(created - started, 1)
         result["time_to_all_ready_s"] = round(all_ready - started, 1)
+        each = sorted(t - started for t in world.first_ready.values())
+        result["time_to_ready_s"] = {
+            f"p{q}": round(each[min(len(each) - 1, len(each) * q // 100)], 1) for q in (10, 50, 90)
+        }
         print(f"  {n} Onions Ready {all_ready - started:.1f}s after the first create", flush=True)
 
         # --- at rest ------------------------------------------------------------------------
-        await asyncio.sleep(20)  # let the controller-manager and kwok finish their part
+        # Restart the operator first: an operator that has run for a while has its Onions'
+        # drift repairs spread over the period (one just created would repair them all half a
+        # period after their creation), and a restart at this scale is worth measuring too.
+        await asyncio.sleep(10)  # let the controller-manager and kwok finish their part
+        restarted_at = time.time()
+        operator = await asyncio.to_thread(restart)
+        await asyncio.sleep(RESTART_SETTLE_S)
         pids = {"operator": operator.pid(), **cluster_state["pids"]}
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         rest_start, t0 = time.time(), time.monotonic()
@@ -313,6 +327,12 @@ async def measure(
     everything = audit_requests(Path(cluster_state["audit_log"]), "onion-operator")
     requests = between(everything, rest_start, rest_end)
     per_s = len(requests) / (rest_end - rest_start)
+    after_restart = between(everything, restarted_at, restarted_at + RESTART_SETTLE_S)
+    result["restart"] = {
+        "window_s": RESTART_SETTLE_S,
+        "operator_requests": len(after_restart),
+        "by_request": dict(Counter(r.what for r in after_restart).most_common()),
+    }
     result["creating"] = {
         "operator_requests": len(between(everything, create_start, all_ready_at)),
         "api_seconds": api_latency(between(everything, create_start, all_ready_at)),
@@ -369,12 +389,13 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     local = LocalClusterProcess(nodes=nodes, audit=True)
     cluster = local.start()
     operator = None
-    try:
-        apply_crd(cluster)
-        for k in range(math.ceil(n / PER_NAMESPACE)):
-            cluster.kubectl("create", "namespace", f"scale-{k}")
-        extra = ["--all-namespaces", "--leader-namespace", "scale-0"]
-        extra += ["--leader-lease-seconds", "15", *args.operator_args]
+    extra = ["--all-namespaces", "--leader-namespace", "scale-0"]
+    extra += ["--leader-lease-seconds", "15", *args.operator_args]
+
+    def start() -> OperatorProcess:
+        nonlocal operator
+        if operator is not None:
+            operator.stop(show_log=False)  # a clean exit hands the leader Lease over at once
         operator = OperatorProcess(
             cluster,
             "scale-0",
@@ -383,10 +404,16 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
             verbose=args.verbose,
             pythonpath=args.pythonpath,
         ).start()
-        print(f"N={n}: {nodes} kwok nodes, operator pid {operator.pid()}", flush=True)
+        return operator
+
+    try:
+        apply_crd(cluster)
+        for k in range(math.ceil(n / PER_NAMESPACE)):
+            cluster.kubectl("create", "namespace", f"scale-{k}")
+        print(f"N={n}: {nodes} kwok nodes, operator pid {start().pid()}", flush=True)
         result = asyncio.run(
             measure(
-                local, n, args.layers, args.rest, args.wakes, args.idle, args.ready_delay, operator
+                local, n, args.layers, args.rest, args.wakes, args.idle, args.ready_delay, start
             )
         )
         result["kwok_nodes"] = nodes
@@ -418,6 +445,7 @@ def main() -> int:
     p.add_argument("--operator-args", nargs="*", default=[], help="extra onion-operator flags")
     p.add_argument("--out", type=Path, default=REPO / "results" / "scale.json")
     p.add_argument("--keep-logs", type=Path, help="copy the audit and operator logs here")
+    p.add_argument("--label", help="what is measured, for the JSON (default: the source)")
     p.add_argument("--verbose", action="store_true", help="run the operator with --verbose")
     args = p.parse_args()
     args.pythonpath = None
@@ -432,7 +460,7 @@ def main() -> int:
     result = {
         "benchmark": "scale",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "operator": str(args.operator_source or "this checkout"),
+        "operator": args.label or str(args.operator_source or "this checkout"),
         "operator_args": args.operator_args,
         "machine": {
             "python": platform.python_version(),

@@ -318,6 +318,11 @@ def up(state_dir: Path, nodes: int, audit: bool = False) -> dict[str, Any]:
             "--concurrent-gc-syncs=10",
             # The real HPA controller runs; every 2 s instead of 15 s so its tests are short.
             "--horizontal-pod-autoscaler-sync-period=2s",
+            # Its client's default rate limit (20 requests/s, bursts of 30) is what paces a
+            # thousand Deployments' ReplicaSets, pods and EndpointSlices otherwise; large
+            # clusters raise it too.
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
         ],
         "kube-scheduler": [
             str(bins / "kube-scheduler"),

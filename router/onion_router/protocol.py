@@ -176,6 +176,23 @@ def _model(body: Mapping[str, Any]) -> str:
     return model
 
 
+def _tools(body: Mapping[str, Any]) -> None:
+    """`tools`, if given, as OpenAI defines it: the router reads the functions' names (the
+    `self` policy's own tool must not clash with a client's) and adds its own to the list."""
+    tools = body.get("tools")
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise ProtocolError("'tools' must be an array of tool objects", param="tools")
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ProtocolError(
+                f"tools[{index}] must be an object with a 'function' that has a 'name'",
+                param=f"tools[{index}]",
+            )
+
+
 def parse_chat(body: Any) -> ChatRequest:
     body = _object(body)
     messages = body.get("messages")
@@ -187,6 +204,7 @@ def parse_chat(body: Any) -> ChatRequest:
                 f"messages[{index}] must be an object with a 'role'", param=f"messages[{index}]"
             )
     _single_choice(body)
+    _tools(body)
     top = body.get("top_logprobs")
     if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 0):
         raise ProtocolError("'top_logprobs' must be a non-negative integer", param="top_logprobs")

@@ -62,10 +62,16 @@ class Stats:
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
     for message in reversed(messages):
-        if message.get("role") == "user":
+        if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
             return content if isinstance(content, str) else json.dumps(content)
     return ""
+
+
+def _count(value: Any) -> int | None:
+    """A token count the client sent, or None: this server accepts any value where a real
+    engine would answer 4xx (the router's fuzz test wants an engine that accepts anything)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _finish(script: Script, limit: int | None, count: int) -> str:
@@ -204,20 +210,21 @@ class FakeTGI:
     async def chat(self, request: Request) -> Response:
         body = await request.json()
         self.stats.requests.append(body)
-        script = self._pick(_last_user_text(body.get("messages", [])))
+        messages = body.get("messages")
+        script = self._pick(_last_user_text(messages if isinstance(messages, list) else []))
         refused = await self._prefill(script)
         if refused is not None:
             return refused
         if script.fail == "garbage" and not body.get("stream"):
             return Response("<html>502 Bad Gateway</html>", 200, media_type="text/html")
         want_logprobs = bool(body.get("logprobs"))
-        limit = body.get("max_tokens")
+        limit = _count(body.get("max_tokens"))
         ident = f"chatcmpl-{self.name}-{next(self._ids)}"
         model = body.get("model") or self.name
         created = int(time.time())
 
         def entry(token: str, lp: float) -> dict[str, Any]:
-            top = [{"token": token, "logprob": lp}] * int(body.get("top_logprobs") or 0)
+            top = [{"token": token, "logprob": lp}] * min(_count(body.get("top_logprobs")) or 0, 20)
             return {"token": token, "logprob": lp, "top_logprobs": top}
 
         def logprobs(token: str, lp: float) -> dict[str, Any] | None:
@@ -302,7 +309,7 @@ class FakeTGI:
         if refused is not None:
             return refused
         params = body.get("parameters") or {}
-        limit = params.get("max_new_tokens")
+        limit = _count(params.get("max_new_tokens"))
         if not stream:
             pairs = [pair async for pair in self._tokens(script, limit, request)]
             out: dict[str, Any] = {"generated_text": "".join(t for t, _ in pairs)}

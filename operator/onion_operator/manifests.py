@@ -100,6 +100,8 @@ def build_model_deployment(
         },
         "volumeMounts": mounts,
     }
+    if work.security_context is not None:
+        container["securityContext"] = dict(work.security_context)
     pod_spec: Obj = {
         "containers": [container],
         "volumes": volumes,
@@ -107,6 +109,8 @@ def build_model_deployment(
         "tolerations": [dict(t) for t in work.tolerations],
         "enableServiceLinks": False,
     }
+    if work.pod_security_context is not None:
+        pod_spec["securityContext"] = dict(work.pod_security_context)
     selector = _selector(owner.name, part, c.COMPONENT_MODEL)
     return {
         "apiVersion": "apps/v1",

@@ -85,6 +85,10 @@ class _Workload(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: tuple[dict[str, Any], ...] = ()
     pod_annotations: dict[str, str] = Field(default_factory=dict)
+    # Passed to the engine container and the pod as given, so Pod Security `restricted`
+    # namespaces can admit engine images that run as non-root.
+    security_context: dict[str, Any] | None = None
+    pod_security_context: dict[str, Any] | None = None
     escalation: Escalation = Field(default_factory=Escalation)
 
     @property

@@ -272,3 +272,21 @@ def test_progress_deadline_covers_the_wake_timeout() -> None:
     core = build_model_deployment(OWNER, "core", spec.core, 1, None)
     assert big["spec"]["progressDeadlineSeconds"] == 1200
     assert core["spec"]["progressDeadlineSeconds"] == 600
+
+
+def test_security_contexts_reach_the_engine_container_and_pod_as_given() -> None:
+    container = {"runAsNonRoot": True, "runAsUser": 1000, "capabilities": {"drop": ["ALL"]}}
+    pod = {"fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}}
+    spec = parse_spec(
+        "chat",
+        {"core": {"model": "m", "securityContext": container, "podSecurityContext": pod}},
+    )
+    hardened = build_model_deployment(OWNER, "core", spec.core, 1, None)["spec"]["template"]
+    assert hardened["spec"]["securityContext"] == pod
+    assert hardened["spec"]["containers"][0]["securityContext"] == container
+    # Without them the engine image's defaults apply: nothing is set.
+    plain = build_model_deployment(
+        OWNER, "core", parse_spec("c", {"core": {"model": "m"}}).core, 1, None
+    )
+    assert "securityContext" not in plain["spec"]["template"]["spec"]
+    assert "securityContext" not in plain["spec"]["template"]["spec"]["containers"][0]

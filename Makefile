@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router bench-instructions bench-ab clean
+.PHONY: help install bins engine test test-unit fuzz chaos lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router bench-instructions bench-ab clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +29,13 @@ test: install bins engine  ## all tests: unit, integration (real API server), en
 
 test-unit: install  ## pure tests only (seconds)
 	$(PY) -m pytest tests/unit
+
+fuzz: install bins  ## long fuzzing (fresh randomness): router routes (N=3000 each) and Onion specs (ONIONS=300)
+	HYPOTHESIS_PROFILE=fuzz ONION_FUZZ_EXAMPLES=$${N:-3000} ONION_FUZZ_ONIONS=$${ONIONS:-300} \
+	  $(PY) -m pytest -p no:cacheprovider tests/integration/test_router_fuzz.py tests/integration/test_onion_fuzz.py
+
+chaos: install bins  ## the chaos campaign at length (30 operator kills, router and control-plane restarts); results/chaos.json
+	$(PY) bench/chaos.py --out results/chaos.json
 
 lint: install  ## ruff, mypy (strict), import contracts
 	$(VENV)/bin/ruff check .

@@ -129,40 +129,62 @@ def tier(name: str, url: str, **fields: Any) -> dict[str, Any]:
     return {"name": name, "url": url, "model": f"{name}-model", **fields}
 
 
+class RouterProcess:
+    """`onion-router --config FILE` as a process of its own (its own session, so `kill()` is a
+    real `kill -9` of it alone), with `env` added to this one's."""
+
+    def __init__(self, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = Path(tempfile.mkdtemp(prefix="onion-router-"))
+        (self.workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def logs(self) -> str:
+        path = self.workdir / "router.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> RouterProcess:
+        argv = [str(ROUTER_BIN), "--config", str(self.workdir / "config.yaml")]
+        argv += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        with (self.workdir / "router.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
+            )
+
+        def up() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.logs()
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+            return False
+
+        wait_until(up, timeout=30, what="router /health")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as when its node dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
 @contextlib.contextmanager
 def router_process(config: dict[str, Any], env: dict[str, str] | None = None) -> Iterator[str]:
     """`onion-router --config FILE` as a process of its own, with `env` added to this one's;
     yields its base URL and stops it afterwards."""
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="onion-router-"))
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    log = (workdir / "router.log").open("wb")
-    argv = [str(ROUTER_BIN), "--config", str(workdir / "config.yaml")]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(
-        argv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, **(env or {})},
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc = RouterProcess(config, env)
     try:
-
-        def up() -> bool:
-            assert proc.poll() is None, (workdir / "router.log").read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            return False
-
-        wait_until(up, timeout=30, what="router /health")
-        yield url
+        yield proc.start().url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        proc.stop()

@@ -167,6 +167,17 @@ class Cluster:
             raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
 
+    def wait_established(self, crd: str) -> None:
+        """Until the CRD serves (`kubectl wait --for=condition=Established` fails at once when
+        it reads the CRD before its status is written)."""
+
+        def established() -> bool:
+            status = json.loads(self.kubectl("get", f"crd/{crd}", "-o", "json")).get("status")
+            conditions = (status or {}).get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+        wait_until(f"CRD {crd} Established", established, 60)
+
     def token_kubeconfig(self, service_account: str, path: Path) -> str:
         """A kubeconfig that authenticates with a ServiceAccount token (its RBAC only)."""
         token = wait_until(
@@ -399,9 +410,7 @@ def run(report_path: Path | None) -> dict[str, Any]:
         cluster.start()
         cluster.kubectl("create", "namespace", NAMESPACE)
         cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd/onions.onion.dev"
-        )
+        cluster.wait_established("onions.onion.dev")
         say(f"CRD onions.onion.dev installed; namespace {NAMESPACE}")
 
         procs.start(

@@ -13,7 +13,7 @@ COPY operator/ operator/
 COPY router/ router/
 # A virtualenv copied whole into the final stage: no compilers or pip caches there.
 RUN python -m venv /opt/onion \
- && /opt/onion/bin/pip install --no-compile . \
+ && /opt/onion/bin/pip install --no-compile '.[cluster]' \
  && /opt/onion/bin/onion-operator --help >/dev/null \
  && /opt/onion/bin/onion-router --help >/dev/null
 

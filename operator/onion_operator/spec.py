@@ -18,7 +18,7 @@ from onion_operator.engines import ENGINES, Engine
 
 # The router owns the shape of routing rules: the operator validates them exactly as the router
 # will read them from the config it renders.
-from onion_router.config import DEFAULT_TOOL_NAME, Rule
+from onion_router.config import DEFAULT_TOOL_NAME, Rule, check_headers
 
 EngineName = Literal["tgi", "vllm", "llamacpp"]
 
@@ -102,9 +102,21 @@ class Core(_Workload):
     replicas: int = Field(default=1, ge=1)
 
 
+class SecretKeyRef(_Model):
+    """One key of a Secret in the Onion's namespace, mounted into the router's pods."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class Layer(_Workload):
     name: str
     endpoint: str | None = None
+    # An endpoint's credentials: its API key and an extra CA from Secrets (never in the
+    # router's ConfigMap), plain headers sent with every request to it.
+    api_key_secret_ref: SecretKeyRef | None = None
+    ca_secret_ref: SecretKeyRef | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
     idle_timeout: float = 600.0
     wake_timeout: float = 600.0
     min_replicas: Literal[0, 1] = 0
@@ -128,7 +140,16 @@ class Layer(_Workload):
     def _model_xor_endpoint(self) -> Layer:
         if (self.model is None) == (self.endpoint is None):
             raise ValueError(f"layer {self.name!r} needs exactly one of model or endpoint")
+        given = [f for f in ("api_key_secret_ref", "ca_secret_ref", "headers") if getattr(self, f)]
+        if self.endpoint is None and given:
+            fields = ", ".join(to_camel(f) for f in given)
+            raise ValueError(f"layer {self.name!r}: {fields} apply only to an endpoint layer")
         return self
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        return check_headers(headers)  # as the router will read them
 
     @property
     def managed(self) -> bool:

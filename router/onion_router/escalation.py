@@ -33,6 +33,7 @@ from onion_router.protocol import (
     CallFilter,
     ChatRequest,
     Chunk,
+    Holding,
     Meta,
     ProtocolError,
     call_json,
@@ -46,16 +47,6 @@ from onion_router.upstream import Upstream, UpstreamError, UpstreamStream
 class Plan:
     start: int
     pinned: bool
-
-
-@dataclass(frozen=True)
-class Holding:
-    """Stream event: still waiting for a tier to wake."""
-
-    tier: str
-    phase: str
-    waited: float
-    timeout: float
 
 
 @dataclass(frozen=True)

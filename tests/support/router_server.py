@@ -130,15 +130,21 @@ def tier(name: str, url: str, **fields: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def router_process(config: dict[str, Any], env: dict[str, str] | None = None) -> Iterator[str]:
+def router_process(
+    config: dict[str, Any],
+    env: dict[str, str] | None = None,
+    *,
+    workdir: Path | None = None,
+    args: tuple[str, ...] = ("--log-level", "warning"),
+) -> Iterator[str]:
     """`onion-router --config FILE` as a process of its own, with `env` added to this one's;
-    yields its base URL and stops it afterwards."""
+    yields its base URL and stops it afterwards. Its output goes to `workdir`/router.log."""
     port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="onion-router-"))
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="onion-router-"))
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     log = (workdir / "router.log").open("wb")
     argv = [str(ROUTER_BIN), "--config", str(workdir / "config.yaml")]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), *args]
     proc = subprocess.Popen(
         argv,
         stdout=log,

@@ -4,7 +4,7 @@ huggingface_hub's AsyncInferenceClient and the OpenAI-compatible chat API they s
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,7 +17,16 @@ from huggingface_hub.inference._providers import get_provider_helper
 
 from onion_router.config import Tier
 from onion_router.credentials import ApiKey
-from onion_router.protocol import Answer, Call, ChatRequest, Chunk, Token, retry_after_seconds
+from onion_router.protocol import (
+    Answer,
+    Call,
+    ChatRequest,
+    Chunk,
+    Holding,
+    Token,
+    parse_heartbeat,
+    retry_after_seconds,
+)
 
 # Sent as the bearer token to model servers without a key of their own (apiKeyFile). With no
 # key, huggingface_hub would look up the host's Hugging Face token on every call (files and env)
@@ -51,19 +60,37 @@ class UpstreamError(Exception):
 
 @dataclass
 class UpstreamStream:
-    """An open streaming answer; `aclose()` closes the upstream connection, cancelling it."""
+    """An open streaming answer; `aclose()` closes the upstream connection, cancelling it.
+
+    Iterated, it gives the answer's chunks; `items()` also gives the heartbeats (as Holding)
+    of a tier that is another Onion's router holding the request while one of its layers wakes.
+    """
 
     tier: str
     _client: AsyncInferenceClient
-    _events: AsyncIterator[dict[str, Any]]
+    _events: AsyncIterator[dict[str, Any] | Holding]
     closed: bool = field(default=False)
 
     def __aiter__(self) -> UpstreamStream:
         return self
 
     async def __anext__(self) -> Chunk:
+        while True:
+            item = await self._next()
+            if not isinstance(item, Holding):
+                return item
+
+    async def items(self) -> AsyncGenerator[Chunk | Holding]:
+        while True:
+            try:
+                yield await self._next()
+            except StopAsyncIteration:
+                return
+
+    async def _next(self) -> Chunk | Holding:
         try:
-            return _chunk(await anext(self._events))
+            event = await anext(self._events)
+            return event if isinstance(event, Holding) else _chunk(event)
         except StopAsyncIteration:
             await self.aclose()
             raise
@@ -182,7 +209,7 @@ class Upstream:
         except BaseException:
             await client.close()  # type: ignore[no-untyped-call]
             raise
-        return UpstreamStream(self.tier.name, client, _events(lines))
+        return UpstreamStream(self.tier.name, client, _events(lines, self.tier.name))
 
     async def reachable(self) -> bool:
         """Whether the model server answers at all (for /ready); any HTTP answer counts."""
@@ -197,11 +224,16 @@ class StreamError(Exception):
     """A model server sent an error event in place of the rest of a stream."""
 
 
-async def _events(lines: AsyncIterable[str]) -> AsyncIterator[dict[str, Any]]:
-    """The JSON events of an OpenAI-style SSE stream, up to `data: [DONE]`."""
+async def _events(lines: AsyncIterable[str], tier: str) -> AsyncIterator[dict[str, Any] | Holding]:
+    """The JSON events of an OpenAI-style SSE stream, up to `data: [DONE]`, and the
+    heartbeats of an Onion router's stream (SSE comments) as Holding."""
     async for line in lines:
         if not line.startswith("data:"):
-            continue  # blank separators, comments, other fields
+            if line.startswith(":"):
+                held = parse_heartbeat(line, tier)
+                if held is not None:
+                    yield held
+            continue  # blank separators, other comments, other fields
         data = line[5:].strip()
         if data == "[DONE]":
             return

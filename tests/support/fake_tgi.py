@@ -185,11 +185,11 @@ class FakeTGI:
     def _refused(self, request: Request) -> Response | None:
         """Records the request's headers; a 401 without the key, or a scripted refusal."""
         self.stats.headers.append({k.lower(): v for k, v in request.headers.items()})
-        if self.api_key is not None:
-            if request.headers.get("authorization") != f"Bearer {self.api_key}":
-                self.stats.unauthorized += 1
-                error = {"message": "Incorrect API key provided", "code": "invalid_api_key"}
-                return JSONResponse({"error": error}, 401)
+        wanted = f"Bearer {self.api_key}"
+        if self.api_key is not None and request.headers.get("authorization") != wanted:
+            self.stats.unauthorized += 1
+            error = {"message": "Incorrect API key provided", "code": "invalid_api_key"}
+            return JSONResponse({"error": error}, 401)
         if self.refusals:
             status, retry_after = self.refusals.pop(0)
             headers = {"Retry-After": retry_after} if retry_after is not None else None

@@ -18,14 +18,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## Python environment with the product and dev tools
 
-bins:  ## build (or reuse) the pinned Kubernetes, etcd, kwok and helm binaries
+bins:  ## build (or reuse) the pinned Kubernetes, etcd, kwok and helm binaries, and the Gateway API CRDs
 	bash hack/build-cluster-bins.sh
+	bash hack/fetch-gateway-api.sh
 
 engine: install  ## llama.cpp server and the small real models (compiled once, cached)
 	bash hack/install-engine.sh $(PY)
 
-test: install bins engine  ## all tests: unit, integration (real API server), end-to-end
-	$(PY) -m pytest tests
+test: install bins engine  ## all tests but the image's: unit, integration (real API server), end-to-end
+	$(PY) -m pytest tests --ignore=tests/image
+
+test-image: install image  ## build the image (buildah where no engine runs) and test it: its router answers
+	$(PY) -m pytest tests/image
 
 test-unit: install  ## pure tests only (seconds)
 	$(PY) -m pytest tests/unit

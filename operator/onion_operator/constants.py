@@ -70,6 +70,9 @@ ROUTER_PORT = 8080
 SERVICE_PORT = 80
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/onion-of-experts/onion:0.1.0"
 
+# The router's optional HTTPRoute (Gateway API, standard channel).
+HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
+
 # One active operator: a coordination.k8s.io Lease held by the leader.
 LEADER_LEASE = "onion-operator-leader"
 

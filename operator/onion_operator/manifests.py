@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from onion_operator import constants as c
-from onion_operator.spec import Core, Layer, ModelCache, OnionSpec
+from onion_operator.spec import Core, HTTPRoute, Layer, ModelCache, OnionSpec
 
 Obj = dict[str, Any]
 
@@ -392,6 +392,27 @@ def build_router_rbac(owner: Owner, spec: OnionSpec) -> list[Obj]:
     ]
 
 
+def build_router_httproute(owner: Owner, route: HTTPRoute) -> Obj:
+    """A Gateway API HTTPRoute from the given Gateways (and hostnames) to the router's Service."""
+    name = c.child_name(owner.name, c.ROUTER)
+    parents = [
+        {k: v for k, v in ref.model_dump(by_alias=True).items() if v is not None}
+        for ref in route.parent_refs
+    ]
+    spec: Obj = {
+        "parentRefs": parents,
+        "rules": [{"backendRefs": [{"name": name, "port": c.SERVICE_PORT}]}],
+    }
+    if route.hostnames:
+        spec["hostnames"] = list(route.hostnames)
+    return {
+        "apiVersion": c.HTTPROUTE_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": _meta(owner, name, c.ROUTER, c.COMPONENT_ROUTER),
+        "spec": spec,
+    }
+
+
 def build_children(owner: Owner, spec: OnionSpec, layer_replicas: dict[str, int]) -> list[Obj]:
     """Every object the Onion owns, layer Deployments at the planner's replicas."""
     objs: list[Obj] = []
@@ -416,4 +437,6 @@ def build_children(owner: Owner, spec: OnionSpec, layer_replicas: dict[str, int]
     objs.extend(build_router_rbac(owner, spec))
     objs.append(build_router_deployment(owner, spec, config_yaml))
     objs.append(build_service(owner, c.ROUTER, c.COMPONENT_ROUTER))
+    if spec.router.http_route is not None:
+        objs.append(build_router_httproute(owner, spec.router.http_route))
     return objs

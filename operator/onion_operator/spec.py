@@ -157,8 +157,27 @@ class Layer(_Workload):
         return self.endpoint is None
 
 
+class ParentRef(_Model):
+    """A Gateway (or a listener of one) the router's HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    group: str | None = None
+    kind: str | None = None
+
+
+class HTTPRoute(_Model):
+    """Expose the router through a Gateway API Gateway: an HTTPRoute to the router's Service."""
+
+    parent_refs: tuple[ParentRef, ...] = Field(min_length=1)
+    hostnames: tuple[str, ...] = ()
+
+
 class RouterSettings(_Model):
     replicas: int = Field(default=1, ge=0)
+    http_route: HTTPRoute | None = None
     while_waking: Literal["wait", "fallback"] = "wait"
     image: str | None = None
     auth_secret_name: str | None = None

@@ -280,6 +280,28 @@ def test_endpoint_credentials_are_mounted_secrets_the_config_points_at() -> None
     assert "layer-b" in mounts and "subPath" not in mounts["layer-b"]
 
 
+def test_http_route_only_when_asked_for() -> None:
+    assert not any(
+        o["kind"] == "HTTPRoute" for o in build_children(OWNER, parse_spec("chat", SPEC), {})
+    )
+    route = {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["chat.example.com"],
+    }
+    spec = parse_spec("chat", {**SPEC, "router": {"httpRoute": route}})
+    objs = by_kind_name(build_children(OWNER, spec, {}))
+    obj = objs[("HTTPRoute", "chat-router")]
+    assert obj["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert obj["metadata"]["ownerReferences"][0]["name"] == "chat"
+    assert obj["spec"] == {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["chat.example.com"],
+        "rules": [{"backendRefs": [{"name": "chat-router", "port": 80}]}],
+    }
+    service = objs[("Service", "chat-router")]
+    assert service["spec"]["ports"][0]["port"] == 80
+
+
 def test_model_cache_size_creates_a_claim() -> None:
     spec = parse_spec("chat", {"core": {"model": "m"}, "modelCache": {"size": "200Gi"}})
     objs = by_kind_name(build_children(OWNER, spec, {}))

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router bench-instructions bench-ab clean
+.PHONY: help install bins engine test test-unit test-image lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router bench-instructions bench-ab clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -54,7 +54,7 @@ cluster-down:  ## stop it
 demo: install bins engine  ## the main job on one machine (about a minute; see README)
 	$(PY) demo/run_demo.py
 
-image:  ## container image (operator + router) with docker or podman, where one exists
+image:  ## container image (operator + router): docker or podman, else buildah (see docs/install.md)
 	bash hack/build-image.sh
 
 kind-demo:  ## the same on kind with the real image (needs docker + kind; not runnable here)

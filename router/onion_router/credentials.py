@@ -14,7 +14,7 @@ class WatchedFile:
     """A small file whose content is re-read when the file changes (checked every `every` s)."""
 
     def __init__(self, path: str, every: float = 1.0) -> None:
-        self.path = path
+        self.path = os.path.expanduser(path)
         self._every = every
         self._checked = -float("inf")
         self._stamp: tuple[int, int, int] | None = None
@@ -66,8 +66,8 @@ class ApiKey:
     """One endpoint tier's API key: the whole file, surrounding whitespace stripped."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
         self._file = WatchedFile(path)
+        self.path = self._file.path
         self._raw: bytes | None = None
         self._key: str | None = None
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import ssl
 import time
 from collections import deque
@@ -370,7 +371,7 @@ def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     context = httpx2.create_ssl_context()
     if ca_file is not None:
         try:
-            context.load_verify_locations(cafile=ca_file)
+            context.load_verify_locations(cafile=os.path.expanduser(ca_file))
         except (OSError, ssl.SSLError) as err:
             raise ValueError(f"cannot load the CA file {ca_file}: {err}") from None
     return context

@@ -167,3 +167,29 @@ def running_operator(cluster: Cluster, namespace: str, *extra: str) -> Iterator[
         yield proc
     finally:
         proc.stop()
+
+
+def local_router_config(
+    cluster: Cluster, ns: str, onion: str, urls: dict[str, str]
+) -> dict[str, Any]:
+    """The config the operator rendered, with tier URLs pointed at this machine's test servers
+    (the pods on kwok nodes run nothing)."""
+
+    def rendered() -> str:
+        cm = cluster.kubectl(
+            "-n",
+            ns,
+            "get",
+            "configmap",
+            f"{onion}-router",
+            "-o",
+            "jsonpath={.data.config\\.yaml}",
+            check=False,
+        )
+        return cm.stdout if cm.returncode == 0 else ""
+
+    config: dict[str, Any] = yaml.safe_load(wait_until(rendered, timeout=30, what="router config"))
+    assert config["kubernetes"] == {"enabled": True, "namespace": ns, "onion": onion}
+    for tier in config["tiers"]:
+        tier["url"] = urls[tier["name"]]
+    return config

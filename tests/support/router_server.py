@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,15 @@ def tier(name: str, url: str, **fields: Any) -> dict[str, Any]:
     return {"name": name, "url": url, "model": f"{name}-model", **fields}
 
 
+# How a router process is started: (workdir holding config.yaml, the arguments after
+# `--config FILE`) -> the command line.
+Launcher = Callable[[Path, list[str]], list[str]]
+
+
+def local_launcher(workdir: Path, args: list[str]) -> list[str]:
+    return [str(ROUTER_BIN), "--config", str(workdir / "config.yaml"), *args]
+
+
 @contextlib.contextmanager
 def router_process(
     config: dict[str, Any],
@@ -136,6 +145,8 @@ def router_process(
     *,
     workdir: Path | None = None,
     args: tuple[str, ...] = ("--log-level", "warning"),
+    launcher: Launcher = local_launcher,
+    timeout: float = 30,
 ) -> Iterator[str]:
     """`onion-router --config FILE` as a process of its own, with `env` added to this one's;
     yields its base URL and stops it afterwards. Its output goes to `workdir`/router.log."""
@@ -143,8 +154,7 @@ def router_process(
     workdir = workdir or Path(tempfile.mkdtemp(prefix="onion-router-"))
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     log = (workdir / "router.log").open("wb")
-    argv = [str(ROUTER_BIN), "--config", str(workdir / "config.yaml")]
-    argv += ["--host", "127.0.0.1", "--port", str(port), *args]
+    argv = launcher(workdir, ["--host", "127.0.0.1", "--port", str(port), *args])
     proc = subprocess.Popen(
         argv,
         stdout=log,
@@ -161,7 +171,7 @@ def router_process(
                 return httpx.get(f"{url}/health", timeout=1).status_code == 200
             return False
 
-        wait_until(up, timeout=30, what="router /health")
+        wait_until(up, timeout=timeout, what="router /health")
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -65,8 +65,8 @@ class Keys:
 class ApiKey:
     """One endpoint tier's API key: the whole file, surrounding whitespace stripped."""
 
-    def __init__(self, path: str) -> None:
-        self._file = WatchedFile(path)
+    def __init__(self, path: str, every: float = 1.0) -> None:
+        self._file = WatchedFile(path, every)
         self.path = self._file.path
         self._raw: bytes | None = None
         self._key: str | None = None

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit fuzz chaos lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router bench-instructions bench-ab clean
+.PHONY: help install bins engine test test-unit test-image fuzz chaos lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router bench-instructions bench-ab clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,14 +18,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## Python environment with the product and dev tools
 
-bins:  ## build (or reuse) the pinned Kubernetes, etcd, kwok and helm binaries
+bins:  ## build (or reuse) the pinned Kubernetes, etcd, kwok and helm binaries, and the Gateway API CRDs
 	bash hack/build-cluster-bins.sh
+	bash hack/fetch-gateway-api.sh
 
 engine: install  ## llama.cpp server and the small real models (compiled once, cached)
 	bash hack/install-engine.sh $(PY)
 
-test: install bins engine  ## all tests: unit, integration (real API server), end-to-end
-	$(PY) -m pytest tests
+test: install bins engine  ## all tests but the image's: unit, integration (real API server), end-to-end
+	$(PY) -m pytest tests --ignore=tests/image
+
+test-image: install image  ## build the image (buildah where no engine runs) and test it: its router answers
+	$(PY) -m pytest tests/image
 
 test-unit: install  ## pure tests only (seconds)
 	$(PY) -m pytest tests/unit
@@ -57,7 +61,7 @@ cluster-down:  ## stop it
 demo: install bins engine  ## the main job on one machine (about a minute; see README)
 	$(PY) demo/run_demo.py
 
-image:  ## container image (operator + router) with docker or podman, where one exists
+image:  ## container image (operator + router): docker or podman, else buildah (see docs/install.md)
 	bash hack/build-image.sh
 
 kind-demo:  ## the same on kind with the real image (needs docker + kind; not runnable here)

@@ -9,6 +9,7 @@ import pytest
 
 from tests.support import leftovers
 from tests.support.cluster import Cluster, LocalClusterProcess
+from tests.support.llama import llama_server
 
 _BEFORE = pytest.StashKey[set[int]]()
 _SESSION = pytest.StashKey[str]()
@@ -25,6 +26,13 @@ def cluster() -> Iterator[Cluster]:
         return
     with LocalClusterProcess() as local:
         yield local
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's server with the real SmolLM2-135M-Instruct (served as `core`): its URL."""
+    with llama_server(tmp_path_factory.mktemp("llama")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
+    "HTTPRoute": (f"/apis/{c.HTTPROUTE_API_VERSION}", "httproutes"),
     c.KIND: (f"/apis/{c.API_VERSION}", c.PLURAL),
 }
 

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from onion_operator import constants as c
-from onion_operator.spec import Core, Layer, ModelCache, OnionSpec, RouterSettings
+from onion_operator.spec import Core, HTTPRoute, Layer, ModelCache, OnionSpec
 
 Obj = dict[str, Any]
 
@@ -203,6 +203,41 @@ def _rule(rule: Any) -> Obj:
     return {"minPromptTokens": rule.min_prompt_tokens}
 
 
+def _endpoint_access(layer: Layer) -> Obj:
+    """An endpoint layer's key and CA files (mounted Secrets) and headers, for its tier."""
+    out: Obj = {}
+    if layer.api_key_secret_ref is not None:
+        out["apiKeyFile"] = c.layer_secret_path(layer.name, c.API_KEY_FILE)
+    if layer.ca_secret_ref is not None:
+        out["caFile"] = c.layer_secret_path(layer.name, c.CA_FILE)
+    if layer.headers:
+        out["headers"] = dict(layer.headers)
+    return out
+
+
+def _layer_secret_volumes(spec: OnionSpec) -> tuple[list[Obj], list[Obj]]:
+    """One projected volume per endpoint layer with Secrets: only their one key each, mounted
+    read-only as a directory (a subPath mount would never see a rotated key). A missing Secret
+    keeps the router pod from starting, and its events name the Secret."""
+    volumes: list[Obj] = []
+    mounts: list[Obj] = []
+    for layer in spec.layers:
+        refs = ((layer.api_key_secret_ref, c.API_KEY_FILE), (layer.ca_secret_ref, c.CA_FILE))
+        sources = [
+            {"secret": {"name": ref.name, "items": [{"key": ref.key, "path": file}]}}
+            for ref, file in refs
+            if ref is not None
+        ]
+        if not sources:
+            continue
+        name = f"layer-{layer.name}"
+        volumes.append({"name": name, "projected": {"sources": sources}})
+        mounts.append(
+            {"name": name, "mountPath": f"{c.ROUTER_LAYERS_DIR}/{layer.name}", "readOnly": True}
+        )
+    return volumes, mounts
+
+
 def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
     """The router's config.yaml (camelCase), parsed by onion_router.config.RouterConfig."""
     r = spec.router
@@ -228,9 +263,11 @@ def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
                 "engine": layer.engine,
                 "managed": layer.managed,
                 "lease": c.lease_name(onion, layer.name) if layer.managed else None,
-                "wakeTimeoutSeconds": layer.wake_timeout if layer.managed else 0,
+                # An endpoint's 429/503 with Retry-After (another Onion waking) are retried so long.
+                "wakeTimeoutSeconds": layer.wake_timeout,
                 "escalation": _escalation(layer),
                 "rules": [_rule(rule) for rule in layer.rules],
+                **_endpoint_access(layer),
             }
         )
     config: Obj = {
@@ -262,8 +299,9 @@ def build_router_configmap(owner: Owner, config_yaml: str) -> Obj:
     }
 
 
-def build_router_deployment(owner: Owner, router: RouterSettings, config_yaml: str) -> Obj:
+def build_router_deployment(owner: Owner, spec: OnionSpec, config_yaml: str) -> Obj:
     """The router: `onion-router --config /etc/onion/config.yaml`, restarted on config change."""
+    router = spec.router
     name = c.child_name(owner.name, c.ROUTER)
     digest = hashlib.sha256(config_yaml.encode()).hexdigest()[:16]
     volumes: list[Obj] = [
@@ -273,6 +311,9 @@ def build_router_deployment(owner: Owner, router: RouterSettings, config_yaml: s
     if router.auth_secret_name:
         volumes.append({"name": "auth", "secret": {"secretName": router.auth_secret_name}})
         mounts.append({"name": "auth", "mountPath": c.ROUTER_AUTH_DIR, "readOnly": True})
+    layer_volumes, layer_mounts = _layer_secret_volumes(spec)
+    volumes += layer_volumes
+    mounts += layer_mounts
     probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 2}
     container: Obj = {
         "name": "router",
@@ -355,6 +396,27 @@ def build_router_rbac(owner: Owner, spec: OnionSpec) -> list[Obj]:
     ]
 
 
+def build_router_httproute(owner: Owner, route: HTTPRoute) -> Obj:
+    """A Gateway API HTTPRoute from the given Gateways (and hostnames) to the router's Service."""
+    name = c.child_name(owner.name, c.ROUTER)
+    parents = [
+        {k: v for k, v in ref.model_dump(by_alias=True).items() if v is not None}
+        for ref in route.parent_refs
+    ]
+    spec: Obj = {
+        "parentRefs": parents,
+        "rules": [{"backendRefs": [{"name": name, "port": c.SERVICE_PORT}]}],
+    }
+    if route.hostnames:
+        spec["hostnames"] = list(route.hostnames)
+    return {
+        "apiVersion": c.HTTPROUTE_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": _meta(owner, name, c.ROUTER, c.COMPONENT_ROUTER),
+        "spec": spec,
+    }
+
+
 def build_children(owner: Owner, spec: OnionSpec, layer_replicas: dict[str, int]) -> list[Obj]:
     """Every object the Onion owns, layer Deployments at the planner's replicas."""
     objs: list[Obj] = []
@@ -377,6 +439,8 @@ def build_children(owner: Owner, spec: OnionSpec, layer_replicas: dict[str, int]
     config_yaml = render_router_config(spec, owner.namespace, owner.name)
     objs.append(build_router_configmap(owner, config_yaml))
     objs.extend(build_router_rbac(owner, spec))
-    objs.append(build_router_deployment(owner, spec.router, config_yaml))
+    objs.append(build_router_deployment(owner, spec, config_yaml))
     objs.append(build_service(owner, c.ROUTER, c.COMPONENT_ROUTER))
+    if spec.router.http_route is not None:
+        objs.append(build_router_httproute(owner, spec.router.http_route))
     return objs

@@ -18,7 +18,7 @@ from onion_operator.engines import ENGINES, Engine
 
 # The router owns the shape of routing rules: the operator validates them exactly as the router
 # will read them from the config it renders.
-from onion_router.config import DEFAULT_TOOL_NAME, Rule
+from onion_router.config import DEFAULT_TOOL_NAME, Rule, check_headers
 
 EngineName = Literal["tgi", "vllm", "llamacpp"]
 
@@ -106,9 +106,21 @@ class Core(_Workload):
     replicas: int = Field(default=1, ge=1)
 
 
+class SecretKeyRef(_Model):
+    """One key of a Secret in the Onion's namespace, mounted into the router's pods."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class Layer(_Workload):
     name: str
     endpoint: str | None = None
+    # An endpoint's credentials: its API key and an extra CA from Secrets (never in the
+    # router's ConfigMap), plain headers sent with every request to it.
+    api_key_secret_ref: SecretKeyRef | None = None
+    ca_secret_ref: SecretKeyRef | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
     idle_timeout: float = 600.0
     wake_timeout: float = 600.0
     min_replicas: Literal[0, 1] = 0
@@ -132,7 +144,16 @@ class Layer(_Workload):
     def _model_xor_endpoint(self) -> Layer:
         if (self.model is None) == (self.endpoint is None):
             raise ValueError(f"layer {self.name!r} needs exactly one of model or endpoint")
+        given = [f for f in ("api_key_secret_ref", "ca_secret_ref", "headers") if getattr(self, f)]
+        if self.endpoint is None and given:
+            fields = ", ".join(to_camel(f) for f in given)
+            raise ValueError(f"layer {self.name!r}: {fields} apply only to an endpoint layer")
         return self
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        return check_headers(headers)  # as the router will read them
 
     @property
     def managed(self) -> bool:
@@ -140,8 +161,27 @@ class Layer(_Workload):
         return self.endpoint is None
 
 
+class ParentRef(_Model):
+    """A Gateway (or a listener of one) the router's HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    group: str | None = None
+    kind: str | None = None
+
+
+class HTTPRoute(_Model):
+    """Expose the router through a Gateway API Gateway: an HTTPRoute to the router's Service."""
+
+    parent_refs: tuple[ParentRef, ...] = Field(min_length=1)
+    hostnames: tuple[str, ...] = ()
+
+
 class RouterSettings(_Model):
     replicas: int = Field(default=1, ge=0)
+    http_route: HTTPRoute | None = None
     while_waking: Literal["wait", "fallback"] = "wait"
     image: str | None = None
     auth_secret_name: str | None = None

@@ -90,16 +90,55 @@ class Rule(_Model):
         return self
 
 
+# Headers the router sets itself on every upstream request (or that would break the wire).
+# The key goes in Authorization from apiKeyFile, never in a header written in the config.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "x-request-id",
+        "authorization",
+    }
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Extra headers for a tier: valid names, one line of ASCII each, none the router sets."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(
+                f"header {name!r} is set by the router itself (an API key comes from a Secret)"
+            )
+        if "\r" in value or "\n" in value or not value.isascii():
+            raise ValueError(f"header {name!r} must be one line of ASCII")
+    return headers
+
+
 class Tier(_Model):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     url: str
-    model: str
+    model: str  # the served model name sent upstream
     engine: Literal["tgi", "vllm", "llamacpp"] = "tgi"
     managed: bool = False
     lease: str | None = None
+    # Managed: how long a request may wait for the tier to wake. Not managed: how long the
+    # router retries the tier's 429/503 answers that carry Retry-After (another Onion's router
+    # holding a waking layer, a hosted API's rate limit); 0 never retries.
     wake_timeout_seconds: float = Field(default=0, ge=0)
     escalation: Escalation = Escalation()
     rules: tuple[Rule, ...] = ()
+    # Credentials and TLS for an endpoint: the bearer key is read from this file (a mounted
+    # Secret; read again when it changes) and sent to this tier alone; `headers` go with every
+    # request to it; `caFile` trusts one more CA besides the system's bundle for https.
+    api_key_file: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca_file: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -107,6 +146,11 @@ class Tier(_Model):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"tier url {url!r} must start with http:// or https://")
         return url.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _plain_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        return check_headers(headers)
 
     @model_validator(mode="after")
     def _lease_if_managed(self) -> Tier:

@@ -3,6 +3,7 @@ when it is rejected; wake and hold tiers on the way. Non-streaming and streaming
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -33,12 +34,14 @@ from onion_router.protocol import (
     CallFilter,
     ChatRequest,
     Chunk,
+    Holding,
     Meta,
     ProtocolError,
     call_json,
     merged_calls,
     without_calls,
 )
+from onion_router.retries import retry_delay
 from onion_router.upstream import Upstream, UpstreamError, UpstreamStream
 
 
@@ -46,16 +49,6 @@ from onion_router.upstream import Upstream, UpstreamError, UpstreamStream
 class Plan:
     start: int
     pinned: bool
-
-
-@dataclass(frozen=True)
-class Holding:
-    """Stream event: still waiting for a tier to wake."""
-
-    tier: str
-    phase: str
-    waited: float
-    timeout: float
 
 
 @dataclass(frozen=True)
@@ -139,6 +132,14 @@ class Escalator:
         self.layers.demand(self.tiers[index].name)  # it still wakes, for the next requests
         return fallback_tier(self.layers.awake(), index)
 
+    def _retry_delay(self, tier: Tier, err: UpstreamError, started: float) -> float | None:
+        """How long to wait before asking a tier that said "not now" again (None: give up).
+        A managed tier's wake timeout is spent waking it, so only the others are retried."""
+        if tier.managed:
+            return None
+        waited = time.monotonic() - started
+        return retry_delay(err.status, err.retry_after, waited, tier.wake_timeout_seconds)
+
     def _record(self, tier: Tier, verdict: Verdict, escalated_to: str | None) -> None:
         self.metrics.judged(tier.name, verdict.accept, escalated_to)
 
@@ -162,9 +163,17 @@ class Escalator:
                     while not await admission.wait():
                         pass  # timer wake-ups can come a hair early; wait() raises at the deadline
                     path.append(tier.name)
-                    answer = await self._ask(
-                        tier, index, self._prepare(tier, request, judged), judged
-                    )
+                    prepared = self._prepare(tier, request, judged)
+                    started = time.monotonic()
+                    while True:
+                        try:
+                            answer = await self._ask(tier, index, prepared, judged)
+                            break
+                        except UpstreamError as err:
+                            delay = self._retry_delay(tier, err, started)
+                            if delay is None:
+                                raise
+                            await asyncio.sleep(delay)
             except UpstreamError:
                 if rejected is not None and self.config.while_waking == "fallback":
                     return replace(rejected, meta=replace(rejected.meta, degraded=True))
@@ -176,7 +185,8 @@ class Escalator:
             tool = own_tool(tier.escalation) if judged else None
             if tool is not None:
                 answer = without_calls(answer, tool)
-            outcome = Outcome(answer, Meta(tier.name, tuple(path), degraded))
+            meta = Meta(tier.name, tuple(path), degraded).within(answer.raw.get("onion"))
+            outcome = Outcome(answer, meta)
             if not judged:
                 return outcome
             if verdict.accept:
@@ -253,10 +263,10 @@ class Escalator:
                     yield Holding(tier.name, admission.phase, admission.waited, admission.timeout)
                 path.append(tier.name)
                 judges = self._judges(plan, index, tier) and not degraded
-                upstream = await self.upstreams[tier.name].open_stream(
-                    self._prepare(tier, request, judges),
-                    logprobs=judges and tier.escalation.policy == "confidence",
-                )
+                opened: list[UpstreamStream] = []
+                async for held in self._open_stream(tier, request, judges, opened):
+                    yield held
+                upstream = opened[0]
                 async with contextlib.aclosing(upstream):
                     buffered, verdict = await self._buffer(tier, index, upstream, judges)
                     if verdict is not None and not verdict.accept:
@@ -268,13 +278,48 @@ class Escalator:
                         degraded = True  # the outer tier sleeps: keep this answer, marked
                     elif verdict is not None:
                         self._record(tier, verdict, None)
-                    yield Answering(Meta(tier.name, tuple(path), degraded))
-                    clean = self._cleaner(tier, judges)
-                    for chunk in buffered:
-                        yield clean(chunk)
-                    async for chunk in upstream:
-                        yield clean(chunk)
+                    async with contextlib.aclosing(upstream.items()) as items:
+                        if not buffered:  # the first chunk names the layer if it is an Onion
+                            async for item in items:
+                                if isinstance(item, Holding):
+                                    yield item  # an Onion router holding the request
+                                    continue
+                                buffered = [item]
+                                break
+                        remote = buffered[0].raw.get("onion") if buffered else None
+                        yield Answering(Meta(tier.name, tuple(path), degraded).within(remote))
+                        clean = self._cleaner(tier, judges)
+                        for chunk in buffered:
+                            yield clean(chunk)
+                        async for item in items:
+                            yield item if isinstance(item, Holding) else clean(item)
                     return
+
+    async def _open_stream(
+        self, tier: Tier, request: ChatRequest, judges: bool, opened: list[UpstreamStream]
+    ) -> AsyncGenerator[Holding]:
+        """Open the tier's stream into `opened`; while a tier that said "not now" is waited for,
+        yields a Holding every heartbeat so the client hears from the router meanwhile."""
+        prepared = self._prepare(tier, request, judges)
+        started = time.monotonic()
+        while True:
+            try:
+                opened.append(
+                    await self.upstreams[tier.name].open_stream(
+                        prepared, logprobs=judges and tier.escalation.policy == "confidence"
+                    )
+                )
+                return
+            except UpstreamError as err:
+                delay = self._retry_delay(tier, err, started)
+                if delay is None:
+                    raise
+                phase = f"HTTP {err.status}, retrying"
+            until = time.monotonic() + delay
+            while (left := until - time.monotonic()) > 0:
+                waited = time.monotonic() - started
+                yield Holding(tier.name, phase, waited, tier.wake_timeout_seconds)
+                await asyncio.sleep(min(left, self.config.heartbeat_seconds))
 
     async def _buffer(
         self, tier: Tier, index: int, upstream: UpstreamStream, judges: bool

@@ -73,6 +73,16 @@ LAYER = {"name": "mid", "model": "m"}
             "modelCache needs exactly one of pvcName",
         ),
         ([], {"maxAwakeLayers": 0}, "spec.maxAwakeLayers"),
+        (
+            [{**LAYER, "apiKeySecretRef": {"name": "s", "key": "k"}}],
+            {},
+            "apiKeySecretRef, caSecretRef and headers apply only to an endpoint layer",
+        ),
+        (
+            [{"name": "x", "endpoint": "https://x.example", "caSecretRef": {"name": "s"}}],
+            {},
+            "spec.layers[0].caSecretRef.key: Required value",
+        ),
     ],
 )
 def test_schema_rejects_with_a_readable_message(

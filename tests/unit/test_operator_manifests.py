@@ -247,6 +247,61 @@ def test_router_deployment_mounts_config_and_rolls_on_change() -> None:
     )
 
 
+def test_endpoint_credentials_are_mounted_secrets_the_config_points_at() -> None:
+    layer = {
+        "name": "hosted",
+        "endpoint": "https://api.example.com/v1",
+        "servedModelName": "gpt-4o-mini",
+        "apiKeySecretRef": {"name": "openai", "key": "token"},
+        "caSecretRef": {"name": "corp-ca", "key": "ca.pem"},
+        "headers": {"OpenAI-Organization": "org-1"},
+    }
+    spec = parse_spec("chat", {"core": {"model": "m"}, "layers": [layer, {**layer, "name": "b"}]})
+    objs = by_kind_name(build_children(OWNER, spec, {}))
+    config = yaml.safe_load(objs[("ConfigMap", "chat-router")]["data"]["config.yaml"])
+    hosted = config["tiers"][1]
+    assert hosted["apiKeyFile"] == "/etc/onion/layers/hosted/api-key"
+    assert hosted["caFile"] == "/etc/onion/layers/hosted/ca.crt"
+    assert (hosted["headers"], hosted["model"]) == ({"OpenAI-Organization": "org-1"}, "gpt-4o-mini")
+    assert "apiKeyFile" not in config["tiers"][0]
+    pod = objs[("Deployment", "chat-router")]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "layer-hosted")
+    assert volume["projected"]["sources"] == [
+        {"secret": {"name": "openai", "items": [{"key": "token", "path": "api-key"}]}},
+        {"secret": {"name": "corp-ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]}},
+    ]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    # A directory, not a subPath: only then does the kubelet swap in a rotated key.
+    assert mounts["layer-hosted"] == {
+        "name": "layer-hosted",
+        "mountPath": "/etc/onion/layers/hosted",
+        "readOnly": True,
+    }
+    assert "layer-b" in mounts and "subPath" not in mounts["layer-b"]
+
+
+def test_http_route_only_when_asked_for() -> None:
+    assert not any(
+        o["kind"] == "HTTPRoute" for o in build_children(OWNER, parse_spec("chat", SPEC), {})
+    )
+    route = {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["chat.example.com"],
+    }
+    spec = parse_spec("chat", {**SPEC, "router": {"httpRoute": route}})
+    objs = by_kind_name(build_children(OWNER, spec, {}))
+    obj = objs[("HTTPRoute", "chat-router")]
+    assert obj["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert obj["metadata"]["ownerReferences"][0]["name"] == "chat"
+    assert obj["spec"] == {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["chat.example.com"],
+        "rules": [{"backendRefs": [{"name": "chat-router", "port": 80}]}],
+    }
+    service = objs[("Service", "chat-router")]
+    assert service["spec"]["ports"][0]["port"] == 80
+
+
 def test_model_cache_size_creates_a_claim() -> None:
     spec = parse_spec("chat", {"core": {"model": "m"}, "modelCache": {"size": "200Gi"}})
     objs = by_kind_name(build_children(OWNER, spec, {}))

@@ -73,6 +73,26 @@ LAYER = {"name": "mid", "model": "m"}
             "modelCache needs exactly one of pvcName",
         ),
         ([], {"maxAwakeLayers": 0}, "spec.maxAwakeLayers"),
+        (
+            [{**LAYER, "escalation": {"policy": "verify", "targetRate": 1}}],
+            {},
+            "spec.layers[0].escalation.targetRate: Invalid value: 1: must be < 1",
+        ),
+        (
+            [{**LAYER, "escalation": {"policy": "confidence", "targetRate": 0}}],
+            {},
+            "spec.layers[0].escalation.targetRate: Invalid value: 0: must be > 0",
+        ),
+        (
+            [{**LAYER, "escalation": {"policy": "self", "targetRate": 0.2}}],
+            {},
+            "targetRate needs policy confidence or verify",
+        ),
+        (
+            [{**LAYER, "escalation": {"targetRate": 0.2, "window": 10, "minSamples": 20}}],
+            {},
+            "minSamples must not exceed window",
+        ),
     ],
 )
 def test_schema_rejects_with_a_readable_message(

@@ -6,7 +6,10 @@
 # This is the engine the `llamacpp` engine image (ghcr.io/ggml-org/llama.cpp:server) runs in pods;
 # tests, the demo and `make bench-quality` run it on loopback. It computes token logprobs in C++,
 # where llama-cpp-python's server did it in Python over the whole vocabulary.
+# `hack/build-llama-server.sh --check` only prints the path of a built binary (or fails saying so).
 set -euo pipefail
+check=false
+if [ "${1:-}" = "--check" ]; then check=true; shift; fi
 py="${1:-python3}"
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 # A native build targets instructions this VM does not enable (AMX) and dies with "illegal
@@ -21,9 +24,17 @@ prefix="$cache_root/llama-server-$LLAMA_CPP_PYTHON_VERSION-$key"
 binary="$prefix/bin/llama-server"
 log() { echo "[build-llama-server] $*" >&2; }
 
+if [ -n "${ONION_LLAMA_SERVER:-}" ]; then  # a llama-server of the user's own
+  echo "$ONION_LLAMA_SERVER"
+  exit 0
+fi
 if [ -x "$binary" ]; then
   echo "$binary"
   exit 0
+fi
+if $check; then
+  log "llama-server is not built; run \`make engine\` (builds it once into $prefix)"
+  exit 1
 fi
 for tool in cmake c++; do
   command -v "$tool" >/dev/null || { log "needs $tool (apt-get install cmake g++)"; exit 1; }

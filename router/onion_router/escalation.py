@@ -214,13 +214,14 @@ class Escalator:
                     answer = await self._ask(
                         tier, index, self._prepare(tier, request, judged), judged
                     )
+                    # Policy verify: still admitted, so the layer counts as in use.
+                    score = await self._verify(tier, request, answer.text) if judged else None
             except UpstreamError:
                 if rejected is not None and self.config.while_waking == "fallback":
                     return replace(rejected, meta=replace(rejected.meta, degraded=True))
                 raise
             names = [c.name for c in answer.calls if c.name]
             logprobs = [t.logprob for t in answer.tokens]
-            score = await self._verify(tier, request, answer.text) if judged else None
             verdict = judge(
                 tier.escalation,
                 answer.text,

@@ -451,6 +451,66 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def _apgr(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The tables the README and docs/quality.md show, from the summary."""
+    signals = (*SIGNALS, "self")
+    lines = [
+        "| dataset (n) | core | mid | big | pair | "
+        + " | ".join(f"APGR {s}" for s in signals)
+        + " | best at <= 30%: accuracy (rate, cost) | random there |",
+        "|---" * (7 + len(signals)) + "|",
+    ]
+    for name, entry in summary["datasets"].items():
+        acc = entry["accuracy"]
+        for pair in ("core->big", "mid->big"):
+            table = entry["curves"]["pairs"][pair]
+            best = max(signals, key=lambda s: table[s]["bestAccuracyAtOrBelow30"])
+            point = table[best]
+            rate = point["itsRate"]
+            curve = {round(p[0], 4): p for p in point["curve"]}
+            cost = curve.get(round(rate, 4), [0, 0, float("nan")])[2]
+            lo, hi = point["curve"][0][1], point["curve"][-1][1]
+            lines.append(
+                f"| {name} ({entry['questions']}) | {acc['core']:.2f} | {acc['mid']:.2f} | "
+                f"{acc['big']:.2f} | {pair} | "
+                + " | ".join(_apgr(table[s]["apgr"]) for s in signals)
+                + f" | {point['bestAccuracyAtOrBelow30']:.2f} ({best}, {rate:.0%}, "
+                f"{cost:.2f}x) | {lo + rate * (hi - lo):.2f} |"
+            )
+    lines += [
+        "",
+        "| dataset | cascade at 30% per layer: signal, accuracy, cost | random cascade | "
+        "live run: accuracy (predicted), same layer as predicted, escalated out of core | "
+        "verify call beside the answer (core, mid) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in summary["datasets"].items():
+        cascade_rows = entry["curves"]["cascade"]
+        signal = entry["bestSignal"]
+        row = next(r for r in cascade_rows[signal] if abs(r["rate"] - LIVE_RATE) < 1e-9)
+        rnd = next(r for r in cascade_rows["random"] if abs(r["rate"] - LIVE_RATE) < 1e-9)
+        live = entry.get("live")
+        live_text = (
+            f"{live['accuracy']:.2f} ({live['predictedAccuracy']:.2f}), "
+            f"{live['sameLayerAsPredicted']:.0%}, {live['escalatedOutOfCore']:.0%}"
+            if live
+            else "-"
+        )
+        over = entry["overheads"]
+        verify = ", ".join(
+            f"{o['verifySeconds']:.2f} s / {o['answerSeconds']:.2f} s" for o in over.values()
+        )
+        lines.append(
+            f"| {name} | {signal}, {row['accuracy']:.2f}, {row['cost']:.2f}x | "
+            f"{rnd['accuracy']:.2f}, {rnd['cost']:.2f}x | {live_text} | {verify} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/quality.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="gsm8k,humaneval,boolq")
@@ -551,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"quality-{name}.json").write_text(json.dumps(raw, indent=1))
     (args.out / "quality.json").write_text(json.dumps(summary, indent=1))
     plot(summary, args.out / "quality.png")
+    (args.out / "quality.md").write_text(markdown(summary))
     say(
         f"wrote {args.out}/quality.json, quality-*.json, quality.png "
         f"in {summary['wallSeconds']:.0f}s"

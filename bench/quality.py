@@ -64,7 +64,7 @@ LADDER = (
 )
 NAMES = [name for name, *_ in LADDER]
 PARAMS = {name: params for name, _, _, params in LADDER}
-DEFAULT_LIMITS = {"gsm8k": 30, "humaneval": 30, "boolq": 60}
+DEFAULT_LIMITS = {"gsm8k": 20, "humaneval": 20, "boolq": 40}
 SIGNALS = ("mean", "min", "firstK", "verify")  # scored policies; `self` is a yes/no signal
 FIRST_K = 8
 LIVE_RATE = 0.3  # the targetRate-like setting of the live run, at both judged layers
@@ -426,7 +426,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
                         else {"color": colors[signal]}
                     )
                     ax.plot(xs, ys, label=signal, **style)
-                ax.set_title(f"{name}: cascade core->mid->big (each escalates rate r)")
+                ax.set_title(f"{name}: cascade core->mid->big, each layer escalates r")
             else:
                 pair = table["pairs"][what]
                 for signal, data in pair.items():

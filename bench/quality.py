@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,7 @@ from quality_curves import (  # noqa: E402
     pair_curve,
     random_line,
 )
-from quality_data import DATASETS, Dataset, Item  # noqa: E402
+from quality_data import CACHE, DATASETS, Dataset, Item  # noqa: E402
 
 from onion_router.adaptive import quantile  # noqa: E402
 from onion_router.config import Escalation  # noqa: E402
@@ -64,7 +65,8 @@ LADDER = (
 )
 NAMES = [name for name, *_ in LADDER]
 PARAMS = {name: params for name, _, _, params in LADDER}
-DEFAULT_LIMITS = {"gsm8k": 20, "humaneval": 20, "boolq": 40}
+# Sized to finish in well under an hour on a shared 2-core VM (measured: see docs/quality.md).
+DEFAULT_LIMITS = {"gsm8k": 12, "humaneval": 12, "boolq": 24}
 SIGNALS = ("mean", "min", "firstK", "verify")  # scored policies; `self` is a yes/no signal
 FIRST_K = 8
 LIVE_RATE = 0.3  # the targetRate-like setting of the live run, at both judged layers
@@ -523,6 +525,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from openai import OpenAI
 
+    def stop(signum: int, _frame: object) -> None:  # unwind, so every server is stopped
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, stop)
     chosen = [d.strip() for d in args.datasets.split(",") if d.strip()]
     unknown = [d for d in chosen if d not in DATASETS]
     if unknown:
@@ -535,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-quality: {err}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    cache = Cache(Path(llamaserver.CACHE) / "bench-quality" / "answers.jsonl")
+    cache = Cache(CACHE / "bench-quality" / "answers.jsonl")
     started = time.perf_counter()
     summary: dict[str, Any] = {
         "ladder": [
@@ -543,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, _, model, params in LADDER
         ],
         "costProxy": "generated tokens x layer parameter count, relative to always asking big",
-        "machine": f"{os.cpu_count()} cores, no GPU, llama-server (llama.cpp, 2 threads a server)",
+        "machine": f"{os.cpu_count()} cores, no GPU, llama-server, {llamaserver.THREADS} thread(s) a server",
         "datasets": {},
     }
     with (

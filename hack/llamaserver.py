@@ -4,6 +4,7 @@ tests, the demo and `make bench-quality`. Everything it starts it stops."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -52,13 +53,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Threads per server. One by default: on a 2-core machine shared with other work, ggml's two
+# threads wait on each other at every step (measured here under load: 15 tokens/s with two
+# threads, 31 with one, SmolLM2-135M). ONION_LLAMA_THREADS=2 on an idle machine.
+THREADS = os.environ.get("ONION_LLAMA_THREADS", "1")
+
+
 def command(path: str, alias: str, port: int, ctx: int = 4096) -> list[str]:
     """One llama-server on 127.0.0.1: one slot (requests run one at a time, each with the whole
-    context), two threads, the model's own chat template."""
+    context), THREADS threads, the model's own chat template."""
     return [
         binary(),
         *("--model", path, "--alias", alias, "--host", "127.0.0.1", "--port", str(port)),
-        *("--threads", "2", "--ctx-size", str(ctx), "--parallel", "1", "--no-webui"),
+        *("--threads", THREADS, "--ctx-size", str(ctx), "--parallel", "1", "--no-webui"),
     ]
 
 

@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
+import signal as signals
 import subprocess
 import sys
 import tempfile
@@ -528,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     def stop(signum: int, _frame: object) -> None:  # unwind, so every server is stopped
         raise KeyboardInterrupt(f"signal {signum}")
 
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, stop)
+    for sig in (signals.SIGTERM, signals.SIGHUP, signals.SIGINT):
+        signals.signal(sig, stop)
     chosen = [d.strip() for d in args.datasets.split(",") if d.strip()]
     unknown = [d for d in chosen if d not in DATASETS]
     if unknown:
@@ -550,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, _, model, params in LADDER
         ],
         "costProxy": "generated tokens x layer parameter count, relative to always asking big",
-        "machine": f"{os.cpu_count()} cores, no GPU, llama-server, {llamaserver.THREADS} thread(s) a server",
+        "machine": f"{os.cpu_count()} cores, no GPU, llama-server, "
+        f"{llamaserver.THREADS} thread(s) a server",
         "datasets": {},
     }
     with (

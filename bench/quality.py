@@ -515,7 +515,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/quality.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", default="gsm8k,humaneval,boolq")
+    parser.add_argument("--datasets", default="boolq,humaneval,gsm8k")
     parser.add_argument(
         "--limit", type=int, help="questions per dataset (default: see DEFAULT_LIMITS)"
     )

@@ -171,13 +171,19 @@ BOOLQ_SYSTEM = "Read the passage and answer the question with one word: yes or n
 
 
 def boolq_items() -> list[Item]:
+    """BoolQ dev, shortest passages first (on a CPU the prompt's prefill is most of the cost),
+    alternating yes and no, so that a model answering always one word scores one half."""
     items = []
     for index, line in enumerate(wheel_member(*BOOLQ).decode().splitlines()):
         row = json.loads(line)
         gold = "yes" if str(row["answer"]).lower() == "true" else "no"
         question = f"Passage: {row['passage']}\n\nQuestion: {row['question']}?"
         items.append(Item(f"boolq-{index}", question, gold, {"gold": gold}))
-    return items
+    by_length = sorted(items, key=lambda item: (len(item.question), item.id))
+    yes = [i for i in by_length if i.gold == "yes"]
+    no = [i for i in by_length if i.gold == "no"]
+    mixed = [item for pair in zip(yes, no, strict=False) for item in pair]
+    return mixed + yes[len(no) :] + no[len(yes) :]
 
 
 def boolq_grade(item: Item, text: str) -> bool:
@@ -192,7 +198,7 @@ DATASETS = {
     "humaneval": Dataset(
         "humaneval",
         HUMANEVAL_SYSTEM,
-        320,
+        256,
         humaneval_items,
         humaneval_grade,
         "HumanEval, MIT (Chen et al., 2021)",

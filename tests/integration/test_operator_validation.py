@@ -76,12 +76,12 @@ LAYER = {"name": "mid", "model": "m"}
         (
             [{**LAYER, "escalation": {"policy": "verify", "targetRate": 1}}],
             {},
-            "spec.layers[0].escalation.targetRate: Invalid value: 1: must be < 1",
+            "spec.layers[0].escalation.targetRate in body should be less than 1",
         ),
         (
             [{**LAYER, "escalation": {"policy": "confidence", "targetRate": 0}}],
             {},
-            "spec.layers[0].escalation.targetRate: Invalid value: 0: must be > 0",
+            "spec.layers[0].escalation.targetRate in body should be greater than 0",
         ),
         (
             [{**LAYER, "escalation": {"policy": "self", "targetRate": 0.2}}],

@@ -513,11 +513,22 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def limits(text: str | None) -> dict[str, int]:
+    """`--limit N` (every dataset) or `--limit gsm8k=10,boolq=24`."""
+    if not text:
+        return {}
+    if text.isdigit():
+        return dict.fromkeys(DATASETS, int(text))
+    pairs = (part.split("=", 1) for part in text.split(",") if part.strip())
+    return {name.strip(): int(value) for name, value in pairs}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/quality.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="boolq,humaneval,gsm8k")
     parser.add_argument(
-        "--limit", type=int, help="questions per dataset (default: see DEFAULT_LIMITS)"
+        "--limit",
+        help="questions per dataset: N, or name=N,... (default: DEFAULT_LIMITS)",
     )
     parser.add_argument("--full", action="store_true", help="every question of every dataset")
     parser.add_argument("--out", type=Path, default=REPO / "results")
@@ -569,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in chosen:
                 dataset = DATASETS[name]
                 items = dataset.items()
-                limit = None if args.full else (args.limit or DEFAULT_LIMITS[name])
+                limit = None if args.full else limits(args.limit).get(name, DEFAULT_LIMITS[name])
                 items = items[:limit]
                 say(f"{name}: {len(items)} questions, each layer pinned")
                 t0 = time.perf_counter()

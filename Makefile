@@ -73,9 +73,9 @@ bench-router: install  ## router overhead vs direct vs LiteLLM
 bench-instructions: install  ## router instructions per request under callgrind (needs valgrind)
 	$(PY) bench/router_instructions.py
 
-bench-quality: install engine  ## the bargain on the real ladder: accuracy vs escalation, cost, APGR (FULL=1: whole datasets)
+bench-quality: install engine  ## the bargain on the real ladder: accuracy vs escalation, cost, APGR (FULL=1: whole sets; LIMIT=gsm8k=10,...)
 	$(PY) -m pip install -q 'matplotlib>=3.8'
-	$(PY) bench/quality.py $(if $(FULL),--full,)
+	$(PY) bench/quality.py $(if $(FULL),--full,) $(if $(LIMIT),--limit $(LIMIT),)
 
 bench-ab: install  ## this router's added latency beside another checkout's: make bench-ab SOURCE=DIR/router
 	@test -n "$(SOURCE)" || { echo "usage: make bench-ab SOURCE=path/to/other/checkout/router"; exit 2; }

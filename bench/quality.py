@@ -428,7 +428,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
                         else {"color": colors[signal]}
                     )
                     ax.plot(xs, ys, label=signal, **style)
-                ax.set_title(f"{name}: cascade core->mid->big, each layer escalates r")
+                ax.set_title(f"{name}: cascade, each layer escalates r")
             else:
                 pair = table["pairs"][what]
                 for signal, data in pair.items():

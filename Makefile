@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit test-image fuzz chaos lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router bench-instructions bench-ab clean
+.PHONY: help install bins engine test test-unit test-image fuzz chaos lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-router bench-instructions bench-ab bench-quality clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,7 +22,7 @@ bins:  ## build (or reuse) the pinned Kubernetes, etcd, kwok and helm binaries, 
 	bash hack/build-cluster-bins.sh
 	bash hack/fetch-gateway-api.sh
 
-engine: install  ## llama.cpp server and the small real models (compiled once, cached)
+engine: install  ## llama.cpp's llama-server and the real model ladder (built/assembled once, cached)
 	bash hack/install-engine.sh $(PY)
 
 test: install bins engine  ## all tests but the image's: unit, integration (real API server), end-to-end
@@ -83,6 +83,10 @@ bench-router: install  ## router overhead vs direct vs LiteLLM
 
 bench-instructions: install  ## router instructions per request under callgrind (needs valgrind)
 	$(PY) bench/router_instructions.py
+
+bench-quality: install engine  ## the bargain on the real ladder: accuracy vs escalation, cost, APGR (FULL=1: whole sets; LIMIT=gsm8k=10,...)
+	$(PY) -m pip install -q 'matplotlib>=3.8'
+	$(PY) bench/quality.py $(if $(FULL),--full,) $(if $(LIMIT),--limit $(LIMIT),)
 
 bench-ab: install  ## this router's added latency beside another checkout's: make bench-ab SOURCE=DIR/router
 	@test -n "$(SOURCE)" || { echo "usage: make bench-ab SOURCE=path/to/other/checkout/router"; exit 2; }

@@ -192,6 +192,14 @@ def _escalation(work: Core | Layer) -> Obj:
     if e.policy == "self":
         out["via"] = e.via
         out["toolName"] = e.tool_name
+    if e.policy == "verify" and e.verify_prompt is not None:
+        out["verifyPrompt"] = e.verify_prompt
+    if e.target_rate is not None:
+        out.update(targetRate=e.target_rate, window=e.window, minSamples=e.min_samples)
+        if e.min_threshold is not None:
+            out["minThreshold"] = e.min_threshold
+        if e.max_threshold is not None:
+            out["maxThreshold"] = e.max_threshold
     return out
 
 

@@ -19,6 +19,7 @@ from onion_operator.engines import ENGINES, Engine
 # The router owns the shape of routing rules: the operator validates them exactly as the router
 # will read them from the config it renders.
 from onion_router.config import DEFAULT_TOOL_NAME, Rule, check_headers
+from onion_router.config import Escalation as RouterEscalation
 
 EngineName = Literal["tgi", "vllm", "llamacpp"]
 
@@ -61,8 +62,15 @@ class _Model(BaseModel):
 class Escalation(_Model):
     """When THIS tier's own answer is rejected and the request goes one tier out."""
 
-    policy: Literal["none", "confidence", "self"] = "confidence"
+    policy: Literal["none", "confidence", "self", "verify"] = "confidence"
     threshold: float = -0.8
+    # Hold this escalation rate instead of a fixed threshold (see the router's adaptive.py).
+    target_rate: float | None = Field(default=None, gt=0, lt=1)
+    window: int = Field(default=500, ge=1)
+    min_samples: int = Field(default=50, ge=1)
+    min_threshold: float | None = None
+    max_threshold: float | None = None
+    verify_prompt: str | None = None
     score: Literal["mean", "min", "firstK"] = "mean"
     first_k: int = Field(default=8, ge=1)
     sentinel: str = "[[ESCALATE]]"
@@ -70,6 +78,16 @@ class Escalation(_Model):
     # router offers it and intercepts.
     via: Literal["sentinel", "toolCall"] = "sentinel"
     tool_name: str = DEFAULT_TOOL_NAME
+
+    @model_validator(mode="after")
+    def _as_the_router_reads_it(self) -> Escalation:
+        # The router owns these rules (what the schema cannot say): check them as it will.
+        try:
+            RouterEscalation.model_validate(self.model_dump(exclude_none=True))
+        except ValidationError as err:
+            problems = (str(e["msg"]).removeprefix("Value error, ") for e in err.errors())
+            raise ValueError("; ".join(problems)) from None
+        return self
 
 
 class _Workload(_Model):

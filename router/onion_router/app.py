@@ -409,9 +409,17 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
     async def status() -> Response:
         s = svc()
         tiers = s.layers.snapshot()
+        live = s.escalator.live()
         for entry, tier in zip(tiers, config.tiers, strict=True):
             entry["url"] = tier.url
             entry["policy"] = tier.escalation.policy
+            if tier.name in live:
+                now = live[tier.name]
+                entry["threshold"] = now.threshold
+                entry["targetRate"] = tier.escalation.target_rate
+                entry["escalationRate"] = now.escalation_rate
+                entry["samples"] = now.samples
+                entry["adapting"] = now.adapting
         return _json(
             {
                 "whileWaking": config.while_waking,

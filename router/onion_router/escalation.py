@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from onion_router.adaptive import Live, Threshold
 from onion_router.config import RouterConfig, Tier
 from onion_router.layers import READY, Layers
 from onion_router.metrics import Metrics
@@ -23,10 +25,12 @@ from onion_router.policies import (
     judge_prefix,
     looks_uncertain,
     own_tool,
+    p_yes,
     resolve_model,
     self_instruction,
     start_tier,
     strip_sentinel,
+    verify_messages,
 )
 from onion_router.protocol import (
     Answer,
@@ -43,6 +47,10 @@ from onion_router.protocol import (
 )
 from onion_router.retries import retry_delay
 from onion_router.upstream import Upstream, UpstreamError, UpstreamStream
+
+log = logging.getLogger("onion_router.escalation")
+# Policy verify: alternatives asked for the verification's one token, to find "yes" and "no".
+VERIFY_TOP_LOGPROBS = 10
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,11 @@ class Escalator:
         self.layers = layers
         self.upstreams = upstreams
         self.metrics = metrics
+        # Each judged layer's threshold: fixed, or adapting to its scores (targetRate).
+        self.thresholds = {t.name: Threshold(t.escalation) for t in config.tiers}
+        for tier in config.tiers:
+            if tier.escalation.scored:
+                metrics.live(tier.name, self.thresholds[tier.name].live())
 
     # --- planning --------------------------------------------------------------------------
 
@@ -142,6 +155,42 @@ class Escalator:
 
     def _record(self, tier: Tier, verdict: Verdict, escalated_to: str | None) -> None:
         self.metrics.judged(tier.name, verdict.accept, escalated_to)
+        if tier.escalation.scored:
+            threshold = self.thresholds[tier.name]
+            threshold.observe(verdict.score, not verdict.accept)
+            self.metrics.live(tier.name, threshold.live())
+
+    def live(self) -> dict[str, Live]:
+        """The live threshold and escalation rate of every layer whose policy scores answers."""
+        return {t.name: self.thresholds[t.name].live() for t in self.tiers if t.escalation.scored}
+
+    def _limit(self, tier: Tier) -> float:
+        return self.thresholds[tier.name].value
+
+    async def _verify(self, tier: Tier, request: ChatRequest, answer: str) -> float | None:
+        """Policy verify: ask the layer whether its own answer is correct; P(yes) is the score.
+        One more call to the same model server: a prefill of question and answer, one token."""
+        if tier.escalation.policy != "verify":
+            return None
+        check = ChatRequest(
+            kind="chat",
+            model=request.model,
+            messages=tuple(verify_messages(tier.escalation, request.prompt, answer)),
+            params={"max_tokens": 1, "temperature": 0},
+            stream=False,
+            logprobs=True,
+            top_logprobs=VERIFY_TOP_LOGPROBS,
+            request_id=request.request_id,
+        )
+        started = time.perf_counter()
+        try:
+            verdict = await self.upstreams[tier.name].complete(check, logprobs=True)
+        except UpstreamError as err:  # the answer itself came: keep it rather than fail
+            log.warning("verifying layer %s's answer failed: %s", tier.name, err.message)
+            return None
+        finally:
+            self.metrics.verified(tier.name, time.perf_counter() - started)
+        return p_yes(verdict.tokens[0].top) if verdict.tokens else None
 
     # --- non-streaming ---------------------------------------------------------------------
 
@@ -174,13 +223,22 @@ class Escalator:
                             if delay is None:
                                 raise
                             await asyncio.sleep(delay)
+                    # Policy verify: still admitted, so the layer counts as in use.
+                    score = await self._verify(tier, request, answer.text) if judged else None
             except UpstreamError:
                 if rejected is not None and self.config.while_waking == "fallback":
                     return replace(rejected, meta=replace(rejected.meta, degraded=True))
                 raise
             names = [c.name for c in answer.calls if c.name]
             logprobs = [t.logprob for t in answer.tokens]
-            verdict = judge(tier.escalation, answer.text, logprobs, names)
+            verdict = judge(
+                tier.escalation,
+                answer.text,
+                logprobs,
+                names,
+                threshold=self._limit(tier),
+                score=score,
+            )
             answer.text = strip_sentinel(tier.escalation, answer.text)
             tool = own_tool(tier.escalation) if judged else None
             if tool is not None:
@@ -194,6 +252,19 @@ class Escalator:
                 return outcome
             self._record(tier, verdict, self.tiers[index + 1].name)
             rejected, index = outcome, index + 1
+
+    async def judge_once(self, index: int, request: ChatRequest) -> tuple[Answer, Verdict]:
+        """Ask tier `index` and judge its answer by its policy and configured threshold, as the
+        router would, without escalating or recording anything (`onion-router calibrate`)."""
+        tier = self._tier(index, request)
+        logprobs = tier.escalation.policy == "confidence"
+        answer = await self.upstreams[tier.name].complete(
+            self._prepare(tier, request, judged=True), logprobs=logprobs
+        )
+        names = [c.name for c in answer.calls if c.name]
+        score = await self._verify(tier, request, answer.text)
+        lps = [t.logprob for t in answer.tokens]
+        return answer, judge(tier.escalation, answer.text, lps, names, score=score)
 
     async def _ask(self, tier: Tier, index: int, prepared: ChatRequest, judged: bool) -> Answer:
         upstream = self.upstreams[tier.name]
@@ -239,7 +310,8 @@ class Escalator:
         self, tier: Tier, index: int, text: str, logprobs: list[float], calls: list[str]
     ) -> bool:
         nxt = self._next_sleeping(index)
-        if nxt is None or not looks_uncertain(tier.escalation, text, logprobs, calls):
+        limit = self._limit(tier)
+        if nxt is None or not looks_uncertain(tier.escalation, text, logprobs, calls, limit):
             return False
         self.metrics.early_wake(nxt.name)
         self.layers.demand(nxt.name)
@@ -268,7 +340,7 @@ class Escalator:
                     yield held
                 upstream = opened[0]
                 async with contextlib.aclosing(upstream):
-                    buffered, verdict = await self._buffer(tier, index, upstream, judges)
+                    buffered, verdict = await self._buffer(tier, index, request, upstream, judges)
                     if verdict is not None and not verdict.accept:
                         nxt = self.tiers[index + 1]
                         if self._fallback_from(index + 1) is None:
@@ -322,9 +394,10 @@ class Escalator:
                 await asyncio.sleep(min(left, self.config.heartbeat_seconds))
 
     async def _buffer(
-        self, tier: Tier, index: int, upstream: UpstreamStream, judges: bool
+        self, tier: Tier, index: int, request: ChatRequest, upstream: UpstreamStream, judges: bool
     ) -> tuple[list[Chunk], Verdict | None]:
-        """Read first tokens until the tier's policy can decide (or the answer ends)."""
+        """Read first tokens until the tier's policy can decide (or the answer ends); policy
+        verify reads the whole answer."""
         if not judges:
             return [], None
         buffered: list[Chunk] = []
@@ -343,10 +416,20 @@ class Escalator:
             # A request for help decides at once; anything else after enough tokens.
             asked = asked_for_help(tier.escalation, text, calls)
             if asked or count >= self.config.stream_buffer_tokens:
-                verdict = judge_prefix(tier.escalation, text, logprobs, done=False, calls=calls)
+                verdict = judge_prefix(
+                    tier.escalation,
+                    text,
+                    logprobs,
+                    done=False,
+                    calls=calls,
+                    threshold=self._limit(tier),
+                )
                 if verdict is not None:
                     return buffered, verdict
-        return buffered, judge(tier.escalation, text, logprobs, calls)
+        score = await self._verify(tier, request, text)
+        return buffered, judge(
+            tier.escalation, text, logprobs, calls, threshold=self._limit(tier), score=score
+        )
 
     @staticmethod
     def _cleaner(tier: Tier, judged: bool) -> Callable[[Chunk], Chunk]:

@@ -1,21 +1,20 @@
-"""The router in front of a real engine: llama.cpp's OpenAI-compatible server running
+"""The router in front of a real engine: llama.cpp's own `llama-server` running
 SmolLM2-135M-Instruct. The model's own token logprobs drive the confidence policy.
 (A 135M model shows the mechanism, not intelligence.)"""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.fake_tgi import FakeTGI, Script
+from tests.support.llama import require_engine
 from tests.support.router_server import RouterServer, tier
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-if importlib.util.find_spec("llama_cpp") is None:
-    pytest.skip("llama_cpp is not installed (run `make engine`)", allow_module_level=True)
+require_engine("smollm2")  # the session fixture `llama` (tests/conftest.py) serves it
 
 
 @pytest.fixture

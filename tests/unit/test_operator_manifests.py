@@ -13,7 +13,8 @@ from onion_operator.manifests import (
     build_model_deployment,
     build_router_config,
 )
-from onion_operator.spec import parse_spec
+from onion_operator.spec import InvalidSpec, parse_spec
+from onion_router.config import parse_config
 
 OWNER = Owner("chat", "ns1", "uid-1")
 
@@ -345,3 +346,39 @@ def test_security_contexts_reach_the_engine_container_and_pod_as_given() -> None
     )
     assert "securityContext" not in plain["spec"]["template"]["spec"]
     assert "securityContext" not in plain["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_adaptive_and_verify_escalation_reach_the_router_config() -> None:
+    escalation = {
+        "policy": "verify",
+        "threshold": 0.5,
+        "targetRate": 0.25,
+        "window": 200,
+        "minSamples": 20,
+        "minThreshold": 0.05,
+        "verifyPrompt": "{question} -> {answer}: right?",
+    }
+    spec = {
+        "core": {"model": "m", "escalation": escalation},
+        "layers": [{"name": "big", "model": "b"}],
+    }
+    config = build_router_config(parse_spec("chat", spec), "ns1", "chat")
+    rendered = config["tiers"][0]["escalation"]
+    assert {k: rendered[k] for k in escalation} == escalation
+    assert "maxThreshold" not in rendered
+    # The router reads it back exactly so.
+    parsed = parse_config({**config, "kubernetes": {"enabled": False}})
+    core = parsed.tiers[0].escalation
+    assert (core.policy, core.target_rate, core.window, core.min_samples) == (
+        "verify",
+        0.25,
+        200,
+        20,
+    )
+    assert core.verify_prompt == "{question} -> {answer}: right?"
+
+
+def test_adaptive_settings_the_router_would_refuse_are_an_invalid_spec() -> None:
+    bad = {"policy": "confidence", "targetRate": 0.2, "minThreshold": 1, "maxThreshold": 0}
+    with pytest.raises(InvalidSpec, match=r"spec.core.escalation: minThreshold \(1.0\) is above"):
+        parse_spec("chat", {"core": {"model": "m", "escalation": bad}})

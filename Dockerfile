@@ -1,8 +1,9 @@
 # One small image for both entrypoints: `onion-operator` (the Helm chart's Deployment) and
 # `onion-router` (the Deployment the operator renders for each Onion). No model engine inside:
 # model servers run in their own engine images (TGI, vLLM, llama.cpp).
-# Build: `make image` (docker or podman). The build machines of this project have no container
-# engine, so this file is exercised only where one exists (see README "Image").
+# Build: `make image`: docker or podman, or where no engine runs (this project's machines and
+# CI) buildah from a debootstrap'd bookworm base passed as PYTHON_IMAGE (docs/install.md);
+# `make test-image` runs the result.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -13,7 +14,7 @@ COPY operator/ operator/
 COPY router/ router/
 # A virtualenv copied whole into the final stage: no compilers or pip caches there.
 RUN python -m venv /opt/onion \
- && /opt/onion/bin/pip install --no-compile . \
+ && /opt/onion/bin/pip install --no-compile '.[cluster]' \
  && /opt/onion/bin/onion-operator --help >/dev/null \
  && /opt/onion/bin/onion-router --help >/dev/null
 

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-scale bench-router bench-instructions bench-ab clean
+.PHONY: help install bins engine test test-unit test-image fuzz chaos lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-scale bench-router bench-instructions bench-ab bench-quality clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,17 +18,28 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## Python environment with the product and dev tools
 
-bins:  ## build (or reuse) the pinned Kubernetes, etcd, kwok and helm binaries
+bins:  ## build (or reuse) the pinned Kubernetes, etcd, kwok and helm binaries, and the Gateway API CRDs
 	bash hack/build-cluster-bins.sh
+	bash hack/fetch-gateway-api.sh
 
-engine: install  ## llama.cpp server and the small real models (compiled once, cached)
+engine: install  ## llama.cpp's llama-server and the real model ladder (built/assembled once, cached)
 	bash hack/install-engine.sh $(PY)
 
-test: install bins engine  ## all tests: unit, integration (real API server), end-to-end
-	$(PY) -m pytest tests
+test: install bins engine  ## all tests but the image's: unit, integration (real API server), end-to-end
+	$(PY) -m pytest tests --ignore=tests/image
+
+test-image: install image  ## build the image (buildah where no engine runs) and test it: its router answers
+	$(PY) -m pytest tests/image
 
 test-unit: install  ## pure tests only (seconds)
 	$(PY) -m pytest tests/unit
+
+fuzz: install bins  ## long fuzzing (fresh randomness): router routes (N=3000 each) and Onion specs (ONIONS=300)
+	HYPOTHESIS_PROFILE=fuzz ONION_FUZZ_EXAMPLES=$${N:-3000} ONION_FUZZ_ONIONS=$${ONIONS:-300} \
+	  $(PY) -m pytest -p no:cacheprovider tests/integration/test_router_fuzz.py tests/integration/test_onion_fuzz.py
+
+chaos: install bins  ## the chaos campaign at length (30 operator kills, router and control-plane restarts); results/chaos.json
+	$(PY) bench/chaos.py --out results/chaos.json
 
 lint: install  ## ruff, mypy (strict), import contracts
 	$(VENV)/bin/ruff check .
@@ -50,7 +61,7 @@ cluster-down:  ## stop it
 demo: install bins engine  ## the main job on one machine (about a minute; see README)
 	$(PY) demo/run_demo.py
 
-image:  ## container image (operator + router) with docker or podman, where one exists
+image:  ## container image (operator + router): docker or podman, else buildah (see docs/install.md)
 	bash hack/build-image.sh
 
 kind-demo:  ## the same on kind with the real image (needs docker + kind; not runnable here)
@@ -75,6 +86,10 @@ bench-router: install  ## router overhead vs direct vs LiteLLM
 
 bench-instructions: install  ## router instructions per request under callgrind (needs valgrind)
 	$(PY) bench/router_instructions.py
+
+bench-quality: install engine  ## the bargain on the real ladder: accuracy vs escalation, cost, APGR (FULL=1: whole sets; LIMIT=gsm8k=10,...)
+	$(PY) -m pip install -q 'matplotlib>=3.8'
+	$(PY) bench/quality.py $(if $(FULL),--full,) $(if $(LIMIT),--limit $(LIMIT),)
 
 bench-ab: install  ## this router's added latency beside another checkout's: make bench-ab SOURCE=DIR/router
 	@test -n "$(SOURCE)" || { echo "usage: make bench-ab SOURCE=path/to/other/checkout/router"; exit 2; }

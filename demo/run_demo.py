@@ -4,9 +4,10 @@
 Starts a private local Kubernetes control plane (hack/localcluster.py, kwok nodes), installs the
 Onion CRD, runs `onion-operator` and `onion-router` (Kubernetes mode: demand Leases, readiness
 from the Onion status) as local processes, applies examples/demo-local.yaml, serves its three
-tiers with real small models on llama.cpp's server, and plays a scripted session with the openai
-SDK: an easy question (core), a hard one that a routing rule sends to a sleeping layer (woken,
-progress shown, answered), then the idle wait that puts the layer back to sleep.
+tiers with a real model ladder on llama.cpp's `llama-server` (SmolLM2-135M, Qwen2.5-Coder-0.5B and
+-1.5B), and plays a scripted session with the openai SDK: an easy question (core), one the core
+gets wrong and is unsure of (escalated to `mid`, woken while the request is held, answered right),
+one a routing rule sends to `big`, then the idle wait that puts both layers back to sleep.
 
     demo/run_demo.py [--report FILE.json] [--quiet-models]
 
@@ -36,6 +37,9 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack"))
+import llamaserver  # noqa: E402
+
 EXAMPLE = REPO / "examples" / "demo-local.yaml"
 CRD = REPO / "crds" / "onion.dev_onions.yaml"
 LOCALCLUSTER = REPO / "hack" / "localcluster.py"
@@ -43,11 +47,14 @@ BIN = Path(sys.executable).parent
 NAMESPACE = "onion-demo"
 ONION = "demo"
 EASY = "What is the capital of France? Answer in one short sentence."
-# SmolLM2-135M is visibly unsure here (mean token logprob about -2.1): the confidence policy.
-UNSURE = "Translate to Finnish: the tax office closes early on Thursdays."
-# The keyword "prove" matches the routing rule of the outermost layer `big`.
-RULED = "Prove that the square root of 2 is irrational."
+# SmolLM2-135M gets this wrong and is unsure of it (its mean token logprob is under the
+# threshold); Qwen2.5-Coder-0.5B gets it right. GOLD is printed beside both answers.
+UNSURE = "What is 17 * 24? Reply with the number only."
+GOLD = "408"
+# The keyword "python" matches the routing rule of the outermost layer `big`.
+RULED = "Write a Python function fib(n) that returns the n-th Fibonacci number. Code only."
 MAX_TOKENS = 32
+RULED_MAX_TOKENS = 80
 
 T0 = time.monotonic()
 
@@ -167,6 +174,17 @@ class Cluster:
             raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
 
+    def wait_established(self, crd: str) -> None:
+        """Until the CRD serves (`kubectl wait --for=condition=Established` fails at once when
+        it reads the CRD before its status is written)."""
+
+        def established() -> bool:
+            status = json.loads(self.kubectl("get", f"crd/{crd}", "-o", "json")).get("status")
+            conditions = (status or {}).get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+        wait_until(f"CRD {crd} Established", established, 60)
+
     def token_kubeconfig(self, service_account: str, path: Path) -> str:
         """A kubeconfig that authenticates with a ServiceAccount token (its RBAC only)."""
         token = wait_until(
@@ -234,39 +252,25 @@ class PhaseWatcher(threading.Thread):
             return self.current.get(name)
 
 
+# The ladder: hack/models.py names of each tier's model.
+LADDER = {"core": "smollm2", "mid": "qwen05", "big": "qwen15"}
+
+
 def start_models(procs: Processes, tiers: list[dict[str, Any]]) -> dict[str, str]:
-    """One llama.cpp server per tier, on loopback; returns tier name -> base URL."""
-    smollm2 = _model_path("smollm2")
-    gemma3 = _model_path("gemma3")
-    files = {"core": (smollm2, None), "mid": (gemma3, "gemma"), "big": (smollm2, None)}
+    """One llama-server per tier, on loopback; returns tier name -> base URL."""
     urls: dict[str, str] = {}
     for tier in tiers:
-        path, chat_format = files[tier["name"]]
+        path = llamaserver.model(LADDER[tier["name"]])
         port = free_port()
-        args = [
-            *(sys.executable, "-m", "llama_cpp.server", "--model", path),
-            *("--model_alias", tier["model"], "--host", "127.0.0.1", "--port", str(port)),
-            *("--n_threads", "2", "--n_ctx", "1024", "--logits_all", "true"),
-        ]
-        if chat_format:  # Gemma-3-270M is a base model without a chat template in its GGUF
-            args += ["--chat_format", chat_format]
-        procs.start(f"llama-{tier['name']}", args)
+        procs.start(
+            f"llama-{tier['name']}", llamaserver.command(path, tier["model"], port, ctx=2048)
+        )
         urls[tier["name"]] = f"http://127.0.0.1:{port}"
-        say(f"llama.cpp serves {tier['name']:<4} = {Path(path).name} as {tier['model']!r}")
+        say(f"llama-server serves {tier['name']:<4} = {Path(path).name} as {tier['model']!r}")
     for name, url in urls.items():
-        wait_until(f"llama.cpp server for {name}", lambda u=url: http_ok(f"{u}/v1/models"), 120)
+        wait_until(f"llama-server for {name}", lambda u=url: http_ok(f"{u}/health"), 120)
         procs.check_alive()
     return urls
-
-
-def _model_path(name: str) -> str:
-    out = subprocess.run(
-        [sys.executable, str(REPO / "hack" / "models.py"), name],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    return out.strip()
 
 
 def local_router_config(rendered: str, urls: dict[str, str]) -> dict[str, Any]:
@@ -323,7 +327,22 @@ def ask_easy(client: Any) -> dict[str, Any]:
     }
 
 
-def ask_streaming(client: Any, label: str, question: str, why: str, router: str) -> dict[str, Any]:
+def ask_core_alone(client: Any, question: str) -> str:
+    """What the core would answer on its own (pinned: `onion/core`, never escalated)."""
+    reply = client.chat.completions.create(
+        model="onion/core",
+        messages=[{"role": "user", "content": question}],
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+    )
+    text = (reply.choices[0].message.content or "").strip()
+    say(f"the core alone (pinned onion/core) would answer {text!r}; gold answer {GOLD!r}")
+    return text
+
+
+def ask_streaming(
+    client: Any, label: str, question: str, why: str, router: str, max_tokens: int = MAX_TOKENS
+) -> dict[str, Any]:
     """A streamed question; SSE comments (the router's heartbeats while a layer wakes) shown."""
     say(f"{label} > {question}", who="client")
     say(why, who="router")
@@ -334,7 +353,7 @@ def ask_streaming(client: Any, label: str, question: str, why: str, router: str)
     with client.chat.completions.with_streaming_response.create(
         model="onion",
         messages=[{"role": "user", "content": question}],
-        max_tokens=MAX_TOKENS,
+        max_tokens=max_tokens,
         temperature=0,
         stream=True,
     ) as response:
@@ -392,16 +411,16 @@ def run(report_path: Path | None) -> dict[str, Any]:
     watcher: PhaseWatcher | None = None
     report: dict[str, Any] = {"ok": False}
     try:
-        say("These tiny CPU models (SmolLM2-135M, Gemma-3-270M) show the MECHANISM, not")
-        say("intelligence: expect odd answers. Watch which layer answers and when layers wake.")
+        say("A real model ladder on CPU: SmolLM2-135M-Instruct (core), Qwen2.5-Coder-0.5B-Instruct")
+        say("(mid), Qwen2.5-Coder-1.5B-Instruct (big; Qwen models Apache-2.0, Qwen team, Alibaba")
+        say("Cloud). Tiny models show the MECHANISM, not intelligence: expect odd answers. Watch")
+        say("which layer answers, when layers wake, and how the woken layer's answer compares.")
         say()
         say("starting a private Kubernetes control plane (etcd, kube-apiserver, kwok nodes)")
         cluster.start()
         cluster.kubectl("create", "namespace", NAMESPACE)
         cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd/onions.onion.dev"
-        )
+        cluster.wait_established("onions.onion.dev")
         say(f"CRD onions.onion.dev installed; namespace {NAMESPACE}")
 
         procs.start(
@@ -411,7 +430,9 @@ def run(report_path: Path | None) -> dict[str, Any]:
         )
         say(f"onion-operator runs as a local process (watching {NAMESPACE})")
 
-        idle = yaml.safe_load(EXAMPLE.read_text())["spec"]["layers"][0]["idleTimeout"]
+        example = yaml.safe_load(EXAMPLE.read_text())["spec"]
+        idle = example["layers"][0]["idleTimeout"]
+        threshold = example["core"]["escalation"]["threshold"]
         cluster.kubectl("-n", NAMESPACE, "apply", "-f", str(EXAMPLE))
         say(f"applied {EXAMPLE.relative_to(REPO)}: core + layers mid, big (idleTimeout {idle})")
         rendered = wait_until(
@@ -476,16 +497,21 @@ def run(report_path: Path | None) -> dict[str, Any]:
         easy = ask_easy(client)
         say()
         before = phases(cluster.onion())
+        alone = ask_core_alone(client, UNSURE)
         unsure = ask_streaming(
             client,
             "Q2 (the core is unsure)",
             UNSURE,
-            "the core answers first; its policy (confidence: mean token logprob < -1.2) rejects "
-            "a shaky answer and sends the request one layer out, to `mid` (Gemma-3-270M), which "
-            f"is {watcher.phase('mid')}: the router renews mid's demand Lease and holds the "
-            "request until the Onion status says Ready (SSE heartbeats below)",
+            f"the core answers first; its policy (confidence: mean token logprob < {threshold}) "
+            "rejects its shaky answer and sends the request one layer out, to `mid` "
+            f"(Qwen2.5-Coder-0.5B), which is {watcher.phase('mid')}: the router renews mid's "
+            "demand Lease and holds the request until the Onion status says Ready (SSE "
+            "heartbeats below)",
             router,
         )
+        unsure["core_alone"] = alone
+        unsure["gold"] = GOLD
+        say(f"gold answer {GOLD!r}: the core alone said {alone!r}, mid said {unsure['answer']!r}")
         for line in unsure["metrics"]:
             say(line, who="metrics")
         procs.check_alive()
@@ -495,10 +521,11 @@ def run(report_path: Path | None) -> dict[str, Any]:
             client,
             "Q3 (a routing rule)",
             RULED,
-            "the outermost layer `big` has a routing rule (keywords: prove, proof, step by step)"
-            " that matches 'prove': the request skips the core and mid and waits for big "
-            f"({watcher.phase('big')}) to wake",
+            "the outermost layer `big` (Qwen2.5-Coder-1.5B) has a routing rule (keywords: "
+            "python, sql) that matches 'Python': the request skips the core and mid and waits "
+            f"for big ({watcher.phase('big')}) to wake",
             router,
+            max_tokens=RULED_MAX_TOKENS,
         )
         procs.check_alive()
         cluster.show_onions()
@@ -533,8 +560,9 @@ def run(report_path: Path | None) -> dict[str, Any]:
         say(events.rstrip(), who="kubectl")
         say()
         say("done: the core answered the easy question; its low confidence woke `mid` for the")
-        say("translation; a rule woke `big` for the proof; both went back to zero replicas after")
-        say("their idle timeout. GPUs (here: CPU processes) would be paid only while awake.")
+        say("multiplication (which mid got right); a rule woke `big` for the code; both went back")
+        say("to zero replicas after their idle timeout. GPUs (here: CPU processes) would be paid")
+        say("only while awake.")
         with watcher.lock:
             history = {k: list(v) for k, v in watcher.history.items()}
         report = {

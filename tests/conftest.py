@@ -9,6 +9,7 @@ import pytest
 
 from tests.support import leftovers
 from tests.support.cluster import Cluster, LocalClusterProcess
+from tests.support.llama import llama_server, require_engine
 
 _BEFORE = pytest.StashKey[set[int]]()
 _SESSION = pytest.StashKey[str]()
@@ -25,6 +26,16 @@ def cluster() -> Iterator[Cluster]:
         return
     with LocalClusterProcess() as local:
         yield local
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's `llama-server` with the real SmolLM2-135M-Instruct (served as `core`): its
+    URL. One for the whole session: the engine test and the edge test share it."""
+    require_engine("smollm2")
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with llama_server("smollm2", "core", log) as url:
+        yield url
 
 
 @pytest.fixture

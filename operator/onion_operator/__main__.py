@@ -10,7 +10,10 @@ import os
 import socket
 import sys
 
-import kopf
+try:
+    import kopf
+except ImportError as err:  # an edge install: the router alone, without the `cluster` extra
+    sys.exit(f"onion-operator needs kopf: pip install 'onion-of-experts[cluster]' ({err})")
 
 from onion_operator.handlers import Tuning  # importing handlers registers them with kopf
 from onion_operator.kube import Kube

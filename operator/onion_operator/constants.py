@@ -71,9 +71,16 @@ COND_INVALID_SPEC = "InvalidSpec"
 ROUTER_CONFIG_KEY = "config.yaml"
 ROUTER_CONFIG_DIR = "/etc/onion"
 ROUTER_AUTH_DIR = "/etc/onion/auth"
+# An endpoint layer's Secrets are mounted in the router at <dir>/<layer>/{api-key,ca.crt}.
+ROUTER_LAYERS_DIR = "/etc/onion/layers"
+API_KEY_FILE = "api-key"
+CA_FILE = "ca.crt"
 ROUTER_PORT = 8080
 SERVICE_PORT = 80
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/onion-of-experts/onion:0.1.0"
+
+# The router's optional HTTPRoute (Gateway API, standard channel).
+HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 
 # One active operator: a coordination.k8s.io Lease held by the leader.
 LEADER_LEASE = "onion-operator-leader"
@@ -92,3 +99,8 @@ def model_cache_pvc_name(onion: str) -> str:
 def service_url(onion: str, part: str, namespace: str) -> str:
     """In-cluster URL of the Service in front of the core or a layer."""
     return f"http://{child_name(onion, part)}.{namespace}.svc:{SERVICE_PORT}"
+
+
+def layer_secret_path(layer: str, file: str) -> str:
+    """Where the router reads an endpoint layer's API key or CA (a mounted Secret key)."""
+    return f"{ROUTER_LAYERS_DIR}/{layer}/{file}"

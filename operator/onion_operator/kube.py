@@ -31,6 +31,7 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "HTTPRoute": (f"/apis/{c.HTTPROUTE_API_VERSION}", "httproutes"),
     c.KIND: (f"/apis/{c.API_VERSION}", c.PLURAL),
 }
 

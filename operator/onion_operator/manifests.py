@@ -10,7 +10,14 @@ from typing import Any
 import yaml
 
 from onion_operator import constants as c
-from onion_operator.spec import Autoscaling, Core, Layer, ModelCache, OnionSpec, RouterSettings
+from onion_operator.spec import (
+    Autoscaling,
+    Core,
+    HTTPRoute,
+    Layer,
+    ModelCache,
+    OnionSpec,
+)
 
 Obj = dict[str, Any]
 
@@ -118,6 +125,8 @@ def build_model_deployment(
         },
         "volumeMounts": mounts,
     }
+    if work.security_context is not None:
+        container["securityContext"] = dict(work.security_context)
     pod_spec: Obj = {
         "containers": [container],
         "volumes": volumes,
@@ -125,6 +134,8 @@ def build_model_deployment(
         "tolerations": [dict(t) for t in work.tolerations],
         "enableServiceLinks": False,
     }
+    if work.pod_security_context is not None:
+        pod_spec["securityContext"] = dict(work.pod_security_context)
     selector = _selector(owner.name, part, c.COMPONENT_MODEL)
     return {
         "apiVersion": "apps/v1",
@@ -258,6 +269,14 @@ def _escalation(work: Core | Layer) -> Obj:
     if e.policy == "self":
         out["via"] = e.via
         out["toolName"] = e.tool_name
+    if e.policy == "verify" and e.verify_prompt is not None:
+        out["verifyPrompt"] = e.verify_prompt
+    if e.target_rate is not None:
+        out.update(targetRate=e.target_rate, window=e.window, minSamples=e.min_samples)
+        if e.min_threshold is not None:
+            out["minThreshold"] = e.min_threshold
+        if e.max_threshold is not None:
+            out["maxThreshold"] = e.max_threshold
     return out
 
 
@@ -267,6 +286,41 @@ def _rule(rule: Any) -> Obj:
     if rule.keywords is not None:
         return {"keywords": list(rule.keywords)}
     return {"minPromptTokens": rule.min_prompt_tokens}
+
+
+def _endpoint_access(layer: Layer) -> Obj:
+    """An endpoint layer's key and CA files (mounted Secrets) and headers, for its tier."""
+    out: Obj = {}
+    if layer.api_key_secret_ref is not None:
+        out["apiKeyFile"] = c.layer_secret_path(layer.name, c.API_KEY_FILE)
+    if layer.ca_secret_ref is not None:
+        out["caFile"] = c.layer_secret_path(layer.name, c.CA_FILE)
+    if layer.headers:
+        out["headers"] = dict(layer.headers)
+    return out
+
+
+def _layer_secret_volumes(spec: OnionSpec) -> tuple[list[Obj], list[Obj]]:
+    """One projected volume per endpoint layer with Secrets: only their one key each, mounted
+    read-only as a directory (a subPath mount would never see a rotated key). A missing Secret
+    keeps the router pod from starting, and its events name the Secret."""
+    volumes: list[Obj] = []
+    mounts: list[Obj] = []
+    for layer in spec.layers:
+        refs = ((layer.api_key_secret_ref, c.API_KEY_FILE), (layer.ca_secret_ref, c.CA_FILE))
+        sources = [
+            {"secret": {"name": ref.name, "items": [{"key": ref.key, "path": file}]}}
+            for ref, file in refs
+            if ref is not None
+        ]
+        if not sources:
+            continue
+        name = f"layer-{layer.name}"
+        volumes.append({"name": name, "projected": {"sources": sources}})
+        mounts.append(
+            {"name": name, "mountPath": f"{c.ROUTER_LAYERS_DIR}/{layer.name}", "readOnly": True}
+        )
+    return volumes, mounts
 
 
 def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
@@ -294,9 +348,11 @@ def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
                 "engine": layer.engine,
                 "managed": layer.managed,
                 "lease": c.lease_name(onion, layer.name) if layer.managed else None,
-                "wakeTimeoutSeconds": layer.wake_timeout if layer.managed else 0,
+                # An endpoint's 429/503 with Retry-After (another Onion waking) are retried so long.
+                "wakeTimeoutSeconds": layer.wake_timeout,
                 "escalation": _escalation(layer),
                 "rules": [_rule(rule) for rule in layer.rules],
+                **_endpoint_access(layer),
             }
         )
     config: Obj = {
@@ -328,8 +384,9 @@ def build_router_configmap(owner: Owner, config_yaml: str) -> Obj:
     }
 
 
-def build_router_deployment(owner: Owner, router: RouterSettings, config_yaml: str) -> Obj:
+def build_router_deployment(owner: Owner, spec: OnionSpec, config_yaml: str) -> Obj:
     """The router: `onion-router --config /etc/onion/config.yaml`, restarted on config change."""
+    router = spec.router
     name = c.child_name(owner.name, c.ROUTER)
     digest = hashlib.sha256(config_yaml.encode()).hexdigest()[:16]
     volumes: list[Obj] = [
@@ -339,6 +396,9 @@ def build_router_deployment(owner: Owner, router: RouterSettings, config_yaml: s
     if router.auth_secret_name:
         volumes.append({"name": "auth", "secret": {"secretName": router.auth_secret_name}})
         mounts.append({"name": "auth", "mountPath": c.ROUTER_AUTH_DIR, "readOnly": True})
+    layer_volumes, layer_mounts = _layer_secret_volumes(spec)
+    volumes += layer_volumes
+    mounts += layer_mounts
     probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 2}
     container: Obj = {
         "name": "router",
@@ -421,6 +481,27 @@ def build_router_rbac(owner: Owner, spec: OnionSpec) -> list[Obj]:
     ]
 
 
+def build_router_httproute(owner: Owner, route: HTTPRoute) -> Obj:
+    """A Gateway API HTTPRoute from the given Gateways (and hostnames) to the router's Service."""
+    name = c.child_name(owner.name, c.ROUTER)
+    parents = [
+        {k: v for k, v in ref.model_dump(by_alias=True).items() if v is not None}
+        for ref in route.parent_refs
+    ]
+    spec: Obj = {
+        "parentRefs": parents,
+        "rules": [{"backendRefs": [{"name": name, "port": c.SERVICE_PORT}]}],
+    }
+    if route.hostnames:
+        spec["hostnames"] = list(route.hostnames)
+    return {
+        "apiVersion": c.HTTPROUTE_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": _meta(owner, name, c.ROUTER, c.COMPONENT_ROUTER),
+        "spec": spec,
+    }
+
+
 def build_leases(owner: Owner, spec: OnionSpec) -> list[Obj]:
     """The demand Lease of every managed layer."""
     return [build_demand_lease(owner, layer.name) for layer in spec.managed_layers]
@@ -447,6 +528,8 @@ def build_children(owner: Owner, spec: OnionSpec, replicas: Mapping[str, int | N
     config_yaml = render_router_config(spec, owner.namespace, owner.name)
     objs.append(build_router_configmap(owner, config_yaml))
     objs.extend(build_router_rbac(owner, spec))
-    objs.append(build_router_deployment(owner, spec.router, config_yaml))
+    objs.append(build_router_deployment(owner, spec, config_yaml))
     objs.append(build_service(owner, c.ROUTER, c.COMPONENT_ROUTER))
+    if spec.router.http_route is not None:
+        objs.append(build_router_httproute(owner, spec.router.http_route))
     return objs

@@ -18,7 +18,8 @@ from onion_operator.engines import ENGINES, Engine
 
 # The router owns the shape of routing rules: the operator validates them exactly as the router
 # will read them from the config it renders.
-from onion_router.config import DEFAULT_TOOL_NAME, Rule
+from onion_router.config import DEFAULT_TOOL_NAME, Rule, check_headers
+from onion_router.config import Escalation as RouterEscalation
 
 EngineName = Literal["tgi", "vllm", "llamacpp"]
 
@@ -61,8 +62,15 @@ class _Model(BaseModel):
 class Escalation(_Model):
     """When THIS tier's own answer is rejected and the request goes one tier out."""
 
-    policy: Literal["none", "confidence", "self"] = "confidence"
+    policy: Literal["none", "confidence", "self", "verify"] = "confidence"
     threshold: float = -0.8
+    # Hold this escalation rate instead of a fixed threshold (see the router's adaptive.py).
+    target_rate: float | None = Field(default=None, gt=0, lt=1)
+    window: int = Field(default=500, ge=1)
+    min_samples: int = Field(default=50, ge=1)
+    min_threshold: float | None = None
+    max_threshold: float | None = None
+    verify_prompt: str | None = None
     score: Literal["mean", "min", "firstK"] = "mean"
     first_k: int = Field(default=8, ge=1)
     sentinel: str = "[[ESCALATE]]"
@@ -70,6 +78,16 @@ class Escalation(_Model):
     # router offers it and intercepts.
     via: Literal["sentinel", "toolCall"] = "sentinel"
     tool_name: str = DEFAULT_TOOL_NAME
+
+    @model_validator(mode="after")
+    def _as_the_router_reads_it(self) -> Escalation:
+        # The router owns these rules (what the schema cannot say): check them as it will.
+        try:
+            RouterEscalation.model_validate(self.model_dump(exclude_none=True))
+        except ValidationError as err:
+            problems = (str(e["msg"]).removeprefix("Value error, ") for e in err.errors())
+            raise ValueError("; ".join(problems)) from None
+        return self
 
 
 class Autoscaling(_Model):
@@ -109,6 +127,10 @@ class _Workload(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: tuple[dict[str, Any], ...] = ()
     pod_annotations: dict[str, str] = Field(default_factory=dict)
+    # Passed to the engine container and the pod as given, so Pod Security `restricted`
+    # namespaces can admit engine images that run as non-root.
+    security_context: dict[str, Any] | None = None
+    pod_security_context: dict[str, Any] | None = None
     escalation: Escalation = Field(default_factory=Escalation)
     autoscaling: Autoscaling | None = None
 
@@ -127,9 +149,21 @@ class Core(_Workload):
     replicas: int = Field(default=1, ge=1)
 
 
+class SecretKeyRef(_Model):
+    """One key of a Secret in the Onion's namespace, mounted into the router's pods."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class Layer(_Workload):
     name: str
     endpoint: str | None = None
+    # An endpoint's credentials: its API key and an extra CA from Secrets (never in the
+    # router's ConfigMap), plain headers sent with every request to it.
+    api_key_secret_ref: SecretKeyRef | None = None
+    ca_secret_ref: SecretKeyRef | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
     idle_timeout: float = 600.0
     wake_timeout: float = 600.0
     min_replicas: Literal[0, 1] = 0
@@ -155,7 +189,16 @@ class Layer(_Workload):
             raise ValueError(f"layer {self.name!r} needs exactly one of model or endpoint")
         if self.endpoint is not None and self.autoscaling is not None:
             raise ValueError(f"layer {self.name!r}: an endpoint layer has no replicas to autoscale")
+        given = [f for f in ("api_key_secret_ref", "ca_secret_ref", "headers") if getattr(self, f)]
+        if self.endpoint is None and given:
+            fields = ", ".join(to_camel(f) for f in given)
+            raise ValueError(f"layer {self.name!r}: {fields} apply only to an endpoint layer")
         return self
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        return check_headers(headers)  # as the router will read them
 
     @property
     def managed(self) -> bool:
@@ -163,8 +206,27 @@ class Layer(_Workload):
         return self.endpoint is None
 
 
+class ParentRef(_Model):
+    """A Gateway (or a listener of one) the router's HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    group: str | None = None
+    kind: str | None = None
+
+
+class HTTPRoute(_Model):
+    """Expose the router through a Gateway API Gateway: an HTTPRoute to the router's Service."""
+
+    parent_refs: tuple[ParentRef, ...] = Field(min_length=1)
+    hostnames: tuple[str, ...] = ()
+
+
 class RouterSettings(_Model):
     replicas: int = Field(default=1, ge=0)
+    http_route: HTTPRoute | None = None
     while_waking: Literal["wait", "fallback"] = "wait"
     image: str | None = None
     auth_secret_name: str | None = None

@@ -1,4 +1,4 @@
-"""`onion-router --config FILE [--host H --port P]`."""
+"""`onion-router --config FILE [--host H --port P]`; `onion-router calibrate --help`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from onion_router.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["calibrate"]:  # a subcommand; `onion-router --config FILE` serves
+        from onion_router.calibrate import main as calibrate
+
+        return calibrate(args_in[1:])
     parser = argparse.ArgumentParser(prog="onion-router", description=__doc__)
     parser.add_argument("--config", required=True, help="router config YAML")
     parser.add_argument("--host", help="overrides listen.host")

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
-import os
+import math
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -26,6 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onion_router.config import RouterConfig
+from onion_router.credentials import Keys
 from onion_router.escalation import Answering, Escalator, Holding, StreamEvent
 from onion_router.layers import LayerLink, Layers, Refused, StaticLink
 from onion_router.metrics import Metrics
@@ -42,7 +42,7 @@ from onion_router.protocol import (
     render_answer,
     tgi_error_body,
 )
-from onion_router.transport import Client, HTTP11Transport
+from onion_router.transport import Client, HTTP11Transport, tls_context
 from onion_router.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("onion_router")
@@ -80,39 +80,6 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
-
-
-class Keys:
-    """Bearer keys from a file (one per line), re-read when the file (a mounted Secret) changes."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._mtime: float | None = None
-        self._keys: list[bytes] = []
-        self._checked = 0.0
-
-    def _load(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < 1.0 and self._mtime is not None:
-            return
-        self._checked = now
-        try:
-            mtime = os.stat(self.path).st_mtime
-        except OSError:
-            self._keys, self._mtime = [], None
-            return
-        if mtime != self._mtime:
-            with open(self.path, "rb") as handle:
-                lines = handle.read().splitlines()
-            self._keys = [k.strip() for k in lines if k.strip() and not k.startswith(b"#")]
-            self._mtime = mtime
-
-    def allows(self, authorization: str | None) -> bool:
-        self._load()
-        if not authorization or not authorization.lower().startswith("bearer "):
-            return False
-        given = authorization[7:].strip().encode()
-        return any(hmac.compare_digest(given, key) for key in self._keys)
 
 
 class AuthMiddleware:
@@ -159,12 +126,10 @@ def _failure(err: Exception, kind: str) -> Response:
     param = None
     if isinstance(err, ProtocolError):
         status, message, code, param = err.status, err.message, err.code, err.param
-    elif isinstance(err, Refused):
+    elif isinstance(err, Refused | UpstreamError):
         status, message, code = err.status, err.message, err.code
         if err.retry_after is not None:
-            headers["Retry-After"] = str(err.retry_after)
-    elif isinstance(err, UpstreamError):
-        status, message, code = err.status, err.message, err.code
+            headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
     else:
         raise err
     body = tgi_error_body(message, code) if _tgi(kind) else error_body(status, message, code, param)
@@ -228,6 +193,17 @@ class EventStream(StreamingResponse):
             await _until_disconnect(receive, self.stream_response(send))
 
 
+def _pool(config: RouterConfig, ca_file: str | None) -> Client:
+    """The HTTP client the tiers trusting `ca_file` (None: only the system's CAs) share.
+    Redirects are never followed, so a tier's key never goes to another host."""
+    limits = httpx2.Limits(max_connections=1024, max_keepalive_connections=256)
+    return Client(
+        transport=HTTP11Transport(limits, tls=tls_context(ca_file)),
+        timeout=config.upstream_timeout_seconds,
+        follow_redirects=False,
+    )
+
+
 def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAPI:
     """The router app. `link` replaces the Kubernetes (or static) layer link, e.g. in tests."""
     services: Services | None = None
@@ -238,18 +214,23 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
         nonlocal services
         chosen = link
         if chosen is None and config.kubernetes.enabled:
-            from onion_router.kube import KubeLink  # only in cluster mode
-
+            try:  # only in cluster mode: an edge install has no Kubernetes client
+                from onion_router.kube import KubeLink
+            except ImportError as err:
+                raise RuntimeError(
+                    f"kubernetes.enabled needs the Kubernetes client ({err}); install "
+                    "'onion-of-experts[cluster]', or set kubernetes.enabled: false"
+                ) from None
             chosen = KubeLink(config.kubernetes.namespace, config.kubernetes.onion)
         layers = Layers(config, chosen or StaticLink(config.tiers))
-        limits = httpx2.Limits(max_connections=1024, max_keepalive_connections=256)
-        async with Client(
-            transport=HTTP11Transport(limits),
-            timeout=config.upstream_timeout_seconds,
-            follow_redirects=False,
-        ) as pool:
+        async with contextlib.AsyncExitStack() as stack:
+            # One connection pool per CA to trust (most often only the system's bundle).
+            pools: dict[str | None, Client] = {}
+            for ca in dict.fromkeys(t.ca_file for t in config.tiers):
+                pools[ca] = await stack.enter_async_context(_pool(config, ca))
             upstreams = {
-                t.name: Upstream(t, pool, config.upstream_timeout_seconds) for t in config.tiers
+                t.name: Upstream(t, pools[t.ca_file], config.upstream_timeout_seconds)
+                for t in config.tiers
             }
             metrics = Metrics()
             metrics.track_layers(config.kubernetes.onion, layers.snapshot)
@@ -429,9 +410,17 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
     async def status() -> Response:
         s = svc()
         tiers = s.layers.snapshot()
+        live = s.escalator.live()
         for entry, tier in zip(tiers, config.tiers, strict=True):
             entry["url"] = tier.url
             entry["policy"] = tier.escalation.policy
+            if tier.name in live:
+                now = live[tier.name]
+                entry["threshold"] = now.threshold
+                entry["targetRate"] = tier.escalation.target_rate
+                entry["escalationRate"] = now.escalation_rate
+                entry["samples"] = now.samples
+                entry["adapting"] = now.adapting
         return _json(
             {
                 "whileWaking": config.while_waking,

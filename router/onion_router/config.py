@@ -20,6 +20,12 @@ DEFAULT_TOOL_INSTRUCTION = (
     "If you are not confident that you can answer the user's request correctly, call the "
     "function {tool} instead of answering; a more capable assistant will then answer."
 )
+# Policy `verify` (self-verification, as in AutoMix): the same layer is asked whether its own
+# answer is correct; the score is P(yes) from its top logprobs for the first token it writes.
+DEFAULT_VERIFY_PROMPT = (
+    "Here is a request and an answer to it.\n\nRequest:\n{question}\n\nAnswer:\n{answer}\n\n"
+    "Is the answer correct? Reply with one word: Yes or No."
+)
 
 
 class ConfigError(ValueError):
@@ -56,8 +62,17 @@ class Auth(_Model):
 class Escalation(_Model):
     """How a tier's own answer is judged; a rejected answer goes one tier out."""
 
-    policy: Literal["none", "confidence", "self"] = "none"
+    policy: Literal["none", "confidence", "self", "verify"] = "none"
+    # confidence: a score of token logprobs (<= 0); verify: P(yes) in [0, 1]. Escalate below it.
     threshold: float = -0.8
+    # Instead of holding `threshold`, hold this fraction of escalated answers: the threshold
+    # becomes the `targetRate` quantile of the last `window` scores, once `minSamples` were seen
+    # (`threshold` until then), kept within [minThreshold, maxThreshold] when given.
+    target_rate: float | None = Field(default=None, gt=0, lt=1)
+    window: int = Field(default=500, ge=1)
+    min_samples: int = Field(default=50, ge=1)
+    min_threshold: float | None = None
+    max_threshold: float | None = None
     score: Literal["mean", "min", "firstK"] = "mean"
     first_k: int = Field(default=8, ge=1)
     sentinel: str = Field(default=DEFAULT_SENTINEL, min_length=1)
@@ -68,6 +83,26 @@ class Escalation(_Model):
     # System instruction for the `self` policy; "{sentinel}" and "{tool}" are replaced by the
     # sentinel and the tool name. None: the default instruction for `via`.
     instruction: str | None = None
+    # Policy verify: the question put to the layer, "{question}" and "{answer}" filled in.
+    verify_prompt: str = Field(default=DEFAULT_VERIFY_PROMPT, min_length=1)
+
+    @model_validator(mode="after")
+    def _adaptive_needs_a_score(self) -> Escalation:
+        if self.target_rate is not None and self.policy not in ("confidence", "verify"):
+            raise ValueError(
+                f"targetRate needs policy confidence or verify (a score to rank), not {self.policy}"
+            )
+        if self.min_samples > self.window:
+            raise ValueError(f"minSamples ({self.min_samples}) exceeds window ({self.window})")
+        lo, hi = self.min_threshold, self.max_threshold
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"minThreshold ({lo}) is above maxThreshold ({hi})")
+        return self
+
+    @property
+    def scored(self) -> bool:
+        """Whether this policy turns an answer into a number compared with a threshold."""
+        return self.policy in ("confidence", "verify")
 
 
 class Rule(_Model):
@@ -90,16 +125,55 @@ class Rule(_Model):
         return self
 
 
+# Headers the router sets itself on every upstream request (or that would break the wire).
+# The key goes in Authorization from apiKeyFile, never in a header written in the config.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "x-request-id",
+        "authorization",
+    }
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Extra headers for a tier: valid names, one line of ASCII each, none the router sets."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(
+                f"header {name!r} is set by the router itself (an API key comes from a Secret)"
+            )
+        if "\r" in value or "\n" in value or not value.isascii():
+            raise ValueError(f"header {name!r} must be one line of ASCII")
+    return headers
+
+
 class Tier(_Model):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     url: str
-    model: str
+    model: str  # the served model name sent upstream
     engine: Literal["tgi", "vllm", "llamacpp"] = "tgi"
     managed: bool = False
     lease: str | None = None
+    # Managed: how long a request may wait for the tier to wake. Not managed: how long the
+    # router retries the tier's 429/503 answers that carry Retry-After (another Onion's router
+    # holding a waking layer, a hosted API's rate limit); 0 never retries.
     wake_timeout_seconds: float = Field(default=0, ge=0)
     escalation: Escalation = Escalation()
     rules: tuple[Rule, ...] = ()
+    # Credentials and TLS for an endpoint: the bearer key is read from this file (a mounted
+    # Secret; read again when it changes) and sent to this tier alone; `headers` go with every
+    # request to it; `caFile` trusts one more CA besides the system's bundle for https.
+    api_key_file: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca_file: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -107,6 +181,11 @@ class Tier(_Model):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"tier url {url!r} must start with http:// or https://")
         return url.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _plain_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        return check_headers(headers)
 
     @model_validator(mode="after")
     def _lease_if_managed(self) -> Tier:

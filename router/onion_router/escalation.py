@@ -3,12 +3,15 @@ when it is rejected; wake and hold tiers on the way. Non-streaming and streaming
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from onion_router.adaptive import Live, Threshold
 from onion_router.config import RouterConfig, Tier
 from onion_router.layers import READY, Layers
 from onion_router.metrics import Metrics
@@ -22,10 +25,12 @@ from onion_router.policies import (
     judge_prefix,
     looks_uncertain,
     own_tool,
+    p_yes,
     resolve_model,
     self_instruction,
     start_tier,
     strip_sentinel,
+    verify_messages,
 )
 from onion_router.protocol import (
     Answer,
@@ -33,29 +38,25 @@ from onion_router.protocol import (
     CallFilter,
     ChatRequest,
     Chunk,
+    Holding,
     Meta,
     ProtocolError,
     call_json,
     merged_calls,
     without_calls,
 )
+from onion_router.retries import retry_delay
 from onion_router.upstream import Upstream, UpstreamError, UpstreamStream
+
+log = logging.getLogger("onion_router.escalation")
+# Policy verify: alternatives asked for the verification's one token, to find "yes" and "no".
+VERIFY_TOP_LOGPROBS = 10
 
 
 @dataclass(frozen=True)
 class Plan:
     start: int
     pinned: bool
-
-
-@dataclass(frozen=True)
-class Holding:
-    """Stream event: still waiting for a tier to wake."""
-
-    tier: str
-    phase: str
-    waited: float
-    timeout: float
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,11 @@ class Escalator:
         self.layers = layers
         self.upstreams = upstreams
         self.metrics = metrics
+        # Each judged layer's threshold: fixed, or adapting to its scores (targetRate).
+        self.thresholds = {t.name: Threshold(t.escalation) for t in config.tiers}
+        for tier in config.tiers:
+            if tier.escalation.scored:
+                metrics.live(tier.name, self.thresholds[tier.name].live())
 
     # --- planning --------------------------------------------------------------------------
 
@@ -139,8 +145,52 @@ class Escalator:
         self.layers.demand(self.tiers[index].name)  # it still wakes, for the next requests
         return fallback_tier(self.layers.awake(), index)
 
+    def _retry_delay(self, tier: Tier, err: UpstreamError, started: float) -> float | None:
+        """How long to wait before asking a tier that said "not now" again (None: give up).
+        A managed tier's wake timeout is spent waking it, so only the others are retried."""
+        if tier.managed:
+            return None
+        waited = time.monotonic() - started
+        return retry_delay(err.status, err.retry_after, waited, tier.wake_timeout_seconds)
+
     def _record(self, tier: Tier, verdict: Verdict, escalated_to: str | None) -> None:
         self.metrics.judged(tier.name, verdict.accept, escalated_to)
+        if tier.escalation.scored:
+            threshold = self.thresholds[tier.name]
+            threshold.observe(verdict.score, not verdict.accept)
+            self.metrics.live(tier.name, threshold.live())
+
+    def live(self) -> dict[str, Live]:
+        """The live threshold and escalation rate of every layer whose policy scores answers."""
+        return {t.name: self.thresholds[t.name].live() for t in self.tiers if t.escalation.scored}
+
+    def _limit(self, tier: Tier) -> float:
+        return self.thresholds[tier.name].value
+
+    async def _verify(self, tier: Tier, request: ChatRequest, answer: str) -> float | None:
+        """Policy verify: ask the layer whether its own answer is correct; P(yes) is the score.
+        One more call to the same model server: a prefill of question and answer, one token."""
+        if tier.escalation.policy != "verify":
+            return None
+        check = ChatRequest(
+            kind="chat",
+            model=request.model,
+            messages=tuple(verify_messages(tier.escalation, request.prompt, answer)),
+            params={"max_tokens": 1, "temperature": 0},
+            stream=False,
+            logprobs=True,
+            top_logprobs=VERIFY_TOP_LOGPROBS,
+            request_id=request.request_id,
+        )
+        started = time.perf_counter()
+        try:
+            verdict = await self.upstreams[tier.name].complete(check, logprobs=True)
+        except UpstreamError as err:  # the answer itself came: keep it rather than fail
+            log.warning("verifying layer %s's answer failed: %s", tier.name, err.message)
+            return None
+        finally:
+            self.metrics.verified(tier.name, time.perf_counter() - started)
+        return p_yes(verdict.tokens[0].top) if verdict.tokens else None
 
     # --- non-streaming ---------------------------------------------------------------------
 
@@ -162,21 +212,39 @@ class Escalator:
                     while not await admission.wait():
                         pass  # timer wake-ups can come a hair early; wait() raises at the deadline
                     path.append(tier.name)
-                    answer = await self._ask(
-                        tier, index, self._prepare(tier, request, judged), judged
-                    )
+                    prepared = self._prepare(tier, request, judged)
+                    started = time.monotonic()
+                    while True:
+                        try:
+                            answer = await self._ask(tier, index, prepared, judged)
+                            break
+                        except UpstreamError as err:
+                            delay = self._retry_delay(tier, err, started)
+                            if delay is None:
+                                raise
+                            await asyncio.sleep(delay)
+                    # Policy verify: still admitted, so the layer counts as in use.
+                    score = await self._verify(tier, request, answer.text) if judged else None
             except UpstreamError:
                 if rejected is not None and self.config.while_waking == "fallback":
                     return replace(rejected, meta=replace(rejected.meta, degraded=True))
                 raise
             names = [c.name for c in answer.calls if c.name]
             logprobs = [t.logprob for t in answer.tokens]
-            verdict = judge(tier.escalation, answer.text, logprobs, names)
+            verdict = judge(
+                tier.escalation,
+                answer.text,
+                logprobs,
+                names,
+                threshold=self._limit(tier),
+                score=score,
+            )
             answer.text = strip_sentinel(tier.escalation, answer.text)
             tool = own_tool(tier.escalation) if judged else None
             if tool is not None:
                 answer = without_calls(answer, tool)
-            outcome = Outcome(answer, Meta(tier.name, tuple(path), degraded))
+            meta = Meta(tier.name, tuple(path), degraded).within(answer.raw.get("onion"))
+            outcome = Outcome(answer, meta)
             if not judged:
                 return outcome
             if verdict.accept:
@@ -184,6 +252,19 @@ class Escalator:
                 return outcome
             self._record(tier, verdict, self.tiers[index + 1].name)
             rejected, index = outcome, index + 1
+
+    async def judge_once(self, index: int, request: ChatRequest) -> tuple[Answer, Verdict]:
+        """Ask tier `index` and judge its answer by its policy and configured threshold, as the
+        router would, without escalating or recording anything (`onion-router calibrate`)."""
+        tier = self._tier(index, request)
+        logprobs = tier.escalation.policy == "confidence"
+        answer = await self.upstreams[tier.name].complete(
+            self._prepare(tier, request, judged=True), logprobs=logprobs
+        )
+        names = [c.name for c in answer.calls if c.name]
+        score = await self._verify(tier, request, answer.text)
+        lps = [t.logprob for t in answer.tokens]
+        return answer, judge(tier.escalation, answer.text, lps, names, score=score)
 
     async def _ask(self, tier: Tier, index: int, prepared: ChatRequest, judged: bool) -> Answer:
         upstream = self.upstreams[tier.name]
@@ -229,7 +310,8 @@ class Escalator:
         self, tier: Tier, index: int, text: str, logprobs: list[float], calls: list[str]
     ) -> bool:
         nxt = self._next_sleeping(index)
-        if nxt is None or not looks_uncertain(tier.escalation, text, logprobs, calls):
+        limit = self._limit(tier)
+        if nxt is None or not looks_uncertain(tier.escalation, text, logprobs, calls, limit):
             return False
         self.metrics.early_wake(nxt.name)
         self.layers.demand(nxt.name)
@@ -253,12 +335,12 @@ class Escalator:
                     yield Holding(tier.name, admission.phase, admission.waited, admission.timeout)
                 path.append(tier.name)
                 judges = self._judges(plan, index, tier) and not degraded
-                upstream = await self.upstreams[tier.name].open_stream(
-                    self._prepare(tier, request, judges),
-                    logprobs=judges and tier.escalation.policy == "confidence",
-                )
+                opened: list[UpstreamStream] = []
+                async for held in self._open_stream(tier, request, judges, opened):
+                    yield held
+                upstream = opened[0]
                 async with contextlib.aclosing(upstream):
-                    buffered, verdict = await self._buffer(tier, index, upstream, judges)
+                    buffered, verdict = await self._buffer(tier, index, request, upstream, judges)
                     if verdict is not None and not verdict.accept:
                         nxt = self.tiers[index + 1]
                         if self._fallback_from(index + 1) is None:
@@ -268,18 +350,54 @@ class Escalator:
                         degraded = True  # the outer tier sleeps: keep this answer, marked
                     elif verdict is not None:
                         self._record(tier, verdict, None)
-                    yield Answering(Meta(tier.name, tuple(path), degraded))
-                    clean = self._cleaner(tier, judges)
-                    for chunk in buffered:
-                        yield clean(chunk)
-                    async for chunk in upstream:
-                        yield clean(chunk)
+                    async with contextlib.aclosing(upstream.items()) as items:
+                        if not buffered:  # the first chunk names the layer if it is an Onion
+                            async for item in items:
+                                if isinstance(item, Holding):
+                                    yield item  # an Onion router holding the request
+                                    continue
+                                buffered = [item]
+                                break
+                        remote = buffered[0].raw.get("onion") if buffered else None
+                        yield Answering(Meta(tier.name, tuple(path), degraded).within(remote))
+                        clean = self._cleaner(tier, judges)
+                        for chunk in buffered:
+                            yield clean(chunk)
+                        async for item in items:
+                            yield item if isinstance(item, Holding) else clean(item)
                     return
 
+    async def _open_stream(
+        self, tier: Tier, request: ChatRequest, judges: bool, opened: list[UpstreamStream]
+    ) -> AsyncGenerator[Holding]:
+        """Open the tier's stream into `opened`; while a tier that said "not now" is waited for,
+        yields a Holding every heartbeat so the client hears from the router meanwhile."""
+        prepared = self._prepare(tier, request, judges)
+        started = time.monotonic()
+        while True:
+            try:
+                opened.append(
+                    await self.upstreams[tier.name].open_stream(
+                        prepared, logprobs=judges and tier.escalation.policy == "confidence"
+                    )
+                )
+                return
+            except UpstreamError as err:
+                delay = self._retry_delay(tier, err, started)
+                if delay is None:
+                    raise
+                phase = f"HTTP {err.status}, retrying"
+            until = time.monotonic() + delay
+            while (left := until - time.monotonic()) > 0:
+                waited = time.monotonic() - started
+                yield Holding(tier.name, phase, waited, tier.wake_timeout_seconds)
+                await asyncio.sleep(min(left, self.config.heartbeat_seconds))
+
     async def _buffer(
-        self, tier: Tier, index: int, upstream: UpstreamStream, judges: bool
+        self, tier: Tier, index: int, request: ChatRequest, upstream: UpstreamStream, judges: bool
     ) -> tuple[list[Chunk], Verdict | None]:
-        """Read first tokens until the tier's policy can decide (or the answer ends)."""
+        """Read first tokens until the tier's policy can decide (or the answer ends); policy
+        verify reads the whole answer."""
         if not judges:
             return [], None
         buffered: list[Chunk] = []
@@ -298,10 +416,20 @@ class Escalator:
             # A request for help decides at once; anything else after enough tokens.
             asked = asked_for_help(tier.escalation, text, calls)
             if asked or count >= self.config.stream_buffer_tokens:
-                verdict = judge_prefix(tier.escalation, text, logprobs, done=False, calls=calls)
+                verdict = judge_prefix(
+                    tier.escalation,
+                    text,
+                    logprobs,
+                    done=False,
+                    calls=calls,
+                    threshold=self._limit(tier),
+                )
                 if verdict is not None:
                     return buffered, verdict
-        return buffered, judge(tier.escalation, text, logprobs, calls)
+        score = await self._verify(tier, request, text)
+        return buffered, judge(
+            tier.escalation, text, logprobs, calls, threshold=self._limit(tier), score=score
+        )
 
     @staticmethod
     def _cleaner(tier: Tier, judged: bool) -> Callable[[Chunk], Chunk]:

@@ -7,9 +7,11 @@ from collections import Counter as Tally
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from onion_router.adaptive import Live
 
 RECENT_SECONDS = 300.0
 # The load signal for autoscaling a tier (the operator's default HPA metric, through an adapter).
@@ -80,11 +82,38 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.threshold = Gauge(
+            "onion_router_threshold",
+            "Each judged layer's live escalation threshold (fixed, or adapted to targetRate)",
+            ["layer"],
+            registry=self.registry,
+        )
+        self.escalation_rate = Gauge(
+            "onion_router_escalation_rate",
+            "Fraction of each judged layer's recent answers that it escalated (its window)",
+            ["layer"],
+            registry=self.registry,
+        )
+        self.verify_seconds = Histogram(
+            "onion_router_verify_seconds",
+            "Time of the extra call that asks a layer to verify its own answer (policy verify)",
+            ["layer"],
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
         self._recent: deque[tuple[float, str, str]] = deque(maxlen=10_000)
 
     def track_layers(self, onion: str, snapshot: Snapshot) -> None:
         """Export `onion_router_layer_requests` from `snapshot` (Layers.snapshot)."""
         self.registry.register(_LayerRequests(onion, snapshot))
+
+    def live(self, layer: str, live: Live) -> None:
+        self.threshold.labels(layer).set(live.threshold)
+        if live.escalation_rate is not None:
+            self.escalation_rate.labels(layer).set(live.escalation_rate)
+
+    def verified(self, layer: str, seconds: float) -> None:
+        self.verify_seconds.labels(layer).observe(seconds)
 
     def judged(self, layer: str, accept: bool, escalated_to: str | None) -> None:
         self.judgements.labels(layer, "accept" if accept else "escalate").inc()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -61,11 +61,20 @@ def score_logprobs(logprobs: Sequence[float], method: str, first_k: int) -> floa
 
 
 def judge(
-    escalation: Escalation, text: str, logprobs: Sequence[float], calls: Sequence[str] = ()
+    escalation: Escalation,
+    text: str,
+    logprobs: Sequence[float],
+    calls: Sequence[str] = (),
+    *,
+    threshold: float | None = None,
+    score: float | None = None,
 ) -> Verdict:
     """Judge a complete answer of a tier by that tier's own policy; `calls` names the tools
-    the answer calls."""
-    verdict = judge_prefix(escalation, text, logprobs, done=True, calls=calls)
+    the answer calls, `threshold` overrides the configured one (a live `targetRate` threshold)
+    and `score` is the verification score (policy verify)."""
+    verdict = judge_prefix(
+        escalation, text, logprobs, done=True, calls=calls, threshold=threshold, score=score
+    )
     assert verdict is not None  # a finished answer is always decidable
     return verdict
 
@@ -77,10 +86,21 @@ def judge_prefix(
     *,
     done: bool,
     calls: Sequence[str] = (),
+    threshold: float | None = None,
+    score: float | None = None,
 ) -> Verdict | None:
     """Judge the first tokens of an answer; None means "buffer more tokens before deciding"."""
     if escalation.policy == "none":
         return Verdict(True, "policy none")
+    limit = escalation.threshold if threshold is None else threshold
+    if escalation.policy == "verify":
+        if not done:
+            return None  # verification needs the whole answer
+        if score is None:
+            return Verdict(True, "no verification score")
+        if score < limit:
+            return Verdict(False, f"P(yes) {score:.3f} < {limit:.3f}", score)
+        return Verdict(True, f"P(yes) {score:.3f} >= {limit:.3f}", score)
     if escalation.policy == "self":
         if asked_for_help(escalation, text, calls):
             return Verdict(False, "model asked for help")
@@ -95,9 +115,9 @@ def judge_prefix(
     score = score_logprobs(logprobs, escalation.score, escalation.first_k)
     if score is None:
         return Verdict(True, "no logprobs to judge")
-    if score < escalation.threshold:
-        return Verdict(False, f"confidence {score:.3f} < {escalation.threshold}", score)
-    return Verdict(True, f"confidence {score:.3f} >= {escalation.threshold}", score)
+    if score < limit:
+        return Verdict(False, f"confidence {score:.3f} < {limit:.3f}", score)
+    return Verdict(True, f"confidence {score:.3f} >= {limit:.3f}", score)
 
 
 def asked_for_help(escalation: Escalation, text: str, calls: Sequence[str] = ()) -> bool:
@@ -110,7 +130,11 @@ def asked_for_help(escalation: Escalation, text: str, calls: Sequence[str] = ())
 
 
 def looks_uncertain(
-    escalation: Escalation, text: str, logprobs: Sequence[float], calls: Sequence[str] = ()
+    escalation: Escalation,
+    text: str,
+    logprobs: Sequence[float],
+    calls: Sequence[str] = (),
+    threshold: float | None = None,
 ) -> bool:
     """Early-wake signal: do the first tokens already suggest this answer will be rejected?"""
     if escalation.policy == "self":
@@ -118,7 +142,32 @@ def looks_uncertain(
     if escalation.policy != "confidence" or len(logprobs) < min(escalation.first_k, 4):
         return False
     score = score_logprobs(logprobs[: escalation.first_k], "mean", escalation.first_k)
-    return score is not None and score < escalation.threshold
+    limit = escalation.threshold if threshold is None else threshold
+    return score is not None and score < limit
+
+
+def verify_messages(escalation: Escalation, question: str, answer: str) -> list[dict[str, str]]:
+    """Policy verify: the request that asks a layer whether its own answer is correct."""
+    prompt = escalation.verify_prompt.replace("{question}", question.strip())
+    return [{"role": "user", "content": prompt.replace("{answer}", answer.strip())}]
+
+
+def p_yes(top: Sequence[Mapping[str, Any]]) -> float | None:
+    """P(yes) / (P(yes) + P(no)) over the alternatives for the first token of a verification
+    answer (OpenAI `top_logprobs` entries); None when neither word is among them."""
+    yes = no = 0.0
+    for entry in top:
+        word = str(entry.get("token", "")).strip().lower()
+        logprob = entry.get("logprob")
+        if not isinstance(logprob, int | float) or not math.isfinite(logprob):
+            continue
+        if word in ("yes", "y", "correct", "true"):
+            yes += math.exp(logprob)
+        elif word in ("no", "n", "incorrect", "false", "wrong"):
+            no += math.exp(logprob)
+    if yes + no == 0:
+        return None
+    return yes / (yes + no)
 
 
 def strip_sentinel(escalation: Escalation, text: str) -> str:

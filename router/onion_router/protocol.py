@@ -3,10 +3,12 @@ and shape answers, stream events and errors back into each protocol."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import orjson
@@ -95,6 +97,35 @@ class Meta:
             headers["X-Onion-Degraded"] = "true"
         return headers
 
+    def within(self, remote: Any) -> Meta:
+        """This answer's meta when the answering tier is itself an Onion's router, whose own
+        `onion` field (`remote`) says which of its layers answered: that router's layers are
+        named `<tier>:<layer>`, so an edge core escalated to a cluster's `mid` shows the path
+        core, cluster:mid (with the remote's whole path in between)."""
+        if not isinstance(remote, Mapping):
+            return self
+        layer, path = remote.get("layer"), remote.get("path")
+        if not isinstance(layer, str) or not layer or not isinstance(path, list):
+            return self
+        inner = [f"{self.layer}:{p}" for p in path if isinstance(p, str)]
+        if not inner or self.path[-1:] != (self.layer,):
+            return self
+        return Meta(
+            f"{self.layer}:{layer}",
+            (*self.path[:-1], *inner),
+            self.degraded or remote.get("degraded") is True,
+        )
+
+
+@dataclass(frozen=True)
+class Holding:
+    """A request waits for a tier: it wakes, or it said when to come back (Retry-After)."""
+
+    tier: str
+    phase: str
+    waited: float
+    timeout: float
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -176,6 +207,23 @@ def _model(body: Mapping[str, Any]) -> str:
     return model
 
 
+def _tools(body: Mapping[str, Any]) -> None:
+    """`tools`, if given, as OpenAI defines it: the router reads the functions' names (the
+    `self` policy's own tool must not clash with a client's) and adds its own to the list."""
+    tools = body.get("tools")
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise ProtocolError("'tools' must be an array of tool objects", param="tools")
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ProtocolError(
+                f"tools[{index}] must be an object with a 'function' that has a 'name'",
+                param=f"tools[{index}]",
+            )
+
+
 def parse_chat(body: Any) -> ChatRequest:
     body = _object(body)
     messages = body.get("messages")
@@ -187,6 +235,7 @@ def parse_chat(body: Any) -> ChatRequest:
                 f"messages[{index}] must be an object with a 'role'", param=f"messages[{index}]"
             )
     _single_choice(body)
+    _tools(body)
     top = body.get("top_logprobs")
     if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 0):
         raise ProtocolError("'top_logprobs' must be a non-negative integer", param="top_logprobs")
@@ -550,6 +599,35 @@ def _sse(body: Any) -> bytes:
 def heartbeat(layer: str, phase: str, waited: float, timeout: float) -> bytes:
     """An SSE comment: clients ignore it, proxies see traffic, people see progress."""
     return f": waiting for layer {layer} ({phase}, {waited:.0f}s of {timeout:.0f}s)\n\n".encode()
+
+
+_HEARTBEAT = re.compile(r"^:\s*waiting for layer (\S+) \((.+), (\d+)s of (\d+)s\)$")
+
+
+def parse_heartbeat(line: str, tier: str) -> Holding | None:
+    """Another Onion router's heartbeat line (see `heartbeat`), as a Holding of tier `tier`:
+    its layer L is shown as `tier:L`. None for any other line."""
+    match = _HEARTBEAT.match(line.strip())
+    if match is None:
+        return None
+    layer, phase, waited, timeout = match.groups()
+    return Holding(f"{tier}:{layer}", phase, float(waited), float(timeout))
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header in seconds: delta-seconds or an HTTP date; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 _ERROR_TYPES = {

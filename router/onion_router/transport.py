@@ -16,13 +16,16 @@ encoding); the client API, its exceptions and the hub code above stay as they ar
   that the client went away and stops generating.
 - Streamed bodies are handed over chunk by chunk; reading pauses while 256 KiB are unread.
 - Anything else (https, proxies' CONNECT, methods other than GET and POST) goes to httpx2's
-  default transport.
+  default transport, which verifies https against the system's CA bundle (`SSL_CERT_FILE`
+  and `SSL_CERT_DIR` if set) plus the CA file a tier names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -226,13 +229,15 @@ class _Body(httpx2.AsyncByteStream):
 class HTTP11Transport(httpx2.AsyncBaseTransport):
     """httpx2 transport: plain HTTP/1.1 with keep-alive on asyncio and httptools."""
 
-    def __init__(self, limits: httpx2.Limits | None = None) -> None:
+    def __init__(
+        self, limits: httpx2.Limits | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         limits = limits or httpx2.Limits(max_connections=100, max_keepalive_connections=20)
         self._max_idle = limits.max_keepalive_connections or 0
         self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else math.inf
         self._slots = asyncio.Semaphore(limits.max_connections or 1_000_000)
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
-        self._fallback = httpx2.AsyncHTTPTransport(limits=limits)
+        self._fallback = httpx2.AsyncHTTPTransport(limits=limits, verify=tls or True)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         url = request.url
@@ -359,6 +364,17 @@ class HTTP11Transport(httpx2.AsyncBaseTransport):
             return
         conn.idle_since = time.monotonic()
         idle.append(conn)
+
+
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """httpx2's default verification (the system's CA bundle), trusting `ca_file` as well."""
+    context = httpx2.create_ssl_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=os.path.expanduser(ca_file))
+        except (OSError, ssl.SSLError) as err:
+            raise ValueError(f"cannot load the CA file {ca_file}: {err}") from None
+    return context
 
 
 def _extensions(conn: _Connection) -> dict[str, Any]:

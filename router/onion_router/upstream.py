@@ -4,7 +4,7 @@ huggingface_hub's AsyncInferenceClient and the OpenAI-compatible chat API they s
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -16,11 +16,21 @@ from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 from huggingface_hub.inference._providers import get_provider_helper
 
 from onion_router.config import Tier
-from onion_router.protocol import Answer, Call, ChatRequest, Chunk, Token
+from onion_router.credentials import ApiKey
+from onion_router.protocol import (
+    Answer,
+    Call,
+    ChatRequest,
+    Chunk,
+    Holding,
+    Token,
+    parse_heartbeat,
+    retry_after_seconds,
+)
 
-# Sent as the bearer token to model servers. With no key, huggingface_hub would look up the
-# host's Hugging Face token on every call (files and env) and send it to the engine; "EMPTY" is
-# what keyless vLLM/TGI/llama.cpp servers are conventionally given.
+# Sent as the bearer token to model servers without a key of their own (apiKeyFile). With no
+# key, huggingface_hub would look up the host's Hugging Face token on every call (files and env)
+# and send it to the engine; "EMPTY" is what keyless vLLM/TGI/llama.cpp servers are given.
 NO_API_KEY = "EMPTY"
 
 T = TypeVar("T", Answer, Chunk)
@@ -38,28 +48,49 @@ _OWN_FIELDS = frozenset({"model", "messages", "stream", "logprobs", "top_logprob
 class UpstreamError(Exception):
     """A model server refused, timed out, was unreachable or broke off; `status` is ours to send."""
 
-    def __init__(self, status: int, message: str, code: str) -> None:
+    def __init__(
+        self, status: int, message: str, code: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.retry_after = retry_after  # the model server's Retry-After, in seconds
 
 
 @dataclass
 class UpstreamStream:
-    """An open streaming answer; `aclose()` closes the upstream connection, cancelling it."""
+    """An open streaming answer; `aclose()` closes the upstream connection, cancelling it.
+
+    Iterated, it gives the answer's chunks; `items()` also gives the heartbeats (as Holding)
+    of a tier that is another Onion's router holding the request while one of its layers wakes.
+    """
 
     tier: str
     _client: AsyncInferenceClient
-    _events: AsyncIterator[dict[str, Any]]
+    _events: AsyncIterator[dict[str, Any] | Holding]
     closed: bool = field(default=False)
 
     def __aiter__(self) -> UpstreamStream:
         return self
 
     async def __anext__(self) -> Chunk:
+        while True:
+            item = await self._next()
+            if not isinstance(item, Holding):
+                return item
+
+    async def items(self) -> AsyncGenerator[Chunk | Holding]:
+        while True:
+            try:
+                yield await self._next()
+            except StopAsyncIteration:
+                return
+
+    async def _next(self) -> Chunk | Holding:
         try:
-            return _chunk(await anext(self._events))
+            event = await anext(self._events)
+            return event if isinstance(event, Holding) else _chunk(event)
         except StopAsyncIteration:
             await self.aclose()
             raise
@@ -90,6 +121,7 @@ class Upstream:
         self._pool = pool
         self._timeout = timeout
         self._helper = get_provider_helper(None, task="conversational", model=tier.url)
+        self._key = ApiKey(tier.api_key_file) if tier.api_key_file else None
         # Answers that are not streamed leave nothing behind in a client: they share this one.
         self._shared = self._client()
 
@@ -112,18 +144,35 @@ class Upstream:
         *,
         stream: bool,
     ) -> Any:
-        headers = {"X-Request-Id": request.request_id} if request.request_id else {}
+        headers = dict(self.tier.headers)
+        if request.request_id:
+            headers["X-Request-Id"] = request.request_id
         prepared = self._helper.prepare_request(
             inputs=[dict(m) for m in request.messages],
             parameters={**parameters, "stream": stream},
             headers=headers,
             model=self.tier.url,
-            api_key=NO_API_KEY,
+            api_key=self._api_key(),
         )
         try:
             return await client._inner_post(prepared, stream=stream)
         except Exception as err:
             raise _translate(self.tier.name, err, midstream=False) from err
+
+    def _api_key(self) -> str:
+        """This tier's key (sent to its URL alone; redirects are never followed)."""
+        if self._key is None:
+            return NO_API_KEY
+        key = self._key.value()
+        if key is None:
+            raise UpstreamError(
+                503,
+                f"layer {self.tier.name!r} has no usable API key: {self._key.path} is missing, "
+                "empty or not one line of ASCII",
+                "upstream_credentials",
+                retry_after=10,
+            )
+        return key
 
     def _parameters(self, request: ChatRequest, logprobs: bool) -> dict[str, Any]:
         args = {k: v for k, v in request.params.items() if k not in _OWN_FIELDS}
@@ -160,7 +209,7 @@ class Upstream:
         except BaseException:
             await client.close()  # type: ignore[no-untyped-call]
             raise
-        return UpstreamStream(self.tier.name, client, _events(lines))
+        return UpstreamStream(self.tier.name, client, _events(lines, self.tier.name))
 
     async def reachable(self) -> bool:
         """Whether the model server answers at all (for /ready); any HTTP answer counts."""
@@ -175,11 +224,16 @@ class StreamError(Exception):
     """A model server sent an error event in place of the rest of a stream."""
 
 
-async def _events(lines: AsyncIterable[str]) -> AsyncIterator[dict[str, Any]]:
-    """The JSON events of an OpenAI-style SSE stream, up to `data: [DONE]`."""
+async def _events(lines: AsyncIterable[str], tier: str) -> AsyncIterator[dict[str, Any] | Holding]:
+    """The JSON events of an OpenAI-style SSE stream, up to `data: [DONE]`, and the
+    heartbeats of an Onion router's stream (SSE comments) as Holding."""
     async for line in lines:
         if not line.startswith("data:"):
-            continue  # blank separators, comments, other fields
+            if line.startswith(":"):
+                held = parse_heartbeat(line, tier)
+                if held is not None:
+                    yield held
+            continue  # blank separators, other comments, other fields
         data = line[5:].strip()
         if data == "[DONE]":
             return
@@ -203,7 +257,10 @@ def _translate(tier: str, err: Exception, *, midstream: bool) -> UpstreamError:
         # The client's own mistakes (e.g. a prompt longer than the context) keep their status.
         if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
             return UpstreamError(status, message, "upstream_rejected")
-        return UpstreamError(503 if status == 503 else 502, message, "upstream_error")
+        retry_after = retry_after_seconds(response.headers.get("retry-after"))
+        if status in (429, 503):  # busy or waking: the client may come back (Retry-After)
+            return UpstreamError(status, message, "upstream_busy", retry_after)
+        return UpstreamError(502, message, "upstream_error")
     if isinstance(err, httpx2.TransportError) and not midstream:
         return UpstreamError(502, f"layer {tier!r} is unreachable: {err!r}", "upstream_unreachable")
     what = "broke off mid-stream" if midstream else "failed"

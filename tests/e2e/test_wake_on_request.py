@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import openai
 import pytest
@@ -22,6 +21,7 @@ from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.operator import (
     DELAY_ANNOTATION,
     layer_status,
+    local_router_config,
     onion_yaml,
     replicas,
     running_operator,
@@ -31,32 +31,6 @@ from tests.support.router_server import router_process
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-def local_router_config(
-    cluster: Cluster, ns: str, onion: str, urls: dict[str, str]
-) -> dict[str, Any]:
-    """The config the operator rendered, with tier URLs pointed at this machine's test servers
-    (the pods on kwok nodes run nothing)."""
-
-    def rendered() -> str:
-        cm = cluster.kubectl(
-            "-n",
-            ns,
-            "get",
-            "configmap",
-            f"{onion}-router",
-            "-o",
-            "jsonpath={.data.config\\.yaml}",
-            check=False,
-        )
-        return cm.stdout if cm.returncode == 0 else ""
-
-    config: dict[str, Any] = yaml.safe_load(wait_until(rendered, timeout=30, what="router config"))
-    assert config["kubernetes"] == {"enabled": True, "namespace": ns, "onion": onion}
-    for tier in config["tiers"]:
-        tier["url"] = urls[tier["name"]]
-    return config
 
 
 @pytest.fixture

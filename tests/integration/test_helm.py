@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.support.cluster import REPO, Cluster, LocalClusterProcess
-from tests.support.operator import OperatorProcess, renew_demand, replicas
+from tests.support.operator import OperatorProcess, renew_demand, replicas, wait_established
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -87,7 +87,7 @@ def test_rendered_manifests_pass_server_side_validation(
     cluster: Cluster, namespace: str, values: list[str]
 ) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+    wait_established(cluster, CRD_NAME)
     values = [v.replace("NS", namespace) for v in values]
     rendered = helm(
         cluster,

@@ -73,6 +73,36 @@ LAYER = {"name": "mid", "model": "m"}
             "modelCache needs exactly one of pvcName",
         ),
         ([], {"maxAwakeLayers": 0}, "spec.maxAwakeLayers"),
+        (
+            [{**LAYER, "apiKeySecretRef": {"name": "s", "key": "k"}}],
+            {},
+            "apiKeySecretRef, caSecretRef and headers apply only to an endpoint layer",
+        ),
+        (
+            [{"name": "x", "endpoint": "https://x.example", "caSecretRef": {"name": "s"}}],
+            {},
+            "spec.layers[0].caSecretRef.key: Required value",
+        ),
+        (
+            [{**LAYER, "escalation": {"policy": "verify", "targetRate": 1}}],
+            {},
+            "spec.layers[0].escalation.targetRate in body should be less than 1",
+        ),
+        (
+            [{**LAYER, "escalation": {"policy": "confidence", "targetRate": 0}}],
+            {},
+            "spec.layers[0].escalation.targetRate in body should be greater than 0",
+        ),
+        (
+            [{**LAYER, "escalation": {"policy": "self", "targetRate": 0.2}}],
+            {},
+            "targetRate needs policy confidence or verify",
+        ),
+        (
+            [{**LAYER, "escalation": {"targetRate": 0.2, "window": 10, "minSamples": 20}}],
+            {},
+            "minSamples must not exceed window",
+        ),
     ],
 )
 def test_schema_rejects_with_a_readable_message(

@@ -447,3 +447,45 @@ def test_a_client_tool_named_like_the_routers_own_wins(
     assert [c.function.name for c in calls] == ["escalate"]
     assert offered(core) == ["escalate"]  # only theirs
     assert core.stats.requests[-1]["messages"][0]["role"] == "user"  # no instruction
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_verify_policy_asks_the_same_layer_and_escalates_on_no(
+    servers: tuple[FakeTGI, ...], stream: bool
+) -> None:
+    core, mid, big = servers
+    config = three_tiers(core, mid, big)
+    config["tiers"][0]["escalation"] = {"policy": "verify", "threshold": 0.5}
+    # The verification question: the core says "No" about its answer to one question only.
+    core.by_word["Is the answer correct?"] = Script(tokens=["Yes"], logprob=-0.01)
+    with RouterServer(config) as router:
+        api = client(router)
+        for question, layer in (("What is the capital?", "core"), ("doubt me", "mid")):
+            if "doubt" in question:
+                core.by_word = {"doubt me": Script(tokens=["No"], logprob=-0.01), **core.by_word}
+            body = {"model": "onion", "messages": [{"role": "user", "content": question}]}
+            if stream:
+                with api.chat.completions.with_streaming_response.create(
+                    **body, stream=True
+                ) as response:
+                    assert response.headers["x-onion-layer"] == layer
+                    text = "".join(
+                        c.choices[0].delta.content or "" for c in response.parse() if c.choices
+                    )
+            else:
+                raw = api.chat.completions.with_raw_response.create(**body)
+                assert raw.headers["x-onion-layer"] == layer
+                text = raw.parse().choices[0].message.content or ""
+            assert text == ("Paris is the capital." if layer == "core" else "Mid says hi")
+        status = httpx.get(f"{router.url}/status").json()
+    # Each judged answer was followed by one verification call: the question and the answer,
+    # one token, the alternatives asked for.
+    checks = [r for r in core.stats.requests if "Is the answer correct?" in json.dumps(r)]
+    assert len(checks) == 2
+    assert checks[0]["max_tokens"] == 1 and checks[0]["top_logprobs"] == 10
+    assert "What is the capital?" in checks[0]["messages"][0]["content"]
+    assert "Paris is the capital." in checks[0]["messages"][0]["content"]
+    # Answers judged by verify are not asked for logprobs (they are not used).
+    assert not core.stats.requests[0].get("logprobs")
+    core_status = status["layers"][0]
+    assert core_status["threshold"] == 0.5 and core_status["escalationRate"] == 0.5

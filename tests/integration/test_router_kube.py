@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.cluster import Cluster
 from tests.support.fake_tgi import FakeTGI, Script
+from tests.support.operator import wait_established
 from tests.support.router_server import RouterServer, tier
 from tests.support.waiting import wait_until
 
@@ -26,7 +27,7 @@ HOLDER = "router-under-test-0"
 @pytest.fixture
 def onion(cluster: Cluster, namespace: str) -> str:
     cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/onions.onion.dev", "--timeout=60s")
+    wait_established(cluster)
     manifest = {
         "apiVersion": "onion.dev/v1alpha1",
         "kind": "Onion",

@@ -24,6 +24,7 @@ class Cluster:
     kubeconfig: str
     bin_dir: Path | None  # cached binaries (kubectl, helm); None for an external cluster
     local: bool
+    state_dir: Path | None = None  # the local cluster's, for stopping one component (chaos)
 
     def tool(self, name: str) -> str:
         if self.bin_dir is not None and (self.bin_dir / name).exists():
@@ -52,6 +53,33 @@ class Cluster:
 
     def kubectl_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def _component(self, command: str, name: str, *flags: str) -> None:
+        if self.state_dir is None:
+            raise RuntimeError(f"{command} {name}: only the local cluster's components can be")
+        argv = [
+            sys.executable,
+            str(LOCALCLUSTER),
+            command,
+            name,
+            "--state-dir",
+            str(self.state_dir),
+        ]
+        subprocess.run(
+            [*argv, *flags],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)},
+            timeout=120,
+        )
+
+    def stop_component(self, name: str, kill: bool = False) -> None:
+        """Stop one control-plane process (etcd, kube-apiserver, ...) of the local cluster."""
+        self._component("stop", name, *(["--kill"] if kill else []))
+
+    def start_component(self, name: str) -> None:
+        """Start it again (same ports and data); returns once it serves."""
+        self._component("start", name)
 
     @contextlib.contextmanager
     def new_namespace(self, prefix: str) -> Iterator[str]:
@@ -88,7 +116,9 @@ class LocalClusterProcess:
 
     def start(self) -> Cluster:
         self._run("up", "--nodes", str(self.nodes), *(["--audit"] if self.audit else []))
-        return Cluster(str(self.state_dir / "kubeconfig"), self.bin_dir, local=True)
+        return Cluster(
+            str(self.state_dir / "kubeconfig"), self.bin_dir, local=True, state_dir=self.state_dir
+        )
 
     def stop(self) -> None:
         self._run("down")

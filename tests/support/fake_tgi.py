@@ -54,6 +54,8 @@ class Script:
 @dataclass
 class Stats:
     requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of every request, lowercased
+    unauthorized: int = 0  # requests refused for a missing or wrong key
     streams_started: int = 0
     streams_finished: int = 0
     streams_abandoned: int = 0  # the client (the router) went away before the end
@@ -62,10 +64,16 @@ class Stats:
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
     for message in reversed(messages):
-        if message.get("role") == "user":
+        if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
             return content if isinstance(content, str) else json.dumps(content)
     return ""
+
+
+def _count(value: Any) -> int | None:
+    """A token count the client sent, or None: this server accepts any value where a real
+    engine would answer 4xx (the router's fuzz test wants an engine that accepts anything)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _finish(script: Script, limit: int | None, count: int) -> str:
@@ -81,10 +89,24 @@ class _Die(Exception):
 class FakeTGI:
     """The test server; `script` is the default answer, `by_word` picks one by prompt word."""
 
-    def __init__(self, script: Script | None = None, name: str = "fake") -> None:
+    def __init__(
+        self,
+        script: Script | None = None,
+        name: str = "fake",
+        *,
+        api_key: str | None = None,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        """`api_key`: demand `Authorization: Bearer <api_key>` (401 otherwise), as a hosted
+        API does. `tls`: (certificate chain file, key file) to serve https."""
         self.script = script or Script()
         self.by_word: dict[str, Script] = {}
         self.name = name
+        self.api_key = api_key
+        self.tls = tls
+        # Status codes to answer before the scripts, one per request (e.g. a busy upstream's
+        # 429 or 503), with the Retry-After header given.
+        self.refusals: list[tuple[int, str | None]] = []
         self.stats = Stats()
         self._ids = itertools.count(1)
         self._server: uvicorn.Server | None = None
@@ -104,7 +126,9 @@ class FakeTGI:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        host = "localhost" if self.tls else "127.0.0.1"  # the name in the test certificate
+        return f"{scheme}://{host}:{self.port}"
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -113,8 +137,9 @@ class FakeTGI:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
+        tls = {"ssl_certfile": self.tls[0], "ssl_keyfile": self.tls[1]} if self.tls else {}
         config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", timeout_keep_alive=30
+            self.app, log_level="warning", lifespan="off", timeout_keep_alive=30, **tls
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -163,6 +188,20 @@ class FakeTGI:
                     return
             yield pair
 
+    def _refused(self, request: Request) -> Response | None:
+        """Records the request's headers; a 401 without the key, or a scripted refusal."""
+        self.stats.headers.append({k.lower(): v for k, v in request.headers.items()})
+        wanted = f"Bearer {self.api_key}"
+        if self.api_key is not None and request.headers.get("authorization") != wanted:
+            self.stats.unauthorized += 1
+            error = {"message": "Incorrect API key provided", "code": "invalid_api_key"}
+            return JSONResponse({"error": error}, 401)
+        if self.refusals:
+            status, retry_after = self.refusals.pop(0)
+            headers = {"Retry-After": retry_after} if retry_after is not None else None
+            return JSONResponse({"error": {"message": "busy"}}, status, headers=headers)
+        return None
+
     async def _prefill(self, script: Script) -> Response | None:
         if script.first_delay:
             await asyncio.sleep(script.first_delay)
@@ -202,22 +241,26 @@ class FakeTGI:
     # --- OpenAI-compatible chat --------------------------------------------------------------
 
     async def chat(self, request: Request) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         body = await request.json()
         self.stats.requests.append(body)
-        script = self._pick(_last_user_text(body.get("messages", [])))
+        messages = body.get("messages")
+        script = self._pick(_last_user_text(messages if isinstance(messages, list) else []))
         refused = await self._prefill(script)
         if refused is not None:
             return refused
         if script.fail == "garbage" and not body.get("stream"):
             return Response("<html>502 Bad Gateway</html>", 200, media_type="text/html")
         want_logprobs = bool(body.get("logprobs"))
-        limit = body.get("max_tokens")
+        limit = _count(body.get("max_tokens"))
         ident = f"chatcmpl-{self.name}-{next(self._ids)}"
         model = body.get("model") or self.name
         created = int(time.time())
 
         def entry(token: str, lp: float) -> dict[str, Any]:
-            top = [{"token": token, "logprob": lp}] * int(body.get("top_logprobs") or 0)
+            top = [{"token": token, "logprob": lp}] * min(_count(body.get("top_logprobs")) or 0, 20)
             return {"token": token, "logprob": lp, "top_logprobs": top}
 
         def logprobs(token: str, lp: float) -> dict[str, Any] | None:
@@ -295,6 +338,9 @@ class FakeTGI:
     # --- TGI's own API ----------------------------------------------------------------------
 
     async def _tgi(self, request: Request, stream: bool) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         body = await request.json()
         self.stats.requests.append(body)
         script = self._pick(str(body.get("inputs", "")))
@@ -302,7 +348,7 @@ class FakeTGI:
         if refused is not None:
             return refused
         params = body.get("parameters") or {}
-        limit = params.get("max_new_tokens")
+        limit = _count(params.get("max_new_tokens"))
         if not stream:
             pairs = [pair async for pair in self._tokens(script, limit, request)]
             out: dict[str, Any] = {"generated_text": "".join(t for t, _ in pairs)}

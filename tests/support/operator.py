@@ -26,9 +26,23 @@ CRD = REPO / "crds" / "onion.dev_onions.yaml"
 OPERATOR_BIN = Path(sys.executable).with_name("onion-operator")
 
 
-def apply_crd(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/onions.onion.dev")
+def apply_crd(cluster: Cluster, path: Path = CRD) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    wait_established(cluster)
+
+
+def wait_established(cluster: Cluster, crd: str = "onions.onion.dev") -> None:
+    """Until the CRD serves. Not `kubectl wait --for=condition=Established`: it fails at once
+    ("status.conditions accessor error") when it reads a CRD whose status is not written yet."""
+
+    def established() -> bool:
+        done = cluster.kubectl("get", f"crd/{crd}", "-o", "json", check=False)
+        if done.returncode != 0:
+            return False
+        conditions = (json.loads(done.stdout).get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_until(established, timeout=60, what=f"CRD {crd} Established")
 
 
 class OperatorProcess:
@@ -191,3 +205,29 @@ def running_operator(cluster: Cluster, namespace: str, *extra: str) -> Iterator[
         yield proc
     finally:
         proc.stop()
+
+
+def local_router_config(
+    cluster: Cluster, ns: str, onion: str, urls: dict[str, str]
+) -> dict[str, Any]:
+    """The config the operator rendered, with tier URLs pointed at this machine's test servers
+    (the pods on kwok nodes run nothing)."""
+
+    def rendered() -> str:
+        cm = cluster.kubectl(
+            "-n",
+            ns,
+            "get",
+            "configmap",
+            f"{onion}-router",
+            "-o",
+            "jsonpath={.data.config\\.yaml}",
+            check=False,
+        )
+        return cm.stdout if cm.returncode == 0 else ""
+
+    config: dict[str, Any] = yaml.safe_load(wait_until(rendered, timeout=30, what="router config"))
+    assert config["kubernetes"] == {"enabled": True, "namespace": ns, "onion": onion}
+    for tier in config["tiers"]:
+        tier["url"] = urls[tier["name"]]
+    return config

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,40 +129,99 @@ def tier(name: str, url: str, **fields: Any) -> dict[str, Any]:
     return {"name": name, "url": url, "model": f"{name}-model", **fields}
 
 
-@contextlib.contextmanager
-def router_process(config: dict[str, Any], env: dict[str, str] | None = None) -> Iterator[str]:
-    """`onion-router --config FILE` as a process of its own, with `env` added to this one's;
-    yields its base URL and stops it afterwards."""
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="onion-router-"))
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    log = (workdir / "router.log").open("wb")
-    argv = [str(ROUTER_BIN), "--config", str(workdir / "config.yaml")]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(
-        argv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, **(env or {})},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+# How a router process is started: (workdir holding config.yaml, the arguments after
+# `--config FILE`) -> the command line.
+Launcher = Callable[[Path, list[str]], list[str]]
+
+
+def local_launcher(workdir: Path, args: list[str]) -> list[str]:
+    return [str(ROUTER_BIN), "--config", str(workdir / "config.yaml"), *args]
+
+
+class RouterProcess:
+    """`onion-router --config FILE` as a process of its own (its own session, so `kill()` is a
+    real `kill -9` of it alone), with `env` added to this one's; its output goes to
+    `workdir`/router.log."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        *,
+        workdir: Path | None = None,
+        args: tuple[str, ...] = ("--log-level", "warning"),
+        launcher: Launcher = local_launcher,
+        timeout: float = 30,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="onion-router-"))
+        (self.workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        self.env = {**os.environ, **(env or {})}
+        self.argv = launcher(self.workdir, ["--host", "127.0.0.1", "--port", str(self.port), *args])
+        self.timeout = timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def logs(self) -> str:
+        path = self.workdir / "router.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> RouterProcess:
+        with (self.workdir / "router.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
+            )
 
         def up() -> bool:
-            assert proc.poll() is None, (workdir / "router.log").read_text()
+            assert self.proc is not None and self.proc.poll() is None, self.logs()
             with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
+                return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
             return False
 
-        wait_until(up, timeout=30, what="router /health")
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            wait_until(up, timeout=self.timeout, what="router /health")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as when its node dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+            self.kill()
+
+
+@contextlib.contextmanager
+def router_process(
+    config: dict[str, Any],
+    env: dict[str, str] | None = None,
+    *,
+    workdir: Path | None = None,
+    args: tuple[str, ...] = ("--log-level", "warning"),
+    launcher: Launcher = local_launcher,
+    timeout: float = 30,
+) -> Iterator[str]:
+    """`onion-router --config FILE` as a process of its own (see RouterProcess); yields its base
+    URL and stops it afterwards."""
+    proc = RouterProcess(
+        config, env, workdir=workdir, args=args, launcher=launcher, timeout=timeout
+    )
+    try:
+        yield proc.start().url
+    finally:
+        proc.stop()

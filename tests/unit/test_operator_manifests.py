@@ -17,7 +17,8 @@ from onion_operator.manifests import (
     build_router_config,
     planned_core_replicas,
 )
-from onion_operator.spec import parse_spec
+from onion_operator.spec import InvalidSpec, parse_spec
+from onion_router.config import parse_config
 
 OWNER = Owner("chat", "ns1", "uid-1")
 
@@ -252,6 +253,61 @@ def test_router_deployment_mounts_config_and_rolls_on_change() -> None:
     )
 
 
+def test_endpoint_credentials_are_mounted_secrets_the_config_points_at() -> None:
+    layer = {
+        "name": "hosted",
+        "endpoint": "https://api.example.com/v1",
+        "servedModelName": "gpt-4o-mini",
+        "apiKeySecretRef": {"name": "openai", "key": "token"},
+        "caSecretRef": {"name": "corp-ca", "key": "ca.pem"},
+        "headers": {"OpenAI-Organization": "org-1"},
+    }
+    spec = parse_spec("chat", {"core": {"model": "m"}, "layers": [layer, {**layer, "name": "b"}]})
+    objs = by_kind_name(build_children(OWNER, spec, {}))
+    config = yaml.safe_load(objs[("ConfigMap", "chat-router")]["data"]["config.yaml"])
+    hosted = config["tiers"][1]
+    assert hosted["apiKeyFile"] == "/etc/onion/layers/hosted/api-key"
+    assert hosted["caFile"] == "/etc/onion/layers/hosted/ca.crt"
+    assert (hosted["headers"], hosted["model"]) == ({"OpenAI-Organization": "org-1"}, "gpt-4o-mini")
+    assert "apiKeyFile" not in config["tiers"][0]
+    pod = objs[("Deployment", "chat-router")]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "layer-hosted")
+    assert volume["projected"]["sources"] == [
+        {"secret": {"name": "openai", "items": [{"key": "token", "path": "api-key"}]}},
+        {"secret": {"name": "corp-ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]}},
+    ]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    # A directory, not a subPath: only then does the kubelet swap in a rotated key.
+    assert mounts["layer-hosted"] == {
+        "name": "layer-hosted",
+        "mountPath": "/etc/onion/layers/hosted",
+        "readOnly": True,
+    }
+    assert "layer-b" in mounts and "subPath" not in mounts["layer-b"]
+
+
+def test_http_route_only_when_asked_for() -> None:
+    assert not any(
+        o["kind"] == "HTTPRoute" for o in build_children(OWNER, parse_spec("chat", SPEC), {})
+    )
+    route = {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["chat.example.com"],
+    }
+    spec = parse_spec("chat", {**SPEC, "router": {"httpRoute": route}})
+    objs = by_kind_name(build_children(OWNER, spec, {}))
+    obj = objs[("HTTPRoute", "chat-router")]
+    assert obj["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert obj["metadata"]["ownerReferences"][0]["name"] == "chat"
+    assert obj["spec"] == {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["chat.example.com"],
+        "rules": [{"backendRefs": [{"name": "chat-router", "port": 80}]}],
+    }
+    service = objs[("Service", "chat-router")]
+    assert service["spec"]["ports"][0]["port"] == 80
+
+
 def test_model_cache_size_creates_a_claim() -> None:
     spec = parse_spec("chat", {"core": {"model": "m"}, "modelCache": {"size": "200Gi"}})
     objs = by_kind_name(build_children(OWNER, spec, {}))
@@ -375,3 +431,57 @@ def test_the_replicas_claim_names_only_replicas() -> None:
         "metadata": {"name": "chat-mid", "namespace": "ns1"},
         "spec": {"replicas": 2},
     }
+
+
+def test_security_contexts_reach_the_engine_container_and_pod_as_given() -> None:
+    container = {"runAsNonRoot": True, "runAsUser": 1000, "capabilities": {"drop": ["ALL"]}}
+    pod = {"fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}}
+    spec = parse_spec(
+        "chat",
+        {"core": {"model": "m", "securityContext": container, "podSecurityContext": pod}},
+    )
+    hardened = build_model_deployment(OWNER, "core", spec.core, 1, None)["spec"]["template"]
+    assert hardened["spec"]["securityContext"] == pod
+    assert hardened["spec"]["containers"][0]["securityContext"] == container
+    # Without them the engine image's defaults apply: nothing is set.
+    plain = build_model_deployment(
+        OWNER, "core", parse_spec("c", {"core": {"model": "m"}}).core, 1, None
+    )
+    assert "securityContext" not in plain["spec"]["template"]["spec"]
+    assert "securityContext" not in plain["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_adaptive_and_verify_escalation_reach_the_router_config() -> None:
+    escalation = {
+        "policy": "verify",
+        "threshold": 0.5,
+        "targetRate": 0.25,
+        "window": 200,
+        "minSamples": 20,
+        "minThreshold": 0.05,
+        "verifyPrompt": "{question} -> {answer}: right?",
+    }
+    spec = {
+        "core": {"model": "m", "escalation": escalation},
+        "layers": [{"name": "big", "model": "b"}],
+    }
+    config = build_router_config(parse_spec("chat", spec), "ns1", "chat")
+    rendered = config["tiers"][0]["escalation"]
+    assert {k: rendered[k] for k in escalation} == escalation
+    assert "maxThreshold" not in rendered
+    # The router reads it back exactly so.
+    parsed = parse_config({**config, "kubernetes": {"enabled": False}})
+    core = parsed.tiers[0].escalation
+    assert (core.policy, core.target_rate, core.window, core.min_samples) == (
+        "verify",
+        0.25,
+        200,
+        20,
+    )
+    assert core.verify_prompt == "{question} -> {answer}: right?"
+
+
+def test_adaptive_settings_the_router_would_refuse_are_an_invalid_spec() -> None:
+    bad = {"policy": "confidence", "targetRate": 0.2, "minThreshold": 1, "maxThreshold": 0}
+    with pytest.raises(InvalidSpec, match=r"spec.core.escalation: minThreshold \(1.0\) is above"):
+        parse_spec("chat", {"core": {"model": "m", "escalation": bad}})

@@ -113,6 +113,22 @@ def core(**kw: Any) -> dict[str, Any]:
             ),
             "layer 'r': an endpoint layer has no replicas to autoscale",
         ),
+        (
+            core(
+                layers=[{"name": "mid", "model": "m", "apiKeySecretRef": {"name": "s", "key": "k"}}]
+            ),
+            "layer 'mid': apiKeySecretRef apply only to an endpoint layer",
+        ),
+        (
+            core(
+                layers=[{"name": "x", "endpoint": "https://a", "headers": {"Authorization": "k"}}]
+            ),
+            "spec.layers[0].headers: header 'Authorization' is set by the router itself",
+        ),
+        (
+            core(layers=[{"name": "x", "endpoint": "https://a", "apiKeySecretRef": {"name": "s"}}]),
+            "spec.layers[0].apiKeySecretRef.key: Field required",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(spec: dict[str, Any], message: str) -> None:

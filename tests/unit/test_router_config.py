@@ -123,3 +123,28 @@ def test_cli_rejects_a_bad_config_with_a_message(
     path.write_text("tiers: []\n")
     assert main(["--config", str(path)]) == 2
     assert "invalid router config: tiers" in capsys.readouterr().err
+
+
+def test_the_edge_example_is_a_static_router_over_a_cluster_onion() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "edge" / "router.yaml"
+    config = load_config(path)
+    core, cluster = config.tiers
+    assert not config.kubernetes.enabled and core.engine == "llamacpp"
+    assert (cluster.model, cluster.managed, cluster.wake_timeout_seconds) == ("onion", False, 600)
+    assert cluster.api_key_file and cluster.url.startswith("https://")
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"Authorization": "Bearer x"}, "is set by the router itself"),
+        ({"Host": "x"}, "is set by the router itself"),
+        ({"Bad Name": "x"}, "is not a valid HTTP header name"),
+        ({"X-Ok": "two\nlines"}, "must be one line of ASCII"),
+    ],
+)
+def test_tier_headers_are_checked(headers: dict[str, str], message: str) -> None:
+    data = _with()
+    data["tiers"][1]["headers"] = headers  # type: ignore[index]
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)

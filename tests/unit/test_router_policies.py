@@ -13,12 +13,14 @@ from onion_router.policies import (
     judge,
     judge_prefix,
     looks_uncertain,
+    p_yes,
     resolve_model,
     rule_matches,
     score_logprobs,
     self_instruction,
     start_tier,
     strip_sentinel,
+    verify_messages,
 )
 
 CONF = Escalation(policy="confidence", threshold=-0.8, score="mean", first_k=2)
@@ -221,3 +223,38 @@ def test_fallback_tier(awake: list[bool], wanted: int, expected: int | None) -> 
 
 def test_estimate_tokens() -> None:
     assert estimate_tokens("Hello, world!") == 4
+
+
+VERIFY = Escalation(policy="verify", threshold=0.6)
+
+
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [
+        ([{"token": "Yes", "logprob": -0.1}, {"token": " No", "logprob": -2.5}], 0.9168),
+        ([{"token": "No", "logprob": -0.05}, {"token": "yes", "logprob": -3.0}], 0.0497),
+        ([{"token": "Maybe", "logprob": -0.1}], None),  # neither word: no score
+        ([{"token": "yes", "logprob": float("-inf")}, {"token": "no", "logprob": -1.0}], 0.0),
+        ([], None),
+    ],
+)
+def test_p_yes_from_the_first_tokens_alternatives(top: list, expected: float | None) -> None:
+    got = p_yes(top)
+    assert got == pytest.approx(expected, abs=1e-3) if expected is not None else got is None
+
+
+def test_verify_judges_the_whole_answer_by_p_yes() -> None:
+    assert judge_prefix(VERIFY, "partial", [], done=False) is None  # needs the whole answer
+    assert judge(VERIFY, "4", [], score=0.9).accept
+    rejected = judge(VERIFY, "5", [], score=0.2)
+    assert not rejected.accept and rejected.score == 0.2 and "P(yes)" in rejected.reason
+    assert judge(VERIFY, "5", [], score=None).accept  # no score: the answer stands
+    assert not judge(VERIFY, "4", [], score=0.9, threshold=0.95).accept  # a live threshold
+
+
+def test_verify_messages_fill_in_question_and_answer() -> None:
+    (message,) = verify_messages(VERIFY, " What is 2+2? ", "4\n")
+    assert message["role"] == "user"
+    assert "Request:\nWhat is 2+2?\n\nAnswer:\n4\n\nIs the answer correct?" in message["content"]
+    custom = Escalation(policy="verify", verify_prompt="Q={question} A={answer} ok?")
+    assert verify_messages(custom, "q", "a") == [{"role": "user", "content": "Q=q A=a ok?"}]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from onion_router.protocol import (
     Answer,
     Call,
     CallFilter,
     Chunk,
+    ProtocolError,
     call_json,
     merged_calls,
     parse_chat,
@@ -104,3 +107,29 @@ def test_request_tools_merge_after_the_clients() -> None:
     assert request.tool_names == ("get_weather",)  # the client's request is unchanged
     bare = parse_chat({"messages": [{"role": "user", "content": "x"}]})
     assert bare.tool_names == () and bare.with_tool(ours).tool_names == ("escalate",)
+
+
+@pytest.mark.parametrize(
+    ("tools", "param"),
+    [
+        (5, "tools"),
+        (True, "tools"),
+        ("get_weather", "tools"),
+        ({"function": {"name": "x"}}, "tools"),
+        ([1], "tools[0]"),
+        ([WEATHER, {"type": "function"}], "tools[1]"),
+        ([{"type": "function", "function": {"name": 7}}], "tools[0]"),
+    ],
+)
+def test_tools_that_are_not_an_array_of_named_functions_are_the_clients_mistake(
+    tools: Any, param: str
+) -> None:
+    # Found by fuzzing: `tools: 5` or `true` was a 500 (the router lists the client's tools).
+    with pytest.raises(ProtocolError) as raised:
+        parse_chat({"messages": [{"role": "user", "content": "hi"}], "tools": tools})
+    assert raised.value.status == 400 and raised.value.param == param
+
+
+def test_tools_may_be_absent_or_null() -> None:
+    for body in ({}, {"tools": None}, {"tools": []}, {"tools": [WEATHER]}):
+        parse_chat({"messages": [{"role": "user", "content": "hi"}], **body})

@@ -1,0 +1,33 @@
+"""llama.cpp's `llama-server` with a real small model on loopback, for tests (hack/llamaserver.py
+does the work; the demo and `make bench-quality` use it too)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import REPO
+
+sys.path.insert(0, str(REPO / "hack"))
+import llamaserver
+
+
+def require_engine(*models: str) -> None:
+    """Skip the module with the reason when llama-server or a model is not installed."""
+    try:
+        llamaserver.binary()
+        for name in models:
+            llamaserver.model(name)
+    except llamaserver.EngineMissing as err:
+        pytest.skip(f"{err} (run `make engine`)", allow_module_level=True)
+
+
+@contextmanager
+def llama_server(model: str, alias: str, log: Path, ctx: int = 2048) -> Iterator[str]:
+    """A running llama-server for `model` (hack/models.py name) served as `alias`; its URL."""
+    with llamaserver.serve(model, alias, log, ctx) as url:
+        yield url

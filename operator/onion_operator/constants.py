@@ -77,6 +77,9 @@ API_KEY_FILE = "api-key"
 CA_FILE = "ca.crt"
 ROUTER_PORT = 8080
 SERVICE_PORT = 80
+# The router renews a layer's demand Lease this often while it is used (at most a third of the
+# shortest idleTimeout).
+DEMAND_RENEW_SECONDS = 3.0
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/onion-of-experts/onion:0.1.0"
 
 # The router's optional HTTPRoute (Gateway API, standard channel).

@@ -364,6 +364,11 @@ def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
         "heartbeatSeconds": r.heartbeat_seconds,
         "maxRequestBytes": r.max_request_bytes,
     }
+    idle = [layer.idle_timeout for layer in spec.managed_layers]
+    if idle:
+        # Renewed well inside the shortest idle timeout, so a layer in use never looks idle
+        # when a renewal is a little late (the router's default of 3 s suits minutes).
+        config["demandRenewSeconds"] = min(c.DEMAND_RENEW_SECONDS, min(idle) / 3)
     if r.auth_secret_name:
         config["auth"] = {"keysFile": f"{c.ROUTER_AUTH_DIR}/keys"}
     config["tiers"] = tiers

@@ -204,7 +204,8 @@ class RouterConfig(_Model):
     max_request_bytes: int = Field(default=1_048_576, ge=1)
     # Not in the operator's rendering; defaults suit it. Bounds one upstream call.
     upstream_timeout_seconds: float = Field(default=600, gt=0)
-    # Not in the operator's rendering either: how often demand is renewed while a tier is used.
+    # How often demand is renewed while a tier is used (the operator renders it at most a third
+    # of the shortest idle timeout).
     demand_renew_seconds: float = Field(default=3, gt=0)
     auth: Auth | None = None
     tiers: tuple[Tier, ...] = Field(min_length=1)

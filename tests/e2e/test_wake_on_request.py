@@ -68,11 +68,12 @@ def test_request_wakes_dormant_layer_keeps_it_awake_and_it_sleeps_after(
         urls = {name: server.url for name, server in servers.items()}
         config = local_router_config(cluster, ns, "chat", urls)
 
-        with router_process(
-            config, {"KUBECONFIG": cluster.kubeconfig, "POD_NAME": "router-e2e"}
-        ) as url:
-            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=90)
-
+        with (
+            router_process(
+                config, {"KUBECONFIG": cluster.kubeconfig, "POD_NAME": "router-e2e"}
+            ) as url,
+            openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=90) as client,
+        ):
             # An easy question: the core answers, nothing wakes.
             easy = client.chat.completions.with_raw_response.create(
                 model="onion", messages=[{"role": "user", "content": "Capital of France?"}]

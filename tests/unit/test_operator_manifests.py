@@ -485,3 +485,19 @@ def test_adaptive_settings_the_router_would_refuse_are_an_invalid_spec() -> None
     bad = {"policy": "confidence", "targetRate": 0.2, "minThreshold": 1, "maxThreshold": 0}
     with pytest.raises(InvalidSpec, match=r"spec.core.escalation: minThreshold \(1.0\) is above"):
         parse_spec("chat", {"core": {"model": "m", "escalation": bad}})
+
+
+@pytest.mark.parametrize(("idle", "renew"), [("10m", 3.0), ("6s", 2.0), ("3s", 1.0)])
+def test_demand_is_renewed_well_inside_the_shortest_idle_timeout(idle: str, renew: float) -> None:
+    # A renewal every 3 s against a 3 s idle timeout let a layer in use look idle when one
+    # renewal came a little late (seen: a long request's layer put to sleep mid-answer).
+    layers = [
+        {"name": "mid", "model": "m", "idleTimeout": idle},
+        {"name": "big", "model": "b", "idleTimeout": "1h"},
+    ]
+    spec = parse_spec("chat", {"core": {"model": "c"}, "layers": layers})
+    config = build_router_config(spec, "ns1", "chat")
+    assert config["demandRenewSeconds"] == renew
+    assert parse_config(config).demand_renew_seconds == renew
+    core_only = build_router_config(parse_spec("c", {"core": {"model": "c"}}), "ns1", "c")
+    assert "demandRenewSeconds" not in core_only

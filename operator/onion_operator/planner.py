@@ -89,16 +89,24 @@ def wake_deadline(obs: Observed | None, wake_timeout: float | None) -> datetime 
     return obs.woken_at + timedelta(seconds=wake_timeout)
 
 
+# Why a layer wakes or sleeps, in one word (the operator's metrics count by it; `reason` is the
+# sentence for the Event).
+DEMAND, WARM = "demand", "warm"
+IDLE, BUDGET = "idle", "budget"
+
+
 @dataclass(frozen=True)
 class Wake:
     layer: str
     reason: str
+    cause: str = DEMAND
 
 
 @dataclass(frozen=True)
 class Sleep:
     layer: str
     reason: str
+    cause: str = IDLE
 
 
 @dataclass(frozen=True)
@@ -226,16 +234,19 @@ def plan(
         want = 1 if name in desired else 0
         replicas[name] = want
         if want and not awake_now[name]:
-            reason = "warm minimum" if name in warm else "demand recorded"
-            actions.append(Wake(name, reason))
+            if name in warm:
+                actions.append(Wake(name, "warm minimum", WARM))
+            else:
+                actions.append(Wake(name, "demand recorded", DEMAND))
         elif not want and awake_now[name]:
             if name in budget_sleeps:
                 reason = f"least recently used; maxAwakeLayers={spec.max_awake_layers}"
+                actions.append(Sleep(name, reason, BUDGET))
             else:
                 age = _age(demand.get(name), now)
                 idle = "never" if age is None else f"{age:.0f}s ago"
                 reason = f"idle: last demand {idle}, idleTimeout {lay.idle_timeout:g}s"
-            actions.append(Sleep(name, reason))
+                actions.append(Sleep(name, reason, IDLE))
         last = demand.get(name)
         if want and name not in warm and last is not None:
             idle_at = last + timedelta(seconds=lay.idle_timeout)

@@ -43,6 +43,7 @@ LISTED_LAYER_KINDS = ("Service", "HorizontalPodAutoscaler")
 # What a pass may meet: an API error, or the API server unreachable or slow. It retries.
 RETRYABLE = (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
+Forbidden = 403
 NotFound = 404
 Conflict = 409
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from onion_operator import constants as c
-from onion_operator.kube import ApiError, Kube
+from onion_operator.kube import RETRYABLE, ApiError, Kube
 from onion_operator.planner import format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,20 @@ class LeaderElection:
             raise
 
     async def acquire(self) -> None:
-        """Wait until this instance is the leader."""
+        """Wait until this instance is the leader, however long the API server is away."""
         announced = False
-        while not await self.try_acquire(datetime.now(UTC)):
-            if not announced:
-                log.info("waiting for leadership (Lease %s/%s)", self.namespace, c.LEADER_LEASE)
-                announced = True
+        unreachable: str | None = None
+        while True:
+            try:
+                if await self.try_acquire(datetime.now(UTC)):
+                    break
+                if not announced:
+                    log.info("waiting for leadership (Lease %s/%s)", self.namespace, c.LEADER_LEASE)
+                    announced = True
+            except RETRYABLE as e:  # starting while the API server restarts: wait, not crash
+                if str(e) != unreachable:
+                    log.warning("reading the leader Lease failed, retrying: %s", e)
+                    unreachable = str(e)
             await asyncio.sleep(min(1.0, self.renew_seconds))
         log.info("leading as %s", self.identity)
 
@@ -97,7 +105,7 @@ class LeaderElection:
                     lost.set()
                     return
                 last_ok = asyncio.get_running_loop().time()
-            except (ApiError, OSError) as e:
+            except RETRYABLE as e:
                 # The API may be briefly unreachable; give up before the Lease can expire.
                 log.warning("renewing leadership failed: %s", e)
                 if asyncio.get_running_loop().time() - last_ok >= self.lease_seconds * 0.8:

@@ -108,12 +108,21 @@ class Campaign:
         self.lease_seconds = 3.0
         self.servers: dict[str, FakeTGI] = {}
         self.log: Callable[[str], None] = lambda _msg: None
+        # As a kubelet restarts a Deployment's pod whose process exited (an operator that could
+        # not renew its leader Lease in time steps down and exits): one second later.
+        self.restarts = 0
+        self._lock = threading.RLock()
+        self._supervising = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     # --- set-up --------------------------------------------------------------------------
 
     def __enter__(self) -> Campaign:
         apply_crd(self.cluster)
         self.start_operator()
+        self._supervising.set()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
         self.servers = {
             "core": FakeTGI(Script(tokens=["Paris", "."], logprob=-0.05), name="core").start(),
             LAYER: FakeTGI(Script(tokens=["Deep", " answer", "."]), name=LAYER).start(),
@@ -131,22 +140,38 @@ class Campaign:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self._supervising.clear()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=10)
         if self.operator is not None:
             self.operator.stop(show_log=False)
         for server in self.servers.values():
             server.stop()
 
     def start_operator(self, lease_seconds: float | None = None) -> None:
-        self.lease_seconds = lease_seconds or self.lease_seconds
-        extra = ("--leader-lease-seconds", f"{self.lease_seconds:g}")
-        self.operator = OperatorProcess(self.cluster, self.ns, *extra).start()
+        with self._lock:
+            self.lease_seconds = lease_seconds or self.lease_seconds
+            extra = ("--leader-lease-seconds", f"{self.lease_seconds:g}")
+            self.operator = OperatorProcess(self.cluster, self.ns, *extra).start()
 
     def restart_operator(self) -> None:
         """`kill -9`, then start a new one at once (as a Deployment would)."""
-        assert self.operator is not None
-        self.operator.kill()
-        self.operator.stop(show_log=False)
-        self.start_operator()
+        with self._lock:
+            assert self.operator is not None
+            self.operator.kill()
+            self.operator.stop(show_log=False)
+            self.start_operator()
+
+    def _supervise(self) -> None:
+        while self._supervising.is_set():
+            time.sleep(0.5)
+            with self._lock:
+                if self.operator is None or self.operator_alive() or not self._supervising.is_set():
+                    continue
+                self.operator.stop(show_log=False)
+                self.restarts += 1
+                time.sleep(1.0)
+                self.start_operator()
 
     def operator_alive(self) -> bool:
         return (
@@ -359,6 +384,7 @@ class Campaign:
         try:
             for trial in range(trials):
                 figures.trials += 1
+                restarts = self.restarts
                 with self.clients(router.url, 2) as futures:
                     time.sleep(self.rng.uniform(0.2, 1.0))  # the demand is recorded by now
                     self.cluster.stop_component(component, kill=trial % 2 == 0)
@@ -373,18 +399,18 @@ class Campaign:
                 self.log(f"{figures.scenario} {trial + 1}/{trials}: {outcomes}")
                 self.check_sleep(figures, last)
                 self.settle()
-                if not self.operator_alive():
-                    figures.notes.append(f"trial {trial}: the operator exited")
-                    self.start_operator()
+                if self.restarts > restarts:
+                    figures.notes.append(f"trial {trial}: the operator exited and was restarted")
         finally:
             router.stop()
             self.restart_operator_with_lease(3.0)
         return figures
 
     def restart_operator_with_lease(self, seconds: float) -> None:
-        if self.operator is not None:
-            self.operator.stop(show_log=False)  # a clean exit releases the leader Lease
-        self.start_operator(seconds)
+        with self._lock:
+            if self.operator is not None:
+                self.operator.stop(show_log=False)  # a clean exit releases the leader Lease
+            self.start_operator(seconds)
 
     def two_routers(self, trials: int) -> Figures:
         figures = Figures("two_routers")

@@ -177,13 +177,20 @@ def wait_for(
 
 
 def pid_alive(pid: int) -> bool:
+    """Running, not a zombie: a component started by an earlier `start` command is not our
+    child, and where nothing reaps orphans it stays a zombie after it exits (seen: a restarted
+    kube-apiserver taken for "already running", so it was never started again)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust the signal
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:

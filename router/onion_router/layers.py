@@ -239,13 +239,14 @@ class Admission:
                     retry_after=10,
                 ) from None
             except Exception as err:
-                await self.__aexit__(None, None, None)
-                raise Refused(
-                    503,
-                    f"recording demand for layer {self.tier!r} failed: {err}",
-                    "layer_unavailable",
-                    retry_after=5,
-                ) from None
+                # The API server away (restarting, say): the request stays held, and the renewer
+                # records the demand as soon as it answers, within the wake timeout.
+                state.last_renew = float("-inf")
+                log.warning(
+                    "recording demand for layer %s failed; holding the request and retrying: %s",
+                    self.tier,
+                    err,
+                )
         return self
 
     def _fly(self) -> None:

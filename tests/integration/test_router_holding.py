@@ -76,6 +76,22 @@ def test_held_request_is_answered_once_the_layer_is_ready(core: FakeTGI, mid: Fa
         assert raw.headers["x-onion-layer"] == "mid"
 
 
+def test_a_request_held_while_the_api_server_is_away_is_answered(
+    core: FakeTGI, mid: FakeTGI
+) -> None:
+    # Demand cannot be recorded at first (kube-apiserver restarting): the request is held, not
+    # refused, and the renewer records it once the API answers; then the layer wakes.
+    link = OperatorDouble({"mid": "Dormant"})
+    link.unreachable = 3
+    with RouterServer(config(core, mid), link) as router, ThreadPoolExecutor(1) as pool:
+        held = pool.submit(chat, router, "onion/mid")
+        wait_until(lambda: link.renewed("onion-mid-demand"), timeout=10, what="demand recorded")
+        assert link.unreachable == 0 and not held.done()
+        link.set_phase("mid", "Ready")
+        raw = held.result(timeout=10)
+        assert raw.parse().choices[0].message.content == "mid answer"
+
+
 def layer_load(router: RouterServer, layer: str) -> dict[str, float]:
     """The autoscaling signal the router exports: queued and in-flight requests per tier."""
     values: dict[str, float] = {}

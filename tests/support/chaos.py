@@ -111,6 +111,7 @@ class Campaign:
         # As a kubelet restarts a Deployment's pod whose process exited (an operator that could
         # not renew its leader Lease in time steps down and exits): one second later.
         self.restarts = 0
+        self.pods = 0  # a new identity per new "pod"; a restart in place keeps it (POD_NAME)
         self._lock = threading.RLock()
         self._supervising = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -148,10 +149,14 @@ class Campaign:
         for server in self.servers.values():
             server.stop()
 
-    def start_operator(self, lease_seconds: float | None = None) -> None:
+    def start_operator(self, lease_seconds: float | None = None, new_pod: bool = True) -> None:
         with self._lock:
             self.lease_seconds = lease_seconds or self.lease_seconds
-            extra = ("--leader-lease-seconds", f"{self.lease_seconds:g}")
+            self.pods += new_pod
+            extra = (
+                *("--leader-lease-seconds", f"{self.lease_seconds:g}"),
+                *("--identity", f"chaos-operator-{self.pods}"),
+            )
             self.operator = OperatorProcess(self.cluster, self.ns, *extra).start()
 
     def restart_operator(self) -> None:
@@ -171,7 +176,7 @@ class Campaign:
                 self.operator.stop(show_log=False)
                 self.restarts += 1
                 time.sleep(1.0)
-                self.start_operator()
+                self.start_operator(new_pod=False)  # the same pod: its name, its identity
 
     def operator_alive(self) -> bool:
         return (
@@ -390,8 +395,12 @@ class Campaign:
                     self.cluster.stop_component(component, kill=trial % 2 == 0)
                     time.sleep(self.rng.uniform(1.0, 4.0))
                     self.cluster.start_component(component)
+                    # The rest of the control plane recovers too (the controller-manager's
+                    # watches report the layer's Ready pod up to tens of seconds late here): a
+                    # held request counts as answered within its layer's wakeTimeout, the
+                    # router's own promise.
                     outcomes = self.collect(
-                        figures, futures, time.monotonic() + WAKE_BOUND + 10, killed=False
+                        figures, futures, time.monotonic() + WAKE_TIMEOUT_SECONDS + 10, killed=False
                     )
                 last = time.time()
                 if "answered" not in outcomes:

@@ -40,6 +40,7 @@ class OperatorDouble:
         self.phases = dict(phases or {})
         self.missing = set(missing or ())
         self.renewals: list[tuple[float, str]] = []
+        self.unreachable = 0  # the next renewals that fail as if the API server were away
         self._sink: PhaseSink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -51,6 +52,9 @@ class OperatorDouble:
     async def renew(self, lease: str) -> None:
         if lease in self.missing:
             raise LeaseMissing(f"demand Lease {lease} does not exist")
+        if self.unreachable > 0:
+            self.unreachable -= 1
+            raise ConnectionRefusedError(111, "Connect call failed (the API server is away)")
         self.renewals.append((time.monotonic(), lease))
 
     async def close(self) -> None:

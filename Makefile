@@ -18,9 +18,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## Python environment with the product and dev tools
 
-bins:  ## build (or reuse) the pinned Kubernetes, etcd, kwok and helm binaries, and the Gateway API CRDs
+bins:  ## build (or reuse) the pinned Kubernetes, etcd, kwok and helm binaries, and the published CRDs tests install
 	bash hack/build-cluster-bins.sh
-	bash hack/fetch-gateway-api.sh
+	bash hack/fetch-crds.sh gateway-api >/dev/null
+	bash hack/fetch-crds.sh prometheus-operator >/dev/null
 
 engine: install  ## llama.cpp's llama-server and the real model ladder (built/assembled once, cached)
 	bash hack/install-engine.sh $(PY)

@@ -18,6 +18,8 @@ except ImportError as err:  # an edge install: the router alone, without the `cl
 from onion_operator.handlers import Tuning  # importing handlers registers them with kopf
 from onion_operator.kube import Kube
 from onion_operator.leader import LeaderElection
+from onion_operator.metrics import OperatorMetrics
+from onion_operator.probes import Health, ProbeServer, parse_address
 
 log = logging.getLogger("onion_operator")
 
@@ -67,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"Onions reconciled in parallel (default {Tuning.workers})",
     )
     p.add_argument(
+        "--metrics-bind-address",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics, /healthz and /readyz there (for example :8080); "
+        "off by default",
+    )
+    p.add_argument(
         "--no-leader-election",
         action="store_true",
         help="act without taking the leader Lease (one instance only!)",
@@ -74,11 +82,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.resync_seconds <= 0 or args.workers < 1:
         p.error("--resync-seconds must be positive and --workers at least 1")
+    if args.metrics_bind_address is not None:
+        try:
+            parse_address(args.metrics_bind_address)
+        except ValueError as e:
+            p.error(f"--metrics-bind-address: {e}")
     return args
 
 
 async def run(args: argparse.Namespace) -> int:
-    kube = await Kube.connect()
+    metrics, health = OperatorMetrics(), Health()
+    probes = None
+    if args.metrics_bind_address is not None:
+        probes = ProbeServer(metrics, health, args.metrics_bind_address)
+        await probes.start()  # before the election: a standby answers its probes too
+        log.info("metrics and probes on %s:%d", probes.host, probes.port)
+    kube = await Kube.connect(metrics=metrics)
     leader_ns = (
         args.leader_namespace
         or os.environ.get("POD_NAMESPACE")
@@ -100,13 +119,17 @@ async def run(args: argparse.Namespace) -> int:
         if not args.no_leader_election:
             await election.acquire()
             holder = asyncio.create_task(election.hold(lost))
+        health.leading = True
+        metrics.leader.set(1)
         operator = asyncio.create_task(
             kopf.operator(
                 standalone=True,  # leadership comes from our Lease, not kopf peering
                 clusterwide=args.all_namespaces,
                 namespaces=list(args.namespace),
                 memo=kopf.Memo(
-                    tuning=Tuning(resync_seconds=args.resync_seconds, workers=args.workers)
+                    tuning=Tuning(resync_seconds=args.resync_seconds, workers=args.workers),
+                    metrics=metrics,
+                    health=health,
                 ),
             )
         )
@@ -128,6 +151,8 @@ async def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(Exception):
                 await election.release()
         await kube.close()
+        if probes is not None:
+            await probes.stop()
     return 1 if lost.is_set() else 0
 
 

@@ -7,6 +7,7 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "Onion"
 PLURAL = "onions"
+CRD = f"{PLURAL}.{GROUP}"  # the CustomResourceDefinition's name
 SINGULAR = "onion"
 SHORT_NAMES = ("on",)
 

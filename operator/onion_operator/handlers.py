@@ -31,6 +31,9 @@ from onion_operator.cache import (
     onion_key,
 )
 from onion_operator.kube import RETRYABLE, ApiError, Kube, NotFound
+from onion_operator.metrics import OperatorMetrics
+from onion_operator.planner import Wake
+from onion_operator.probes import Health
 from onion_operator.reconciler import Event, reconcile
 from onion_operator.workqueue import WorkQueue, next_repair, spread
 
@@ -58,12 +61,18 @@ class OperatorState:
         onions: Mapping[str, Iterable[CachedOnion]],
         leases: Mapping[str, Iterable[CachedLease]],
         deployments: Mapping[str, Iterable[CachedDeployment]],
+        metrics: OperatorMetrics,
     ) -> None:
         self.kube = kube
         self.tuning = tuning
+        self.metrics = metrics
         self.onions, self.leases, self.deployments = onions, leases, deployments
         self.written = Written()
-        self.queue = WorkQueue(lambda key: run_pass(self, key), tuning.workers)
+        self.queue = WorkQueue(
+            lambda key: run_pass(self, key), tuning.workers, metrics.queue_latency.observe
+        )
+        metrics.queue_depth.set_function(self.queue.depth)
+        metrics.onions.set_function(lambda: len(self.onions))
         self.needs_full: set[str] = set()  # a child was deleted: apply everything
         self.repair_due: dict[str, float] = {}  # loop time of each Onion's next drift repair
         self.failures: dict[str, int] = {}
@@ -129,13 +138,28 @@ async def run_pass(state: OperatorState, key: str) -> None:
         onions[0], _entries(state.deployments, key), _entries(state.leases, key)
     )
     now = datetime.now(UTC)
+    metrics = state.metrics
+    kind = "full" if full else "refresh"
+    started = asyncio.get_running_loop().time()
     try:
         outcome = await reconcile(state.kube, view, now, full, state.written)
     except RETRYABLE as e:
+        metrics.passes.labels(kind, "error").inc()
+        metrics.errors.labels("api").inc()
         if full:
             state.needs_full.add(key)
         await _failed(state, view.onion, e, now)
         return
+    kind = "full" if outcome.full else kind  # a new generation or a missing child: full
+    metrics.passes.labels(kind, "ok").inc()
+    metrics.pass_seconds.labels(kind).observe(asyncio.get_running_loop().time() - started)
+    for action in outcome.done:
+        counter = metrics.wakes if isinstance(action, Wake) else metrics.sleeps
+        counter.labels(action.cause).inc()
+    for seconds in outcome.cold_starts:
+        metrics.cold_start.observe(seconds)
+    if any(e.reason == "InvalidSpec" for e in outcome.events):
+        metrics.errors.labels("invalid_spec").inc()
     state.failures.pop(key, None)
     state.last_error.pop(key, None)
     if outcome.onion is None:
@@ -217,11 +241,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     settings.posting.enabled = False  # our own Events say what happened; not kopf's per handler
     settings.watching.server_timeout = 300
     tuning = memo.get("tuning") or Tuning()
-    kube = await Kube.connect()
+    metrics: OperatorMetrics = memo.get("metrics") or OperatorMetrics()
+    kube = await Kube.connect(metrics=metrics)
     # kopf starts the event handlers only once every index has its initial listing, so no pass
     # ever plans from a half-filled cache; the queue stays idle until the first event.
     indexes = (kwargs["onions"], kwargs["demand_leases"], kwargs["model_deployments"])
-    state = OperatorState(kube, tuning, *indexes)
+    state = OperatorState(kube, tuning, *indexes, metrics)
     state.queue.start()
     memo["state"] = state
 
@@ -234,6 +259,17 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 # --- events: every change of something a pass depends on queues its Onion ---------------------
+
+
+@kopf.on.event(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions", field="metadata.name", value=c.CRD
+)
+async def caches_synced(memo: Any, **_: Any) -> None:
+    """The Onion CRD always exists; kopf delivers its first event only once every index has its
+    initial listing (it holds all event handlers until then), so this says the caches are full."""
+    health: Health | None = memo.get("health")
+    if health is not None:
+        health.synced = True
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)

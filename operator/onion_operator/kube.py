@@ -16,6 +16,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from onion_operator import constants as c
+from onion_operator.metrics import OperatorMetrics
 
 Obj = dict[str, Any]
 ApiError = ApiException  # re-exported so callers need not import the client library
@@ -59,14 +60,30 @@ def _path(kind: str, namespace: str, name: str | None = None, sub: str | None = 
     return path
 
 
-class Kube:
-    """A thin async client over kubernetes_asyncio's ApiClient, speaking plain dicts."""
+def resource_of(path: str) -> str:
+    """The resource a request path names, for metrics: `deployments`, `onions/status`, `events`;
+    the discovery paths (`/api`, `/apis/...`) are `discovery`."""
+    parts = [p for p in path.split("/") if p]
+    if "namespaces" in parts[:-1]:
+        rest = parts[parts.index("namespaces") + 2 :]
+        if rest:
+            return rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    return "discovery"
 
-    def __init__(self, api: client.ApiClient) -> None:
+
+class Kube:
+    """A thin async client over kubernetes_asyncio's ApiClient, speaking plain dicts.
+
+    With `metrics`, every request is counted by verb, resource and status code."""
+
+    def __init__(self, api: client.ApiClient, metrics: OperatorMetrics | None = None) -> None:
         self.api = api
+        self.metrics = metrics
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+    async def connect(
+        cls, kubeconfig: str | None = None, metrics: OperatorMetrics | None = None
+    ) -> Kube:
         """In-cluster service account when running in a pod, else $KUBECONFIG / ~/.kube/config."""
         configuration = client.Configuration()
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -75,7 +92,7 @@ class Kube:
             await config.load_kube_config(
                 config_file=kubeconfig, client_configuration=configuration
             )
-        return cls(client.ApiClient(configuration))
+        return cls(client.ApiClient(configuration), metrics)
 
     async def close(self) -> None:
         await self.api.close()
@@ -89,16 +106,26 @@ class Kube:
         content_type: str = "application/json",
     ) -> Any:
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        return await self.api.call_api(
-            path,
-            method,
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-            response_types_map={200: "object", 201: "object"},
-            _return_http_data_only=True,
-        )
+        code = "error"  # no answer: the API server unreachable, or a timeout
+        try:
+            result, status, _ = await self.api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                response_types_map={200: "object", 201: "object"},
+                _return_http_data_only=False,
+            )
+            code = str(status)
+            return result
+        except ApiException as e:
+            code = str(e.status)
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.api_requests.labels(method, resource_of(path), code).inc()
 
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         try:

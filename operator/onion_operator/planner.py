@@ -97,16 +97,25 @@ def wake_deadline(obs: Observed | None, wake_timeout: float | None) -> datetime 
     return obs.woken_at + timedelta(seconds=wake_timeout)
 
 
+# Why a layer wakes or sleeps, in one word (the operator's metrics count by it; `reason` is the
+# sentence for the Event).
+DEMAND, WARM = "demand", "warm"
+IDLE, BUDGET = "idle", "budget"
+PREWARM, SCHEDULE_CAUSE = "prewarm", "schedule"  # a pre-warm (or its end); a warm schedule
+
+
 @dataclass(frozen=True)
 class Wake:
     layer: str
     reason: str
+    cause: str = DEMAND
 
 
 @dataclass(frozen=True)
 class Sleep:
     layer: str
     reason: str
+    cause: str = IDLE
 
 
 @dataclass(frozen=True)
@@ -276,13 +285,13 @@ def plan(
         window, schedule = windows[name], schedules[name]
         last = demand.get(name)
         if want and not awake_now[name]:
-            actions.append(Wake(name, _wake_reason(name, minimum, schedule, window, last, now)))
+            actions.append(Wake(name, *_wake_reason(name, minimum, schedule, window, last, now)))
         elif not want and awake_now[name]:
             if name in budget_sleeps:
                 reason = f"least recently used; maxAwakeLayers={spec.max_awake_layers}"
+                actions.append(Sleep(name, reason, BUDGET))
             else:
-                reason = _sleep_reason(lay, window, schedule, last, now)
-            actions.append(Sleep(name, reason))
+                actions.append(Sleep(name, *_sleep_reason(lay, window, schedule, last, now)))
         if schedule.changes_at is not None and name not in minimum:
             deadlines.append(Deadline(schedule.changes_at, name, SCHEDULE))
         if name not in warm and last is not None:
@@ -312,26 +321,30 @@ def _wake_reason(
     window: Window,
     last: datetime | None,
     now: datetime,
-) -> str:
+) -> tuple[str, str]:
+    """The Event's sentence and the metrics' cause of a wake."""
     if name in minimum:
-        return "warm minimum"
+        return "warm minimum", WARM
     age = _age(last, now)
     if age is not None and age < window.keep_alive:
-        return "demand recorded"
+        return "demand recorded", DEMAND
     if schedule.awake:
-        return schedule.reason
+        return schedule.reason, SCHEDULE_CAUSE
     return (
         f"pre-warm: last demand {age or 0:.0f}s ago; awake {window.prewarm_from:g}-"
         f"{window.prewarm_until:g}s after a demand, Ready before the next one is expected "
-        f"({window.basis})"
+        f"({window.basis})",
+        PREWARM,
     )
 
 
 def _sleep_reason(
     layer: Layer, window: Window, schedule: Scheduled, last: datetime | None, now: datetime
-) -> str:
+) -> tuple[str, str]:
+    """The Event's sentence and the metrics' cause of a sleep that the budget did not force."""
     age = _age(last, now)
     idle = "never" if age is None else f"{age:.0f}s ago"
+    cause = IDLE
     if layer.idle_policy == "fixed":
         reason = f"idle: last demand {idle}, idleTimeout {layer.idle_timeout:g}s"
     elif window.prewarm_until is not None and age is not None and age >= window.prewarm_until:
@@ -339,10 +352,12 @@ def _sleep_reason(
             f"pre-warm window {window.prewarm_from:g}-{window.prewarm_until:g}s ended without "
             f"demand (last demand {idle}; {window.basis})"
         )
+        cause = PREWARM
     else:
         reason = (
-            f"idle: last demand {idle}, adaptive keep-alive {window.keep_alive:g}s ({window.basis})"
+            f"idle: last demand {idle}, adaptive keep-alive {window.keep_alive:g}s "
+            f"({window.basis})"
         )
     if layer.warm_schedule and not schedule.awake:
         reason += "; outside its warm schedule"
-    return reason
+    return reason, cause

@@ -35,10 +35,24 @@ from onion_operator.manifests import (
     build_replicas_claim,
     planned_core_replicas,
 )
-from onion_operator.planner import Deadline, Observed, Plan, format_time, lease_demand
+from onion_operator.planner import (
+    Deadline,
+    Observed,
+    Plan,
+    Sleep,
+    Wake,
+    format_time,
+    lease_demand,
+)
 from onion_operator.planner import plan as make_plan
 from onion_operator.spec import Core, InvalidSpec, Layer, OnionSpec, parse_spec
-from onion_operator.status import build_status, invalid_status, learned, phase_changes
+from onion_operator.status import (
+    build_status,
+    finished_wakes,
+    invalid_status,
+    learned,
+    phase_changes,
+)
 
 Obj = dict[str, Any]
 Demand = dict[str, datetime | None]
@@ -59,6 +73,8 @@ class Outcome:
     events: tuple[Event, ...] = ()
     full: bool = False  # every child was applied (counts as a drift repair)
     next_deadline: Deadline | None = None  # plan again then, if nothing happens before
+    done: tuple[Wake | Sleep, ...] = ()  # the wakes and sleeps this pass wrote
+    cold_starts: tuple[float, ...] = ()  # seconds, of the wakes that finished (a Ready pod)
 
 
 def _workloads(spec: OnionSpec) -> list[tuple[str, Core | Layer]]:
@@ -89,9 +105,10 @@ async def _wake_and_sleep(
     the_plan: Plan,
     deployments: dict[str, CachedDeployment],
     now: datetime,
-) -> list[Event]:
+) -> tuple[list[Event], list[Wake | Sleep]]:
     """Scale the layers the plan changes; record wake time and count on the Deployment."""
     events: list[Event] = []
+    done: list[Wake | Sleep] = []
 
     async def patch(layer: str, body: Obj) -> None:
         name = c.child_name(onion.name, layer)
@@ -104,6 +121,7 @@ async def _wake_and_sleep(
         if sleep.layer not in deployments:
             continue
         await patch(sleep.layer, {"spec": {"replicas": 0}})
+        done.append(sleep)
         events.append(Event("Normal", "Sleeping", f"layer {sleep.layer}: {sleep.reason}"))
     for wake in the_plan.wakes():
         current = deployments.get(wake.layer)
@@ -112,10 +130,11 @@ async def _wake_and_sleep(
         count = current.observed.wake_count + 1
         annotations = {c.ANNOTATION_WOKEN_AT: format_time(now), c.ANNOTATION_WAKE_COUNT: str(count)}
         await patch(wake.layer, {"metadata": {"annotations": annotations}, "spec": {"replicas": 1}})
+        done.append(wake)
         events.append(
             Event("Normal", "Waking", f"layer {wake.layer}: {wake.reason} (wake #{count})")
         )
-    return events
+    return events, done
 
 
 async def _hand_over_replicas(kube: Kube, namespace: str, name: str, replicas: int) -> None:
@@ -243,7 +262,8 @@ async def reconcile(
         if changed:
             history = learned(spec, previous, demand)
             the_plan = planned()
-    events += await _wake_and_sleep(kube, written, onion, the_plan, deployments, now)
+    scaled, done = await _wake_and_sleep(kube, written, onion, the_plan, deployments, now)
+    events += scaled
     if full:
         await _ensure_children(kube, written, owner, spec, the_plan, deployments)
         # Only a spec changed since it was last reconciled leaves objects behind (a new Onion has
@@ -269,7 +289,11 @@ async def reconcile(
         now,
         history,
     )
+    cold_starts: list[float] = []
     if status != previous:
         await _publish(kube, written, onion, status)
         events += [Event(*change) for change in phase_changes(previous, status)]
-    return Outcome(onion, tuple(events), full, the_plan.next_deadline())
+        cold_starts = finished_wakes(previous, status)
+    return Outcome(
+        onion, tuple(events), full, the_plan.next_deadline(), tuple(done), tuple(cold_starts)
+    )

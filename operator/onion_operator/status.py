@@ -260,3 +260,16 @@ def phase_changes(
         elif phase == c.PHASE_FAILED:
             out.append(("Warning", "WakeFailed", f"layer {name}: {entry['message']}"))
     return out
+
+
+def finished_wakes(previous: Mapping[str, Any], status: Mapping[str, Any]) -> list[float]:
+    """Cold starts (seconds, wake to first Ready pod) of the wakes that finished since `previous`:
+    each once, by its `wokenAt`."""
+    before = {e.get("name"): e.get("wokenAt") for e in previous.get("layers") or []}
+    return [
+        float(entry["lastWakeSeconds"])
+        for entry in status.get("layers") or []
+        if entry.get("wokenAt")
+        and entry.get("lastWakeSeconds") is not None
+        and before.get(entry["name"]) != entry["wokenAt"]
+    ]

@@ -3,7 +3,7 @@
 A key is queued once however often it is added, and never handled by two workers at once (an add
 while its pass runs queues one more pass after it). `add_at` gives each key one timer, for the
 next deadline its plan named or its next drift repair; setting it again replaces it. No I/O here:
-`handle` is the operator's pass.
+`handle` is the operator's pass; `waited` (optional) hears how long each key waited for a worker.
 """
 
 from __future__ import annotations
@@ -32,9 +32,16 @@ def next_repair(key: str, after: float, period: float) -> float:
 
 
 class WorkQueue:
-    def __init__(self, handle: Callable[[str], Awaitable[None]], workers: int = 16) -> None:
+    def __init__(
+        self,
+        handle: Callable[[str], Awaitable[None]],
+        workers: int = 16,
+        waited: Callable[[float], None] | None = None,
+    ) -> None:
         self._handle = handle
         self._workers = workers
+        self._waited = waited
+        self._since: dict[str, float] = {}  # loop time each queued key was queued
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()  # in _ready, not yet taken
         self._active: set[str] = set()  # a worker runs its pass now
@@ -48,6 +55,7 @@ class WorkQueue:
             self._again.add(key)
         elif key not in self._queued:
             self._queued.add(key)
+            self._since[key] = asyncio.get_running_loop().time()
             self._ready.put_nowait(key)
 
     def add_at(self, key: str, when: float) -> None:
@@ -73,9 +81,14 @@ class WorkQueue:
             timer.cancel()
         self._again.discard(key)
         self._queued.discard(key)  # its entry in _ready is skipped when taken
+        self._since.pop(key, None)
 
     def timers(self) -> int:
         return len(self._timers)
+
+    def depth(self) -> int:
+        """Keys waiting for a worker now."""
+        return len(self._queued)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
@@ -97,6 +110,9 @@ class WorkQueue:
             if key not in self._queued:
                 continue  # forgotten while queued
             self._queued.discard(key)
+            since = self._since.pop(key, None)
+            if self._waited is not None and since is not None:
+                self._waited(asyncio.get_running_loop().time() - since)
             self._active.add(key)
             try:
                 await self._handle(key)

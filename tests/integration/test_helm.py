@@ -15,6 +15,7 @@ import yaml
 
 from tests.support.cluster import REPO, Cluster, LocalClusterProcess
 from tests.support.operator import OperatorProcess, renew_demand, replicas, wait_established
+from tests.support.published_crds import install_published_crds
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -72,6 +73,16 @@ def test_lint_default_and_scoped_values(cluster: Cluster) -> None:
         *("lint", "--strict", str(CHART)),
         *("--set", "operator.watchNamespaces={a,b}", "--set", "exampleOnion.enabled=true"),
     )
+    # Monitors of a port that is not served would scrape nothing: refused with the reason.
+    done = helm(
+        cluster,
+        *("template", "rel", str(CHART), "--kube-version", server_version(cluster)),
+        *("--set", "monitoring.serviceMonitor.enabled=true"),
+        *("--set", "operator.metrics.enabled=false"),
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "monitoring.serviceMonitor.enabled needs operator.metrics.enabled" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -80,14 +91,21 @@ def test_lint_default_and_scoped_values(cluster: Cluster) -> None:
         [],
         ["--set", "exampleOnion.enabled=true", "--set", "operator.leaderElection.enabled=false"],
         ["--set", "operator.watchNamespaces={NS}", "--set", "exampleOnion.enabled=true"],
+        [
+            *("--set", "monitoring.serviceMonitor.enabled=true"),
+            *("--set", "monitoring.grafanaDashboard.enabled=true"),
+        ],
     ],
-    ids=["all-namespaces", "example-no-leader", "scoped"],
+    ids=["all-namespaces", "example-no-leader", "scoped", "monitoring"],
 )
 def test_rendered_manifests_pass_server_side_validation(
     cluster: Cluster, namespace: str, values: list[str]
 ) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
     wait_established(cluster, CRD_NAME)
+    monitoring = any(v.startswith("monitoring.") for v in values)
+    if monitoring:  # prometheus-operator's CRDs, as published
+        install_published_crds(cluster, "prometheus-operator")
     values = [v.replace("NS", namespace) for v in values]
     rendered = helm(
         cluster,
@@ -108,6 +126,18 @@ def test_rendered_manifests_pass_server_side_validation(
         assert {"ClusterRole", "ClusterRoleBinding"} <= set(kinds)
     if any("exampleOnion.enabled=true" in v for v in values):
         assert "Onion" in kinds
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    operator = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = operator["containers"][0]
+    assert "--metrics-bind-address=:8080" in container["args"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    if monitoring:
+        assert {"ServiceMonitor", "PodMonitor"} <= set(kinds)
+        board = next(
+            d for d in docs if d["kind"] == "ConfigMap" and "dashboard" in d["metadata"]["name"]
+        )
+        assert json.loads(board["data"]["onion-of-experts.json"])["uid"] == "onion-of-experts"
 
 
 def test_install_upgrade_uninstall(fresh: Cluster, ns: str) -> None:

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from tests.support.cluster import Cluster
-from tests.support.gateway_api import install_gateway_api
 from tests.support.operator import OperatorProcess, apply_crd, onion_yaml
+from tests.support.published_crds import install_published_crds
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -21,7 +21,7 @@ ROUTE = {
 
 def test_http_route_to_the_router(cluster: Cluster, namespace: str, restricted: Cluster) -> None:
     ns = namespace
-    crds = install_gateway_api(cluster)
+    crds = install_published_crds(cluster, "gateway-api")
     bundle = yaml.safe_load((crds / "gateway.networking.k8s.io_httproutes.yaml").read_text())
     assert bundle["metadata"]["annotations"]["gateway.networking.k8s.io/channel"] == "standard"
     apply_crd(cluster)

@@ -83,7 +83,7 @@ def test_idle_and_wake(name: str, observed: Any, demand: Any, replicas: int, act
 def test_warm_minimum_keeps_a_layer_awake_without_demand() -> None:
     result = plan(spec_of({**MID, "minReplicas": 1}), {"mid": DOWN}, {}, NOW)
     assert result.replicas == {"mid": 1}
-    assert result.wakes() == (Wake("mid", "warm minimum"),)
+    assert result.wakes() == (Wake("mid", "warm minimum", "warm"),)
     assert (
         plan(spec_of({**MID, "minReplicas": 1}), {"mid": UP}, {"mid": ago(9999)}, NOW).actions == ()
     )
@@ -108,7 +108,7 @@ def test_budget_evicts_least_recently_used_idle_layer() -> None:
     assert result.replicas == {"mid": 0, "big": 1}
     assert set(result.actions) == {
         Wake("big", "demand recorded"),
-        Sleep("mid", "least recently used; maxAwakeLayers=1"),
+        Sleep("mid", "least recently used; maxAwakeLayers=1", "budget"),
     }
 
 

@@ -125,3 +125,19 @@ def test_repairs_keep_each_keys_slot_whenever_its_last_full_pass_was() -> None:
     dues = sorted(next_repair(f"ns/onion-{i}", 1000.0 + i / 1000, period) for i in range(1000))
     busiest = max(Counter(int(d // 60) for d in dues).values())
     assert busiest < 140  # about 100 a minute, not 1000 at once
+
+
+async def test_depth_and_the_wait_for_a_worker_are_reported() -> None:
+    waits: list[float] = []
+    rec = Recorder(hold=0.05)
+    queue = WorkQueue(rec, workers=1, waited=waits.append)
+    for key in ("a", "b", "c"):
+        queue.add(key)
+    queue.add("a")  # folded: still three keys waiting
+    assert queue.depth() == 3
+    queue.start()
+    await settle(0.3)
+    await queue.stop()
+    assert queue.depth() == 0
+    # One worker: each key waited for the passes before it (about 0, 0.05 and 0.1 s).
+    assert len(waits) == 3 and waits == sorted(waits) and waits[2] >= 0.09

@@ -597,7 +597,7 @@ def build_prepull_daemonset(owner: Owner, layer: Layer) -> Obj:
 def prefetch_job_name(onion: str, layer: Layer) -> str:
     """One Job per layer, model and revision: a new model or revision is a new Job."""
     digest = hashlib.sha256(f"{layer.model}@{layer.revision or 'main'}".encode()).hexdigest()
-    return f"{onion}-{layer.name}"[:52] + f"-w{digest[:10]}"
+    return f"{onion}-{layer.name}"[:51] + f"-w{digest[:10]}"  # at most 63: a label value
 
 
 # What an engine reads of a hub repository: weights, configs, tokenizers, custom code.

@@ -355,8 +355,7 @@ def _sleep_reason(
         cause = PREWARM
     else:
         reason = (
-            f"idle: last demand {idle}, adaptive keep-alive {window.keep_alive:g}s "
-            f"({window.basis})"
+            f"idle: last demand {idle}, adaptive keep-alive {window.keep_alive:g}s ({window.basis})"
         )
     if layer.warm_schedule and not schedule.awake:
         reason += "; outside its warm schedule"

@@ -46,6 +46,7 @@ LISTED_LAYER_KINDS = ("Service", "HorizontalPodAutoscaler", "DaemonSet", "Job")
 # What a pass may meet: an API error, or the API server unreachable or slow. It retries.
 RETRYABLE = (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
+Forbidden = 403
 NotFound = 404
 Conflict = 409
 

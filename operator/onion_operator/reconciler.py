@@ -26,7 +26,7 @@ from onion_operator.cache import (
     deployment_entry,
     onion_key,
 )
-from onion_operator.kube import LISTED_LAYER_KINDS, ApiError, Conflict, Kube
+from onion_operator.kube import LISTED_LAYER_KINDS, ApiError, Conflict, Forbidden, Kube
 from onion_operator.manifests import (
     Owner,
     applied_replicas,
@@ -203,6 +203,12 @@ async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> 
         await kube.delete(kind, owner.namespace, name)
         if layer not in keep:
             removed.add(layer)
+    if spec.router.http_route is None:  # perhaps removed: its HTTPRoute goes too
+        try:
+            await kube.delete("HTTPRoute", owner.namespace, c.child_name(owner.name, c.ROUTER))
+        except ApiError as e:  # no Gateway API installed (404 is ignored), or no RBAC for it
+            if e.status != Forbidden:
+                raise
     return [
         Event("Normal", "LayerRemoved", f"layer {layer}: objects deleted")
         for layer in sorted(removed)

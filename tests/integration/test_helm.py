@@ -160,7 +160,11 @@ def test_install_upgrade_uninstall(fresh: Cluster, ns: str) -> None:
     container = pod["containers"][0]
     assert container["image"] == "ghcr.io/onion-of-experts/onion:0.1.0"
     assert container["command"] == ["onion-operator"]
-    assert container["args"] == [f"--namespace={ns}", "--leader-lease-seconds=15"]
+    assert container["args"] == [
+        f"--namespace={ns}",
+        "--leader-lease-seconds=15",
+        "--metrics-bind-address=:8080",
+    ]
     assert pod["serviceAccountName"] == "onion-of-experts"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -197,7 +201,7 @@ def test_install_upgrade_uninstall(fresh: Cluster, ns: str) -> None:
         *("--set", "operator.verbose=true", "--wait", "--timeout", "90s"),
     )
     deploy = fresh.kubectl_json("-n", ns, "get", "deployment", "onion-of-experts")
-    assert deploy["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "--verbose"
+    assert "--verbose" in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert deploy["status"].get("readyReplicas") == 1
     assert deploy["status"].get("updatedReplicas") == 1
     history = json.loads(helm(fresh, "history", release, "-n", ns, "-o", "json").stdout)

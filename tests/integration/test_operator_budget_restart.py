@@ -29,6 +29,11 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.cluster
 
 
+# Long enough that three demand renewals by kubectl on a loaded machine fall inside it (1 s did
+# not: b's demand was no longer recent when a's arrived, and a took b's slot at once).
+GRACE = 3
+
+
 def layer(name: str, idle: str = "1h", delay: str = "200ms") -> dict[str, object]:
     return {
         "name": name,
@@ -43,7 +48,10 @@ def test_budget_sleeps_least_recently_used(
 ) -> None:
     ns = namespace
     spec = onion_yaml(
-        "chat", [layer("a"), layer("b"), layer("c")], maxAwakeLayers=2, evictionGracePeriod="1s"
+        "chat",
+        [layer("a"), layer("b"), layer("c")],
+        maxAwakeLayers=2,
+        evictionGracePeriod=f"{GRACE}s",
     )
     cluster.kubectl("-n", ns, "apply", "-f", "-", input=spec)
     wait_for_phase(cluster, ns, "c", "Dormant", timeout=30, what="layers created")
@@ -51,10 +59,10 @@ def test_budget_sleeps_least_recently_used(
     wait_until(lambda: replicas(cluster, ns, "chat-a") == 1, timeout=5, what="a awake")
     b_used = renew_demand(cluster, ns, "chat-b-demand")
     wait_until(lambda: replicas(cluster, ns, "chat-b") == 1, timeout=5, what="b awake")
-    # Neither is in use any more once the grace period (1s) has passed since b's last demand.
+    # Neither is in use any more once the grace period has passed since b's last demand.
     wait_until(
-        lambda: datetime.now(UTC) - b_used > timedelta(seconds=1.2),
-        timeout=5,
+        lambda: datetime.now(UTC) - b_used > timedelta(seconds=GRACE + 0.2),
+        timeout=GRACE + 5,
         what="grace period over",
     )
 
@@ -84,12 +92,12 @@ def test_budget_sleeps_least_recently_used(
     assert held["phase"] == "Dormant" and "maxAwakeLayers=2 reached" in held["message"]
     assert replicas(cluster, ns, "chat-b") == replicas(cluster, ns, "chat-c") == 1
 
-    # Once b and c are no longer in use (grace 1s), a takes the older one's slot.
+    # Once b and c are no longer in use (the grace period), a takes the older one's slot.
     def admitted_while_held() -> bool:
         renew_demand(cluster, ns, "chat-a-demand")  # the router renews a held request's demand
         return replicas(cluster, ns, "chat-a") == 1
 
-    wait_until(admitted_while_held, timeout=10, interval=0.3, what="a admitted")
+    wait_until(admitted_while_held, timeout=GRACE + 10, interval=0.3, what="a admitted")
     awake = [n for n in "abc" if replicas(cluster, ns, f"chat-{n}") == 1]
     assert len(awake) == 2 and "a" in awake
 

@@ -53,6 +53,11 @@ def test_http_route_to_the_router(cluster: Cluster, namespace: str, restricted: 
         bad = onion_yaml("chat", [], router={"httpRoute": {**ROUTE, "hostnames": ["Chat_1"]}})
         out = cluster.kubectl("-n", ns, "apply", "-f", "-", input=bad, check=False)
         assert out.returncode != 0 and "spec.router.httpRoute.hostnames[0]" in out.stderr
+
+        # Removed from the spec: the HTTPRoute is deleted, the router's Service stays.
+        cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", []))
+        wait_until(lambda: route() is None, timeout=30, what="the HTTPRoute deleted")
+        assert cluster.exists("-n", ns, "service", "chat-router")
         assert "Forbidden" not in proc.logs() and "403" not in proc.logs(), proc.logs()[-3000:]
     finally:
         proc.stop()

@@ -263,7 +263,8 @@ def test_self_tool_call_while_the_next_layer_sleeps(core: FakeTGI, mid: FakeTGI)
         assert answer.choices[0].message.content == "I am unsure"
         assert answer.choices[0].message.tool_calls is None
         assert answer.choices[0].finish_reason == "stop"
-        assert link.renewed("onion-mid-demand")  # it still wakes, for the next requests
+        # It still wakes, for the next requests (the renewal is sent in the background).
+        wait_until(lambda: link.renewed("onion-mid-demand"), timeout=10, what="demand renewed")
         with router.openai().chat.completions.with_streaming_response.create(
             model="onion", messages=[{"role": "user", "content": "hello"}], stream=True
         ) as response:

@@ -15,7 +15,7 @@ rule (printed with the results). Cold-start and decode speeds are stated assumpt
 measurements from this machine (no GPU here). The adaptive policy starts with no history: it
 learns during the hour, as a new layer would.
 
-    python bench/idle_policy.py [--trace FILE] [--keep-every 5,10,20,50]
+    python bench/idle_policy.py [--trace FILE] [--keep-every 20,5,10,50]
                                 [--out results/idle-policy.json] [--plot results/idle-frontier.png]
 """
 
@@ -419,9 +419,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--keep-every",
-        default="5,10,20,50",
+        default="20,5,10,50",
         help="tenant sizes: thin the trace to every k-th request, comma-separated (the first "
-        "is the one in the JSON's top-level `policies`)",
+        "is the one in the JSON's top-level `policies`, as before several sizes)",
     )
     parser.add_argument("--out", type=Path, default=Path("results/idle-policy.json"))
     parser.add_argument("--plot", type=Path, default=Path("results/idle-frontier.png"))
@@ -456,7 +456,7 @@ def main() -> int:
             indent=2,
         )
     )
-    plot(tenants, args.trace.name, args.plot)
+    plot(sorted(tenants, key=lambda t: int(t["keep_every"])), args.trace.name, args.plot)
     print(f"wrote {args.out} and {args.plot}")
     return 0
 

@@ -70,8 +70,9 @@ kind-demo:  ## the same on kind with the real image (needs docker + kind; not ru
 
 bench: bench-idle bench-wake bench-scale bench-router bench-instructions  ## all benchmarks; results as JSON under results/
 
-bench-idle: install  ## replay a real trace through the planner: GPU-hours vs cold starts per idle policy
-	$(PY) bench/idle_policy.py
+bench-idle: install  ## replay a real trace through the planner: GPU-hours vs cold starts per idle policy (fixed, adaptive, schedules), 4 tenant sizes, frontier PNG (about 2 min; TRACE=FILE KEEP_EVERY=5,20)
+	$(PY) -m pip install -q 'matplotlib>=3.8'
+	$(PY) bench/idle_policy.py $(if $(TRACE),--trace $(TRACE),) $(if $(KEEP_EVERY),--keep-every $(KEEP_EVERY),)
 
 bench-wake: install bins  ## operator wake latency on the local cluster
 	$(PY) bench/wake_latency.py

@@ -46,6 +46,11 @@ COMPONENT_ROUTER = "router"
 COMPONENT_DEMAND = "demand"
 COMPONENT_CACHE = "model-cache"
 COMPONENT_AUTOSCALER = "autoscaler"
+COMPONENT_PREPULL = "prepull"  # a layer's image pre-pull DaemonSet
+COMPONENT_PREFETCH = "prefetch"  # a layer's weights prefetch Job
+# The DaemonSets' main container: it only keeps the pod (whose init container pulled the engine
+# image) alive, so that the image stays in use and the kubelet's image GC keeps it.
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 # The router's gauge of queued + in-flight requests per tier (labels onion, layer, state): the
 # load signal of the HPAs the operator creates, as an External metric through an adapter.
@@ -88,6 +93,11 @@ HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 
 # One active operator: a coordination.k8s.io Lease held by the leader.
 LEADER_LEASE = "onion-operator-leader"
+
+
+def prepull_name(onion: str, layer: str) -> str:
+    """The image pre-pull DaemonSet of a layer (no longer than the layer's demand Lease name)."""
+    return f"{onion}-{layer}-pull"
 
 
 def router_config_name(onion: str) -> str:

@@ -18,24 +18,41 @@ class Engine:
     cache_var: str  # the environment variable that points the engine at cache_dir
     gpu: bool  # whether it asks for one GPU by default
     health_path: str = "/health"
+    # Where the engine keeps what its warm-up builds (compiled graphs, kernels), below cache_dir
+    # so that it survives a sleep on the model cache volume: (variable, subdirectory) pairs.
+    warmup_cache: tuple[tuple[str, str], ...] = ()
+    # Whether the weights are a hub repository in the Hugging Face cache layout under cache_dir
+    # (what a prefetch Job fills with `hf download`).
+    hub_cache: bool = True
 
     @property
     def cache_env(self) -> tuple[tuple[str, str], ...]:
-        return ((self.cache_var, self.cache_dir),)
+        warmup = tuple((var, f"{self.cache_dir}/{sub}") for var, sub in self.warmup_cache)
+        return ((self.cache_var, self.cache_dir), *warmup)
 
     @property
     def resources(self) -> dict[str, Any]:
         """Default container resources: one GPU, or none (CPU)."""
         return {"limits": {"nvidia.com/gpu": 1}} if self.gpu else {}
 
-    def args(self, model: str, served_model: str) -> list[str]:
+    def args(self, model: str, served_model: str, revision: str | None = None) -> list[str]:
         """The engine's command-line arguments to serve `model` on `self.port`."""
+        pinned = ["--revision", revision] if revision else []
         if self.name == "tgi":
-            return ["--model-id", model, "--hostname", "0.0.0.0", "--port", str(self.port)]
+            return [
+                "--model-id",
+                model,
+                *pinned,
+                "--hostname",
+                "0.0.0.0",
+                "--port",
+                str(self.port),
+            ]
         if self.name == "vllm":
             return [
                 "--model",
                 model,
+                *pinned,
                 "--served-model-name",
                 served_model,
                 "--host",
@@ -66,6 +83,9 @@ ENGINES: dict[str, Engine] = {
             cache_dir="/root/.cache/huggingface",
             cache_var="HF_HOME",
             gpu=True,
+            # torch.compile's artifacts (vLLM keys them by model, config and versions) and
+            # Triton's kernels: a wake after the first skips most of the compile step.
+            warmup_cache=(("VLLM_CACHE_ROOT", "vllm"), ("TRITON_CACHE_DIR", "triton")),
         ),
         Engine(
             name="llamacpp",
@@ -74,6 +94,7 @@ ENGINES: dict[str, Engine] = {
             cache_dir="/models",
             cache_var="LLAMA_CACHE",
             gpu=False,
+            hub_cache=False,  # llama.cpp's -hf keeps GGUF files in its own layout
         ),
     )
 }

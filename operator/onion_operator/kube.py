@@ -24,6 +24,8 @@ ApiError = ApiException  # re-exported so callers need not import the client lib
 # kind -> (API path prefix, plural); every kind the operator reads or writes.
 _RESOURCES: dict[str, tuple[str, str]] = {
     "Deployment": ("/apis/apps/v1", "deployments"),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets"),
+    "Job": ("/apis/batch/v1", "jobs"),
     "Service": ("/api/v1", "services"),
     "ConfigMap": ("/api/v1", "configmaps"),
     "ServiceAccount": ("/api/v1", "serviceaccounts"),
@@ -36,9 +38,10 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     c.KIND: (f"/apis/{c.API_VERSION}", c.PLURAL),
 }
 
-# Kinds the operator lists to garbage-collect them itself when a layer (or its autoscaling) is
-# removed from the spec; owner references cover the rest, the watches the Leases and Deployments.
-LISTED_LAYER_KINDS = ("Service", "HorizontalPodAutoscaler")
+# Kinds the operator lists to garbage-collect them itself when a layer (or its autoscaling, its
+# pre-pull or an old model's prefetch) is removed from the spec; owner references cover the
+# rest, the watches the Leases and Deployments.
+LISTED_LAYER_KINDS = ("Service", "HorizontalPodAutoscaler", "DaemonSet", "Job")
 
 # What a pass may meet: an API error, or the API server unreachable or slow. It retries.
 RETRYABLE = (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,36 @@ def applied_replicas(work: Core | Layer, planned: int, exists: bool) -> int | No
     return None
 
 
+STARTUP_PROBE_PERIOD = 1  # seconds: a Ready engine is seen within a second, as before
+CORE_LOAD_SECONDS = 600  # the core has no wakeTimeout: the startup budget of its loads
+
+
+def engine_probes(health_path: str, work: Core | Layer) -> Obj:
+    """Startup, readiness and liveness probes of an engine container.
+
+    The startup probe allows the whole `wakeTimeout` for the model to load (pull, download,
+    load, warm-up), so a slow load is never killed as unhealthy; only after it succeeds do the
+    liveness probe (an engine that hangs for a minute is restarted) and the readiness probe run.
+    """
+    budget = work.wake_timeout if isinstance(work, Layer) else CORE_LOAD_SECONDS
+    health = {"httpGet": {"path": health_path, "port": "http"}}
+    return {
+        "startupProbe": {
+            **health,
+            "periodSeconds": STARTUP_PROBE_PERIOD,
+            "failureThreshold": max(1, math.ceil(budget / STARTUP_PROBE_PERIOD)),
+            "timeoutSeconds": 1,
+        },
+        "readinessProbe": {**health, "periodSeconds": 1, "failureThreshold": 3},
+        "livenessProbe": {
+            **health,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+    }
+
+
 def build_model_deployment(
     owner: Owner,
     part: str,
@@ -98,7 +129,11 @@ def build_model_deployment(
     """The engine Deployment of the core or a managed layer, at `replicas` (None: unset)."""
     engine = work.engine_info
     model = work.model or ""
-    args = list(work.args) if work.args is not None else engine.args(model, work.upstream_model)
+    args = (
+        list(work.args)
+        if work.args is not None
+        else engine.args(model, work.upstream_model, work.revision)
+    )
     env = [{"name": k, "value": v} for k, v in engine.cache_env] + [dict(e) for e in work.env]
     volumes: list[Obj] = []
     mounts: list[Obj] = []
@@ -118,11 +153,7 @@ def build_model_deployment(
         "ports": [{"name": "http", "containerPort": engine.port, "protocol": "TCP"}],
         "env": env,
         "resources": dict(work.resources if work.resources is not None else engine.resources),
-        "readinessProbe": {
-            "httpGet": {"path": engine.health_path, "port": "http"},
-            "periodSeconds": 1,
-            "failureThreshold": 3,
-        },
+        **engine_probes(engine.health_path, work),
         "volumeMounts": mounts,
     }
     if work.security_context is not None:
@@ -364,11 +395,8 @@ def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
         "heartbeatSeconds": r.heartbeat_seconds,
         "maxRequestBytes": r.max_request_bytes,
     }
-    idle = [layer.idle_timeout for layer in spec.managed_layers]
-    if idle:
-        # Renewed well inside the shortest idle timeout, so a layer in use never looks idle
-        # when a renewal is a little late (the router's default of 3 s suits minutes).
-        config["demandRenewSeconds"] = min(c.DEMAND_RENEW_SECONDS, min(idle) / 3)
+    if spec.managed_layers:  # the router's default of 3 s suits idle timeouts of minutes
+        config["demandRenewSeconds"] = spec.demand_renew_seconds
     if r.auth_secret_name:
         config["auth"] = {"keysFile": f"{c.ROUTER_AUTH_DIR}/keys"}
     config["tiers"] = tiers
@@ -507,6 +535,131 @@ def build_router_httproute(owner: Owner, route: HTTPRoute) -> Obj:
     }
 
 
+# What a pre-pull or prefetch container may use: it runs where GPU pods run, next to them.
+_SMALL = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
+_RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def build_prepull_daemonset(owner: Owner, layer: Layer) -> Obj:
+    """Pull a layer's engine image on every node its pods can be scheduled to, ahead of a wake.
+
+    The image is pulled by an init container that exits at once (it asks for no GPU); a pause
+    container keeps the pod, and so the image, in use. Same nodeSelector and tolerations as the
+    layer's pods, so exactly the nodes a wake could land on pull it."""
+    part = layer.name
+    selector = _selector(owner.name, part, c.COMPONENT_PREPULL)
+    pull = {
+        "name": "pull",
+        "image": layer.image or layer.engine_info.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", "-c", "exit 0"],
+        "resources": _SMALL,
+        "securityContext": _RESTRICTED,
+    }
+    pause = {
+        "name": "pause",
+        "image": c.PAUSE_IMAGE,
+        "resources": _SMALL,
+        "securityContext": {**_RESTRICTED, "readOnlyRootFilesystem": True},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _meta(owner, c.prepull_name(owner.name, part), part, c.COMPONENT_PREPULL),
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "updateStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": "100%"},
+            },
+            "template": {
+                "metadata": {"labels": labels(owner.name, part, c.COMPONENT_PREPULL)},
+                "spec": {
+                    "initContainers": [pull],
+                    "containers": [pause],
+                    "nodeSelector": dict(layer.node_selector),
+                    "tolerations": [dict(t) for t in layer.tolerations],
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 0,
+                },
+            },
+        },
+    }
+
+
+def prefetch_job_name(onion: str, layer: Layer) -> str:
+    """One Job per layer, model and revision: a new model or revision is a new Job."""
+    digest = hashlib.sha256(f"{layer.model}@{layer.revision or 'main'}".encode()).hexdigest()
+    return f"{onion}-{layer.name}"[:51] + f"-w{digest[:10]}"  # at most 63: a label value
+
+
+# What an engine reads of a hub repository: weights, configs, tokenizers, custom code.
+PREFETCH_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.py")
+
+
+def build_prefetch_job(owner: Owner, layer: Layer, cache: ModelCache, image: str) -> Obj:
+    """Fill the model cache with a layer's model (at its revision) before the first wake: the
+    same volume at the same path and the same HF_HOME as the engine, so the engine finds every
+    file in place and downloads nothing. It runs as the engine would (its security contexts),
+    with its env (a gated model's HF_TOKEN), and asks for no GPU."""
+    engine = layer.engine_info
+    claim = cache.pvc_name or c.model_cache_pvc_name(owner.name)
+    includes = [arg for pattern in PREFETCH_PATTERNS for arg in ("--include", pattern)]
+    container: Obj = {
+        "name": "prefetch",
+        "image": image,
+        "command": ["hf", "download", layer.model or "", "--revision", layer.revision or "main"],
+        "args": includes,
+        "env": [{"name": engine.cache_var, "value": engine.cache_dir}]
+        + [dict(e) for e in layer.env],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "volumeMounts": [{"name": "model-cache", "mountPath": engine.cache_dir}],
+    }
+    if layer.security_context is not None:
+        container["securityContext"] = dict(layer.security_context)
+    pod: Obj = {
+        "restartPolicy": "OnFailure",
+        "containers": [container],
+        "volumes": [{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}}],
+        "enableServiceLinks": False,
+    }
+    if layer.pod_security_context is not None:
+        pod["securityContext"] = dict(layer.pod_security_context)
+    name = prefetch_job_name(owner.name, layer)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(owner, name, layer.name, c.COMPONENT_PREFETCH),
+        "spec": {
+            "backoffLimit": 6,
+            "template": {
+                "metadata": {"labels": labels(owner.name, layer.name, c.COMPONENT_PREFETCH)},
+                "spec": pod,
+            },
+        },
+    }
+
+
+def build_cold_start_helpers(owner: Owner, spec: OnionSpec) -> list[Obj]:
+    """The opt-in pre-pull DaemonSets and prefetch Jobs of the managed layers (coldStart)."""
+    objs: list[Obj] = []
+    cold = spec.cold_start
+    for layer in spec.managed_layers:
+        if cold.pre_pull_images:
+            objs.append(build_prepull_daemonset(owner, layer))
+        if cold.prefetch_weights and spec.model_cache is not None and layer.engine_info.hub_cache:
+            image = cold.prefetch_image or spec.router.image or c.DEFAULT_OPERATOR_IMAGE
+            objs.append(build_prefetch_job(owner, layer, spec.model_cache, image))
+    return objs
+
+
 def build_leases(owner: Owner, spec: OnionSpec) -> list[Obj]:
     """The demand Lease of every managed layer."""
     return [build_demand_lease(owner, layer.name) for layer in spec.managed_layers]
@@ -537,4 +690,5 @@ def build_children(owner: Owner, spec: OnionSpec, replicas: Mapping[str, int | N
     objs.append(build_service(owner, c.ROUTER, c.COMPONENT_ROUTER))
     if spec.router.http_route is not None:
         objs.append(build_router_httproute(owner, spec.router.http_route))
+    objs.extend(build_cold_start_helpers(owner, spec))
     return objs

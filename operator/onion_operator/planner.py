@@ -6,6 +6,12 @@ A plan also names its deadlines: the times at which it would change with no even
 idle timeout running out, an eviction grace period ending, a wake timing out). The operator plans
 again at the earliest one instead of re-planning on a timer; demand counts for the half-open
 window [renewTime, renewTime + idleTimeout), so at a deadline the plan has already changed.
+
+A layer's idle policy says how long it stays awake after its last demand: `idleTimeout`
+(fixed), or the windows the adaptive policy learned from its history (idle.py), which may put it
+to sleep sooner and wake it again before the demand it expects (a pre-warm). A warm schedule
+(schedule.py) holds a layer awake in its windows. Pre-warms take only free slots of the
+maxAwakeLayers budget and never evict; scheduled layers are served like warm ones.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from onion_operator import constants as c
-from onion_operator.spec import OnionSpec
+from onion_operator.idle import History, Window, busy_gap, decide
+from onion_operator.schedule import Scheduled, scheduled
+from onion_operator.spec import Layer, OnionSpec
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ def wake_deadline(obs: Observed | None, wake_timeout: float | None) -> datetime 
 # sentence for the Event).
 DEMAND, WARM = "demand", "warm"
 IDLE, BUDGET = "idle", "budget"
+PREWARM, SCHEDULE_CAUSE = "prewarm", "schedule"  # a pre-warm (or its end); a warm schedule
 
 
 @dataclass(frozen=True)
@@ -119,10 +128,12 @@ class Hold:
 
 Action = Wake | Sleep | Hold
 
-# Why a deadline exists; issue-specific policies (pre-warm, ...) add their own reasons.
+# Why a deadline exists.
 IDLE_TIMEOUT = "idle timeout"
 GRACE_PERIOD = "eviction grace period"
 WAKE_TIMEOUT = "wake timeout"
+ADAPTIVE = "adaptive window"  # a learned keep-alive ends, or a pre-warm starts or ends
+SCHEDULE = "warm schedule"  # a window of the warm schedule opens or closes
 
 
 @dataclass(frozen=True, order=True)
@@ -162,30 +173,64 @@ def _stamp(demand: datetime | None) -> float:
     return demand.timestamp() if demand is not None else 0.0
 
 
+def idle_window(layer: Layer, history: History | None, renew_seconds: float) -> Window:
+    """How long `layer` stays awake after its last demand, by its idle policy."""
+    if layer.idle_policy == "adaptive":
+        busy = busy_gap(renew_seconds)
+        return decide(history or History(), layer.adaptive.params, layer.idle_timeout, busy)
+    return Window(layer.idle_timeout)
+
+
 def plan(
     spec: OnionSpec,
     observed: Mapping[str, Observed],
     demand: Mapping[str, datetime | None],
     now: datetime,
+    history: Mapping[str, History] | None = None,
 ) -> Plan:
     """Desired replicas per managed layer, the wakes, sleeps and holds that get there, and the
-    deadlines at which this answer changes by itself."""
+    deadlines at which this answer changes by itself. `history` is what each layer's idle
+    policy learned (idle.py); without it an adaptive layer falls back to its idleTimeout."""
     layers = spec.managed_layers
+    learned = history or {}
     awake_now = {lay.name: (observed.get(lay.name) or Observed()).replicas or 0 for lay in layers}
-    warm = {lay.name for lay in layers if lay.min_replicas >= 1}
+    windows = {
+        lay.name: idle_window(lay, learned.get(lay.name), spec.demand_renew_seconds)
+        for lay in layers
+    }
+    schedules: dict[str, Scheduled] = {
+        lay.name: scheduled(lay.warm_windows, now, (learned.get(lay.name) or History()).lead())
+        for lay in layers
+    }
+    minimum = {lay.name for lay in layers if lay.min_replicas >= 1}
+    warm = minimum | {name for name, s in schedules.items() if s.awake}
 
     def fresh(name: str, window: float) -> bool:
         age = _age(demand.get(name), now)
         return age is not None and age < window
 
-    wanted = {lay.name for lay in layers if lay.name in warm or fresh(lay.name, lay.idle_timeout)}
-    desired = set(wanted)
+    def prewarming(name: str) -> bool:
+        age = _age(demand.get(name), now)
+        return age is not None and name not in warm and windows[name].prewarming(age)
+
+    wanted = {
+        lay.name
+        for lay in layers
+        if lay.name in warm or fresh(lay.name, windows[lay.name].keep_alive)
+    }
+    # A pre-warm is not demand: it takes only a free slot of the budget, and never evicts.
+    prewarms = {lay.name for lay in layers if lay.name not in wanted and prewarming(lay.name)}
+    desired = wanted | prewarms
     holds: list[Hold] = []
     budget_sleeps: set[str] = set()
 
     if spec.max_awake_layers is not None:
         budget = spec.max_awake_layers
-        keep = [n for n in (lay.name for lay in layers) if n in wanted and awake_now[n] > 0]
+        keep = [
+            n
+            for n in (lay.name for lay in layers)
+            if (n in wanted or n in prewarms) and awake_now[n] > 0
+        ]
         # An asleep layer competes for a slot only while someone waits for it: the router renews
         # demand for held requests, so their demand stays within the grace period. Older demand
         # (for example of a layer the budget just evicted) must not wake it again, or two layers
@@ -204,7 +249,8 @@ def plan(
         def evictable() -> list[str]:
             # In use = renewed within the grace period: never put to sleep for the budget.
             cands = [n for n in keep if n not in warm and not fresh(n, spec.eviction_grace_period)]
-            return sorted(cands, key=lambda n: _stamp(demand.get(n)))
+            # Pre-warmed layers first (no demand at all), then the least recently used.
+            return sorted(cands, key=lambda n: (n not in prewarms, _stamp(demand.get(n))))
 
         for name in newcomers:
             if len(keep) + len(admitted) < budget:
@@ -219,6 +265,9 @@ def plan(
                 holds.append(
                     Hold(name, f"maxAwakeLayers={budget} reached; all awake layers are in use")
                 )
+        for name in sorted(prewarms - set(keep), key=lambda n: -_stamp(demand.get(n))):
+            if awake_now[name] == 0 and len(keep) + len(admitted) < budget:
+                admitted.append(name)
         # A lowered budget: put the least recently used awake layers to sleep.
         while len(keep) + len(admitted) > budget and evictable():
             victim = evictable()[0]
@@ -233,24 +282,24 @@ def plan(
         name = lay.name
         want = 1 if name in desired else 0
         replicas[name] = want
+        window, schedule = windows[name], schedules[name]
+        last = demand.get(name)
         if want and not awake_now[name]:
-            if name in warm:
-                actions.append(Wake(name, "warm minimum", WARM))
-            else:
-                actions.append(Wake(name, "demand recorded", DEMAND))
+            actions.append(Wake(name, *_wake_reason(name, minimum, schedule, window, last, now)))
         elif not want and awake_now[name]:
             if name in budget_sleeps:
                 reason = f"least recently used; maxAwakeLayers={spec.max_awake_layers}"
                 actions.append(Sleep(name, reason, BUDGET))
             else:
-                age = _age(demand.get(name), now)
-                idle = "never" if age is None else f"{age:.0f}s ago"
-                reason = f"idle: last demand {idle}, idleTimeout {lay.idle_timeout:g}s"
-                actions.append(Sleep(name, reason, IDLE))
-        last = demand.get(name)
-        if want and name not in warm and last is not None:
-            idle_at = last + timedelta(seconds=lay.idle_timeout)
-            deadlines.append(Deadline(idle_at, name, IDLE_TIMEOUT))
+                actions.append(Sleep(name, *_sleep_reason(lay, window, schedule, last, now)))
+        if schedule.changes_at is not None and name not in minimum:
+            deadlines.append(Deadline(schedule.changes_at, name, SCHEDULE))
+        if name not in warm and last is not None:
+            why = ADAPTIVE if lay.idle_policy == "adaptive" else IDLE_TIMEOUT
+            # Only the ages still to come: a fixed layer awake until idleTimeout, an adaptive one
+            # also asleep until its pre-warm (which wakes it) and awake until that ends.
+            for age in window.changes() if (want or why == ADAPTIVE) else ():
+                deadlines.append(Deadline(last + timedelta(seconds=age), name, why))
         # While a layer waits for a slot, the plan changes when an awake layer stops being in use
         # (it becomes evictable) or when the waiting layer's own demand stops being recent.
         if holds and last is not None:
@@ -263,3 +312,51 @@ def plan(
     actions.extend(holds)
     future = sorted(d for d in deadlines if d.at > now)
     return Plan(replicas=replicas, actions=tuple(actions), deadlines=tuple(future))
+
+
+def _wake_reason(
+    name: str,
+    minimum: set[str],
+    schedule: Scheduled,
+    window: Window,
+    last: datetime | None,
+    now: datetime,
+) -> tuple[str, str]:
+    """The Event's sentence and the metrics' cause of a wake."""
+    if name in minimum:
+        return "warm minimum", WARM
+    age = _age(last, now)
+    if age is not None and age < window.keep_alive:
+        return "demand recorded", DEMAND
+    if schedule.awake:
+        return schedule.reason, SCHEDULE_CAUSE
+    return (
+        f"pre-warm: last demand {age or 0:.0f}s ago; awake {window.prewarm_from:g}-"
+        f"{window.prewarm_until:g}s after a demand, Ready before the next one is expected "
+        f"({window.basis})",
+        PREWARM,
+    )
+
+
+def _sleep_reason(
+    layer: Layer, window: Window, schedule: Scheduled, last: datetime | None, now: datetime
+) -> tuple[str, str]:
+    """The Event's sentence and the metrics' cause of a sleep that the budget did not force."""
+    age = _age(last, now)
+    idle = "never" if age is None else f"{age:.0f}s ago"
+    cause = IDLE
+    if layer.idle_policy == "fixed":
+        reason = f"idle: last demand {idle}, idleTimeout {layer.idle_timeout:g}s"
+    elif window.prewarm_until is not None and age is not None and age >= window.prewarm_until:
+        reason = (
+            f"pre-warm window {window.prewarm_from:g}-{window.prewarm_until:g}s ended without "
+            f"demand (last demand {idle}; {window.basis})"
+        )
+        cause = PREWARM
+    else:
+        reason = (
+            f"idle: last demand {idle}, adaptive keep-alive {window.keep_alive:g}s ({window.basis})"
+        )
+    if layer.warm_schedule and not schedule.awake:
+        reason += "; outside its warm schedule"
+    return reason, cause

@@ -46,7 +46,13 @@ from onion_operator.planner import (
 )
 from onion_operator.planner import plan as make_plan
 from onion_operator.spec import Core, InvalidSpec, Layer, OnionSpec, parse_spec
-from onion_operator.status import build_status, finished_wakes, invalid_status, phase_changes
+from onion_operator.status import (
+    build_status,
+    finished_wakes,
+    invalid_status,
+    learned,
+    phase_changes,
+)
 
 Obj = dict[str, Any]
 Demand = dict[str, datetime | None]
@@ -179,9 +185,9 @@ async def _ensure_children(
 
 
 async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> list[Event]:
-    """Delete what removed layers (or removed autoscaling) left behind."""
+    """Delete what removed layers (or removed autoscaling, pre-pulls, prefetches) left behind."""
     keep = {c.CORE, c.ROUTER, *(layer.name for layer in spec.managed_layers)}
-    autoscaled = {part for part, work in _workloads(spec) if work.autoscaling is not None}
+    expected = {(o["kind"], o["metadata"]["name"]) for o in build_children(owner, spec, {})}
     cached: list[tuple[str, CachedDeployment | CachedLease]] = [
         *(("Lease", e) for e in view.leases.values()),
         *(("Deployment", e) for e in view.deployments.values()),
@@ -190,8 +196,7 @@ async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> 
     for kind in LISTED_LAYER_KINDS:
         for obj in await kube.list(kind, owner.namespace, {c.LABEL_ONION: owner.name}):
             layer = obj["metadata"]["labels"].get(c.LABEL_LAYER, "")
-            wanted = layer in autoscaled if kind == "HorizontalPodAutoscaler" else layer in keep
-            if not wanted:
+            if (kind, obj["metadata"]["name"]) not in expected:
                 doomed.append((kind, obj["metadata"]["name"], layer))
     removed: set[str] = set()
     for kind, name, layer in doomed:
@@ -251,13 +256,17 @@ async def reconcile(
             written.saw(onion.key, answer)
             demand[lease["metadata"]["labels"][c.LABEL_LAYER]] = lease_demand(answer)
 
+    history = learned(spec, previous, demand)
+
     def planned() -> Plan:
-        return make_plan(spec, {p: d.observed for p, d in deployments.items()}, demand, now)
+        observed = {p: d.observed for p, d in deployments.items()}
+        return make_plan(spec, observed, demand, now, history)
 
     the_plan = planned()
     if the_plan.sleeps():
         demand, changed = await _confirm_idle(kube, written, onion.key, onion, demand, the_plan)
         if changed:
+            history = learned(spec, previous, demand)
             the_plan = planned()
     scaled, done = await _wake_and_sleep(kube, written, onion, the_plan, deployments, now)
     events += scaled
@@ -275,7 +284,16 @@ async def reconcile(
         if part == c.CORE or spec.layer(part) is not None
     }
     status = build_status(
-        spec, onion.name, onion.namespace, generation, observed, demand, the_plan, previous, now
+        spec,
+        onion.name,
+        onion.namespace,
+        generation,
+        observed,
+        demand,
+        the_plan,
+        previous,
+        now,
+        history,
     )
     cold_starts: list[float] = []
     if status != previous:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from onion_operator.constants import CORE, ROUTER
+from onion_operator import idle, schedule
+from onion_operator.constants import CORE, DEMAND_RENEW_SECONDS, ROUTER
 from onion_operator.engines import ENGINES, Engine
 
 # The router owns the shape of routing rules: the operator validates them exactly as the router
@@ -118,6 +119,7 @@ class _Workload(_Model):
     """Fields shared by the core and the managed layers: how their pods run."""
 
     model: str | None = None
+    revision: str | None = None  # the model's revision (branch, tag or commit) on the hub
     served_model_name: str | None = None
     engine: EngineName = "tgi"
     image: str | None = None
@@ -149,6 +151,50 @@ class Core(_Workload):
     replicas: int = Field(default=1, ge=1)
 
 
+class AdaptiveIdle(_Model):
+    """Parameters of `idlePolicy: adaptive` (see idle.py and docs/cold-starts.md)."""
+
+    # How much idle GPU time one request that waits for a cold start is worth.
+    cold_start_cost: float = 60.0
+    min_samples: int = Field(default=16, ge=1, le=256)  # idle gaps before the policy adapts
+    history: int = Field(default=64, ge=8, le=256)  # idle gaps remembered (the newest)
+    prewarm: bool = True
+
+    @field_validator("cold_start_cost", mode="before")
+    @classmethod
+    def _cost(cls, value: Any) -> float:
+        seconds = parse_duration(value) if isinstance(value, str) else float(value)
+        if seconds < 0:
+            raise ValueError(f"{value!r} must be a duration such as 30s or 5m")
+        return seconds
+
+    @property
+    def params(self) -> idle.Params:
+        return idle.Params(self.cold_start_cost, self.min_samples, self.history, self.prewarm)
+
+
+class WarmWindow(_Model):
+    """Keep the layer awake for `duration` from each time `cron` names, in `time_zone`."""
+
+    cron: str
+    duration: float
+    time_zone: str = "UTC"
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return _positive_duration(value)
+
+    @model_validator(mode="after")
+    def _parses(self) -> WarmWindow:
+        schedule.check(self.cron, self.time_zone)
+        return self
+
+    @property
+    def window(self) -> schedule.WarmWindow:
+        return schedule.WarmWindow(self.cron, self.duration, self.time_zone)
+
+
 class SecretKeyRef(_Model):
     """One key of a Secret in the Onion's namespace, mounted into the router's pods."""
 
@@ -167,6 +213,11 @@ class Layer(_Workload):
     idle_timeout: float = 600.0
     wake_timeout: float = 600.0
     min_replicas: Literal[0, 1] = 0
+    # fixed: asleep after idleTimeout without demand; adaptive: learned from this layer's idle
+    # gaps and cold starts, at most idleTimeout (idle.py).
+    idle_policy: Literal["fixed", "adaptive"] = "fixed"
+    adaptive: AdaptiveIdle = Field(default_factory=AdaptiveIdle)
+    warm_schedule: tuple[WarmWindow, ...] = Field(default=(), max_length=16)
     rules: tuple[Rule, ...] = ()
 
     @field_validator("idle_timeout", "wake_timeout", mode="before")
@@ -204,6 +255,10 @@ class Layer(_Workload):
     def managed(self) -> bool:
         """A managed layer runs as a Deployment the operator wakes; an external one does not."""
         return self.endpoint is None
+
+    @property
+    def warm_windows(self) -> tuple[schedule.WarmWindow, ...]:
+        return tuple(w.window for w in self.warm_schedule)
 
 
 class ParentRef(_Model):
@@ -254,6 +309,17 @@ class ModelCache(_Model):
         return self
 
 
+class ColdStart(_Model):
+    """Opt-in work before a wake that makes it shorter (docs/cold-starts.md)."""
+
+    # A DaemonSet per managed layer pulls its engine image on the nodes it can run on.
+    pre_pull_images: bool = False
+    # A Job per managed layer's model and revision fills modelCache before the first wake.
+    prefetch_weights: bool = False
+    # The image the prefetch Jobs run: it needs huggingface_hub's `hf` (the router's image has it).
+    prefetch_image: str | None = None
+
+
 class OnionSpec(_Model):
     core: Core
     layers: tuple[Layer, ...] = ()
@@ -262,6 +328,7 @@ class OnionSpec(_Model):
     # A layer whose demand was renewed this recently is in use: the GPU budget never evicts it.
     eviction_grace_period: float = 10.0
     model_cache: ModelCache | None = None
+    cold_start: ColdStart = Field(default_factory=ColdStart)
 
     @field_validator("eviction_grace_period", mode="before")
     @classmethod
@@ -281,7 +348,19 @@ class OnionSpec(_Model):
                 f"layers (minReplicas: 1): {', '.join(warm)}; raise the budget or set "
                 "minReplicas: 0 on some of them"
             )
+        if self.cold_start.prefetch_weights and self.model_cache is None:
+            raise ValueError(
+                "coldStart.prefetchWeights fills the modelCache volume: set modelCache "
+                "(pvcName or size) or turn prefetchWeights off"
+            )
         return self
+
+    @property
+    def demand_renew_seconds(self) -> float:
+        """How often the router renews a used layer's demand: well inside the shortest
+        idleTimeout, so a layer in use never looks idle when a renewal is a little late."""
+        idle_timeouts = [layer.idle_timeout for layer in self.managed_layers]
+        return min(DEMAND_RENEW_SECONDS, min(idle_timeouts, default=9.0) / 3)
 
     def layer(self, name: str) -> Layer | None:
         return next((layer for layer in self.layers if layer.name == name), None)

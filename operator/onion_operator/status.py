@@ -7,8 +7,16 @@ from datetime import datetime
 from typing import Any
 
 from onion_operator import constants as c
+from onion_operator.idle import History, busy_gap, learn_gap
 from onion_operator.manifests import tier_url
-from onion_operator.planner import Observed, Plan, format_time, wake_deadline
+from onion_operator.planner import (
+    Observed,
+    Plan,
+    format_time,
+    idle_window,
+    parse_time,
+    wake_deadline,
+)
 from onion_operator.spec import OnionSpec
 
 Obj = dict[str, Any]
@@ -63,6 +71,28 @@ def _previous_layers(previous: Mapping[str, Any]) -> dict[str, Mapping[str, Any]
     return {entry.get("name", ""): entry for entry in previous.get("layers") or []}
 
 
+def _stamp(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def learned(
+    spec: OnionSpec, previous: Mapping[str, Any], demand: Mapping[str, datetime | None]
+) -> dict[str, History]:
+    """Each managed layer's idle history from the last published status, plus the idle gap that
+    ends now if its demand came back after a pause (the status's lastDemandTime is the demand
+    the previous pass saw)."""
+    prev_layers = _previous_layers(previous)
+    busy = busy_gap(spec.demand_renew_seconds)
+    out: dict[str, History] = {}
+    for layer in spec.managed_layers:
+        prev = prev_layers.get(layer.name)
+        seen = _stamp(parse_time((prev or {}).get("lastDemandTime")))
+        latest = _stamp(demand.get(layer.name))
+        history = History.from_status(prev)
+        out[layer.name] = learn_gap(history, seen, latest, busy, layer.adaptive.history)
+    return out
+
+
 def build_status(
     spec: OnionSpec,
     onion: str,
@@ -73,9 +103,12 @@ def build_status(
     plan: Plan,
     previous: Mapping[str, Any],
     now: datetime,
+    history: Mapping[str, History] | None = None,
 ) -> Obj:
-    """The whole status: the core first, then each layer inside -> out, and conditions."""
+    """The whole status: the core first, then each layer inside -> out, and conditions.
+    `history` is what each layer's idle policy learned before this pass (see `learned`)."""
     prev_layers = _previous_layers(previous)
+    history = history or {}
     held = {hold.layer: hold.reason for hold in plan.holds()}
     core_obs = observed.get(c.CORE)
     core_phase, core_msg = layer_phase(core_obs, None, now)
@@ -128,9 +161,14 @@ def build_status(
         if prev.get("wokenAt"):
             entry["wokenAt"] = prev["wokenAt"]
         # A wake finished since we last looked: its cold-start time is now - woken-at.
+        learned_here = history.get(layer.name) or History.from_status(prev)
         if phase == c.PHASE_READY and obs and obs.woken_at and prev.get("wokenAt") != woken_at:
             entry["lastWakeSeconds"] = round((now - obs.woken_at).total_seconds(), 3)
             entry["wokenAt"] = woken_at
+            learned_here = learned_here.with_cold_start(
+                entry["lastWakeSeconds"], layer.adaptive.history
+            )
+        entry["idle"] = _idle_entry(spec, layer.name, learned_here)
         layers.append(entry)
 
     conditions = set_condition(
@@ -162,6 +200,22 @@ def build_status(
         "readyLayers": sum(1 for e in managed if e["phase"] == c.PHASE_READY),
         "conditions": conditions,
     }
+
+
+def _idle_entry(spec: OnionSpec, name: str, history: History) -> Obj:
+    """What the layer's idle policy learned and what it decides from that, for people and for
+    the next pass (the history is read back by `learned`)."""
+    layer = spec.layer(name)
+    assert layer is not None
+    out: Obj = {"policy": layer.idle_policy, **history.to_status()}
+    window = idle_window(layer, history, spec.demand_renew_seconds)
+    out["keepAliveSeconds"] = round(window.keep_alive, 1)
+    if window.prewarm_from is not None and window.prewarm_until is not None:
+        out["prewarmFromSeconds"] = window.prewarm_from
+        out["prewarmUntilSeconds"] = window.prewarm_until
+    if window.basis:
+        out["basis"] = window.basis
+    return out
 
 
 def invalid_status(

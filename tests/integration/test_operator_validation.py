@@ -220,3 +220,13 @@ def test_example_is_acted_on(cluster: Cluster, namespace: str, operator: Operato
     assert owned_names(cluster, namespace, "persistentvolumeclaims", "assistant") == {
         "assistant-model-cache"
     }
+    # coldStart: a pre-pull DaemonSet per layer and a prefetch Job per layer model, accepted.
+    wait_until(
+        lambda: (
+            owned_names(cluster, namespace, "daemonsets", "assistant")
+            == {"assistant-mid-pull", "assistant-big-pull"}
+            and len(owned_names(cluster, namespace, "jobs", "assistant")) == 2
+        ),
+        timeout=30,
+        what="the example's pre-pull DaemonSets and prefetch Jobs",
+    )

@@ -38,3 +38,34 @@ def test_budget_of_one_serves_both_layers_without_thrashing() -> None:
     r = idle_policy.simulate(reqs, {"idleTimeout": "5m"}, 1, 1200.0)
     assert r["requests_served"] == 3 and r["requests_unserved_at_end"] == 0
     assert sum(r["wakes"].values()) <= 4
+
+
+def test_adaptive_learns_a_periodic_tenant_and_pre_warms_it() -> None:
+    # A request to mid every 10 minutes for 5 hours: after 16 gaps, asleep in between and
+    # pre-warmed before each next one.
+    reqs = [Request(60.0 + 600.0 * i, "mid", 40) for i in range(30)]
+    horizon = 60.0 + 600.0 * 30
+    adaptive = {"idlePolicy": "adaptive", "idleTimeout": "30m"}
+    r = idle_policy.simulate(reqs, adaptive, None, horizon)
+    fixed_long = idle_policy.simulate(reqs, {"idleTimeout": "30m"}, None, horizon)
+    fixed_short = idle_policy.simulate(reqs, {"idleTimeout": "30s"}, None, horizon)
+    assert r["idle_gaps_learned"]["mid"] == 29
+    assert r["wakes_without_waiting_requests"]["mid"] >= 10  # pre-warms
+    assert r["cold_start_fraction"] < fixed_short["cold_start_fraction"] == 1.0
+    assert r["gpu_hours"] < 0.5 * fixed_long["gpu_hours"]
+
+
+def row(policy: str, gpu: float, cold: float) -> dict[str, object]:
+    return {"policy": policy, "gpu_hours": gpu, "cold_start_fraction": cold}
+
+
+def test_goal_needs_no_dominating_fixed_timeout_and_a_clear_win_over_5_minutes() -> None:
+    fixed = [row("idleTimeout 2m", 1.0, 0.2), row("idleTimeout 5m", 1.6, 0.07)]
+    fewer_gpu = idle_policy.goal([*fixed, row("adaptive", 1.2, 0.07)])
+    assert fewer_gpu["met"] and fewer_gpu["gpu_hours_saving_vs_5m"] == 0.25
+    fewer_cold = idle_policy.goal([*fixed, row("adaptive", 1.6, 0.035)])
+    assert fewer_cold["met"] and fewer_cold["cold_start_fraction_vs_5m"] == 0.5
+    close = idle_policy.goal([*fixed, row("adaptive", 1.5, 0.06)])
+    assert not close["met"] and close["dominated_by_fixed"] == []
+    beaten = idle_policy.goal([*fixed, row("adaptive", 1.7, 0.07)])
+    assert beaten["dominated_by_fixed"] == ["idleTimeout 5m"] and not beaten["met"]

@@ -54,6 +54,12 @@ RoleBinding); watch Leases, Deployments, Services and ConfigMaps; post Events. I
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [apps]
+  resources: [daemonsets]  # coldStart.prePullImages
+  verbs: [get, list, create, update, patch, delete]
+- apiGroups: [batch]
+  resources: [jobs]  # coldStart.prefetchWeights
+  verbs: [get, list, create, update, patch, delete]
 - apiGroups: [""]
   resources: [services, configmaps]
   verbs: [get, list, watch, create, update, patch, delete]

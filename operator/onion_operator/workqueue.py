@@ -41,9 +41,8 @@ class WorkQueue:
         self._handle = handle
         self._workers = workers
         self._waited = waited
-        self._since: dict[str, float] = {}  # loop time each queued key was queued
         self._ready: asyncio.Queue[str] = asyncio.Queue()
-        self._queued: set[str] = set()  # in _ready, not yet taken
+        self._queued: dict[str, float] = {}  # in _ready, not yet taken: loop time queued
         self._active: set[str] = set()  # a worker runs its pass now
         self._again: set[str] = set()  # added while active: one more pass afterwards
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -54,8 +53,7 @@ class WorkQueue:
         if key in self._active:
             self._again.add(key)
         elif key not in self._queued:
-            self._queued.add(key)
-            self._since[key] = asyncio.get_running_loop().time()
+            self._queued[key] = asyncio.get_running_loop().time()
             self._ready.put_nowait(key)
 
     def add_at(self, key: str, when: float) -> None:
@@ -80,8 +78,7 @@ class WorkQueue:
         if timer is not None:
             timer.cancel()
         self._again.discard(key)
-        self._queued.discard(key)  # its entry in _ready is skipped when taken
-        self._since.pop(key, None)
+        self._queued.pop(key, None)  # its entry in _ready is skipped when taken
 
     def timers(self) -> int:
         return len(self._timers)
@@ -109,9 +106,8 @@ class WorkQueue:
             key = await self._ready.get()
             if key not in self._queued:
                 continue  # forgotten while queued
-            self._queued.discard(key)
-            since = self._since.pop(key, None)
-            if self._waited is not None and since is not None:
+            since = self._queued.pop(key)
+            if self._waited is not None:
                 self._waited(asyncio.get_running_loop().time() - since)
             self._active.add(key)
             try:

@@ -15,8 +15,8 @@ import pytest
 
 from tests.support.cluster import Cluster
 from tests.support.operator import (
-    DELAY_ANNOTATION,
     layer_status,
+    managed_layer,
     onion_events,
     onion_yaml,
     renew_demand,
@@ -77,13 +77,9 @@ def test_hpa_scales_an_awake_layer_and_the_operator_leaves_it_then_sleeps_it(
     cluster: Cluster, namespace: str
 ) -> None:
     ns = namespace
-    mid = {
-        "name": "mid",
-        "model": "org/mid",
-        "idleTimeout": "4s",
-        "podAnnotations": {DELAY_ANNOTATION: "200ms"},
-        "autoscaling": {"minReplicas": 2, "maxReplicas": 3},
-    }
+    mid = managed_layer(
+        "mid", idle="4s", delay="200ms", autoscaling={"minReplicas": 2, "maxReplicas": 3}
+    )
     # The core too: created at the HPA's minimum, never pushed back to one by the operator.
     spec = onion_yaml("chat", [mid], core={"autoscaling": {"minReplicas": 2, "maxReplicas": 2}})
     # Full repairs every 2 s: the operator re-applies everything while the HPA holds 2 replicas.

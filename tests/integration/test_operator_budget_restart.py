@@ -13,10 +13,10 @@ import pytest
 from onion_operator.planner import format_time
 from tests.support.cluster import Cluster
 from tests.support.operator import (
-    DELAY_ANNOTATION,
     OperatorProcess,
     apply_crd,
     layer_status,
+    managed_layer,
     onion_events,
     onion_yaml,
     renew_demand,
@@ -35,12 +35,7 @@ GRACE = 3
 
 
 def layer(name: str, idle: str = "1h", delay: str = "200ms") -> dict[str, object]:
-    return {
-        "name": name,
-        "model": f"org/{name}",
-        "idleTimeout": idle,
-        "podAnnotations": {DELAY_ANNOTATION: delay},
-    }
+    return managed_layer(name, idle=idle, delay=delay)
 
 
 def test_budget_sleeps_least_recently_used(

@@ -13,10 +13,10 @@ import pytest
 
 from tests.support.cluster import Cluster
 from tests.support.operator import (
-    DELAY_ANNOTATION,
     OperatorProcess,
     apply_crd,
     layer_status,
+    managed_layer,
     onion_events,
     onion_yaml,
     owned_names,
@@ -41,13 +41,8 @@ def test_an_adaptive_layer_is_pre_warmed_before_the_demand_it_expects(
 ) -> None:
     ns = namespace
     apply_crd(cluster)
-    mid = {
-        "name": "mid",
-        "model": "org/mid",
-        "idlePolicy": "adaptive",
-        "idleTimeout": "4s",  # the longest it may stay awake without demand
-        "podAnnotations": {DELAY_ANNOTATION: "200ms"},
-    }
+    # idle: the longest it may stay awake without demand
+    mid = managed_layer("mid", idle="4s", delay="200ms", idlePolicy="adaptive")
     cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [mid]))
     # What an earlier operator learned, in the Onion's status (as it would be after a restart):
     # 16 gaps of 12 s, a 1 s cold start.
@@ -104,12 +99,7 @@ def test_a_warm_schedule_keeps_a_layer_awake_without_demand(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     ns = namespace
-    mid = {
-        "name": "mid",
-        "model": "org/mid",
-        "idleTimeout": "2s",
-        "podAnnotations": {DELAY_ANNOTATION: "200ms"},
-    }
+    mid = managed_layer("mid", idle="2s", delay="200ms")
     cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [mid]))
     wait_for_phase(cluster, ns, "mid", "Dormant", timeout=30, what="layers created")
     now = datetime.now(UTC)

@@ -11,9 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import Cluster
 from tests.support.operator import (
-    DELAY_ANNOTATION,
     apply_crd,
     condition,
+    managed_layer,
     onion_yaml,
     renew_demand,
     replicas,
@@ -88,12 +88,7 @@ def test_leader_and_standby_serve_probes_and_the_leader_counts_what_it_does(
             }
             assert value(scrape(standby_url), "onion_operator_leader") == 0
 
-        mid = {
-            "name": "mid",
-            "model": "org/mid",
-            "idleTimeout": "3s",
-            "podAnnotations": {DELAY_ANNOTATION: "300ms"},
-        }
+        mid = managed_layer("mid", idle="3s", delay="300ms")
         cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [mid]))
         wait_for_phase(cluster, ns, "mid", "Dormant", timeout=30, what="mid created")
         renew_demand(cluster, ns, "chat-mid-demand")

@@ -7,9 +7,9 @@ import pytest
 
 from tests.support.cluster import Cluster
 from tests.support.operator import (
-    DELAY_ANNOTATION,
     OperatorProcess,
     apply_crd,
+    managed_layer,
     onion_yaml,
     renew_demand,
     replicas,
@@ -29,12 +29,7 @@ def test_operator_works_with_the_reference_rbac(
     assert denied.returncode != 0 and "forbidden" in denied.stderr  # really restricted
     proc = OperatorProcess(restricted, ns).start()
     try:
-        layer = {
-            "name": "mid",
-            "model": "org/mid",
-            "idleTimeout": "2s",
-            "podAnnotations": {DELAY_ANNOTATION: "200ms"},
-        }
+        layer = managed_layer("mid", idle="2s", delay="200ms")
         cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer]))
         wait_for_phase(cluster, ns, "core", "Ready", timeout=30, what="core Ready")
         renew_demand(cluster, ns, "chat-mid-demand")

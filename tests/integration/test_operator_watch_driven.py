@@ -15,9 +15,9 @@ from onion_operator.kube import Kube
 from onion_operator.reconciler import reconcile
 from tests.support.cluster import Cluster
 from tests.support.operator import (
-    DELAY_ANNOTATION,
     OperatorProcess,
     apply_crd,
+    managed_layer,
     onion_yaml,
     renew_demand,
     replicas,
@@ -29,10 +29,6 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.cluster
 
 
-def layer(name: str, **fields: Any) -> dict[str, Any]:
-    return {"name": name, "model": f"org/{name}", **fields}
-
-
 def renew_time(cluster: Cluster, ns: str, lease: str) -> datetime:
     spec = cluster.kubectl_json("-n", ns, "get", "lease", lease)["spec"]
     return datetime.fromisoformat(spec["renewTime"].replace("Z", "+00:00"))
@@ -42,11 +38,9 @@ def test_idle_sleep_and_wake_timeout_fall_due_without_any_event(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     ns = namespace
-    mid = layer("mid", idleTimeout="5s", podAnnotations={DELAY_ANNOTATION: "200ms"})
+    mid = managed_layer("mid", idle="5s", delay="200ms")
     # A pod that never turns Ready (kwok waits an hour): Failed once wakeTimeout has passed.
-    stuck = layer(
-        "stuck", idleTimeout="1h", wakeTimeout="3s", podAnnotations={DELAY_ANNOTATION: "1h"}
-    )
+    stuck = managed_layer("stuck", idle="1h", delay="1h", wakeTimeout="3s")
     cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [mid, stuck]))
     wait_for_phase(cluster, ns, "stuck", "Dormant", timeout=30, what="layers created")
 
@@ -94,7 +88,7 @@ async def test_a_missed_watch_event_is_found_by_the_periodic_repair(
     ns = namespace
     apply_crd(cluster)
     cluster.kubectl(
-        "-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer("mid", idleTimeout="60s")])
+        "-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [managed_layer("mid", idle="60s")])
     )
     kube = await Kube.connect(cluster.kubeconfig)
     try:
@@ -133,7 +127,9 @@ def test_drift_no_watch_reports_is_repaired_within_a_resync_period(
     deletions only): the periodic repair puts both back without any event for them."""
     ns = namespace
     with running_operator(cluster, ns, "--resync-seconds", "4"):
-        cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer("mid")]))
+        cluster.kubectl(
+            "-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [managed_layer("mid")])
+        )
         wait_for_phase(cluster, ns, "core", "Ready", timeout=30, what="core Ready")
         original = cluster.kubectl_json("-n", ns, "get", "configmap", "chat-router")["data"]
         cluster.kubectl("-n", ns, "delete", "rolebinding", "chat-router")

@@ -157,6 +157,19 @@ def replicas(cluster: Cluster, namespace: str, name: str) -> int | None:
 DELAY_ANNOTATION = KWOK_READY_DELAY_ANNOTATION
 
 
+def managed_layer(
+    name: str, idle: str | None = None, delay: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A managed layer of model `org/<name>`: `idle` its idleTimeout, `delay` how long its kwok
+    pod takes to turn Ready, `fields` any other layer fields."""
+    layer: dict[str, Any] = {"name": name, "model": f"org/{name}"}
+    if idle is not None:
+        layer["idleTimeout"] = idle
+    if delay is not None:
+        layer["podAnnotations"] = {DELAY_ANNOTATION: delay}
+    return {**layer, **fields}
+
+
 def onion_yaml(
     name: str, layers: list[dict[str, Any]], core: dict[str, Any] | None = None, **spec: Any
 ) -> str:

@@ -10,7 +10,6 @@ machine (as in test_wake_on_request.py); the edge core is the real model.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from collections.abc import Iterator
@@ -36,8 +35,6 @@ from tests.support.router_server import router_process, tier
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine, pytest.mark.slow]
 
-if importlib.util.find_spec("llama_cpp") is None:
-    pytest.skip("llama_cpp is not installed (run `make engine`)", allow_module_level=True)
 
 KEY = "sk-edge-device-0001"
 EASY = "What is the capital of France? Answer in one word."

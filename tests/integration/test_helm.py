@@ -14,7 +14,13 @@ import pytest
 import yaml
 
 from tests.support.cluster import REPO, Cluster, LocalClusterProcess
-from tests.support.operator import OperatorProcess, renew_demand, replicas, wait_established
+from tests.support.operator import (
+    OperatorProcess,
+    assert_never_refused,
+    renew_demand,
+    replicas,
+    wait_established,
+)
 from tests.support.published_crds import install_published_crds
 from tests.support.waiting import wait_until
 
@@ -318,5 +324,4 @@ def test_operator_works_with_exactly_the_chart_rbac(
     finally:
         operator.stop()
         helm(fresh, "uninstall", "rb", "--namespace", ns, check=False)
-    logs = operator.logs()
-    assert "Forbidden" not in logs and " 403" not in logs, logs[-3000:]
+    assert_never_refused(operator.logs())

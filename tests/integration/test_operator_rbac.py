@@ -9,6 +9,7 @@ from tests.support.cluster import Cluster
 from tests.support.operator import (
     OperatorProcess,
     apply_crd,
+    assert_never_refused,
     managed_layer,
     onion_yaml,
     renew_demand,
@@ -37,6 +38,6 @@ def test_operator_works_with_the_reference_rbac(
         wait_until(lambda: replicas(cluster, ns, "chat-mid") == 0, timeout=15, what="mid asleep")
         events = cluster.kubectl_json("-n", ns, "get", "events")["items"]
         assert {"Waking", "Sleeping"} <= {e["reason"] for e in events}
-        assert "Forbidden" not in proc.logs() and "403" not in proc.logs(), proc.logs()[-3000:]
+        assert_never_refused(proc.logs())
     finally:
         proc.stop()

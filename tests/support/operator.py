@@ -157,6 +157,13 @@ def replicas(cluster: Cluster, namespace: str, name: str) -> int | None:
 DELAY_ANNOTATION = KWOK_READY_DELAY_ANNOTATION
 
 
+def assert_never_refused(logs: str) -> None:
+    """No request of the operator was refused for lack of permission: no "Forbidden" (every 403
+    it logs says "403 Forbidden: ...") and no " 403" (not "403" alone: that matched the
+    milliseconds of a log timestamp, ",403]")."""
+    assert "Forbidden" not in logs and " 403" not in logs, logs[-3000:]
+
+
 def managed_layer(
     name: str, idle: str | None = None, delay: str | None = None, **fields: Any
 ) -> dict[str, Any]:

@@ -231,6 +231,26 @@ async def measure(
         for i in range(n)
     ]
     result: dict[str, Any] = {"onions": n, "managed_layers_per_onion": layers}
+
+    async def demand(obj: dict[str, Any], j: int) -> datetime:
+        """What the router does for a request to layer j: renew its demand Lease."""
+        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        renew = datetime.now(UTC)
+        patch = {"spec": {"renewTime": format_time(renew), "holderIdentity": "bench"}}
+        await kube.merge_patch("Lease", ns, f"{name}-l{j}-demand", patch)
+        return renew
+
+    async def wake_and_wait(obj: dict[str, Any], j: int, limit_s: float) -> float | None:
+        """Seconds from a demand Lease patch returning to replicas 1; None past `limit_s`."""
+        key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}-l{j}"
+        scaled = world.when_replicas(key, 1)
+        await demand(obj, j)
+        returned = time.time()
+        try:
+            return await asyncio.wait_for(scaled, limit_s) - returned
+        except TimeoutError:
+            return None
+
     try:
         # --- N Onions at once -> all Ready ---------------------------------------------------
         started, create_start = time.monotonic(), time.time()
@@ -267,7 +287,11 @@ async def measure(
         await asyncio.sleep(10)  # let the controller-manager and kwok finish their part
         restarted_at = time.time()
         operator = await asyncio.to_thread(restart)
+        restart_cpu0 = cpu_seconds(operator.pid())
+        # A wake sent as the restarted operator starts: how long a restart holds one up.
+        first_wake = asyncio.create_task(wake_and_wait(onions[0], 0, RESTART_SETTLE_S + rest_s))
         await asyncio.sleep(RESTART_SETTLE_S)
+        restart_cpu_s = cpu_seconds(operator.pid()) - restart_cpu0
         pids = {"operator": operator.pid(), **cluster_state["pids"]}
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         rest_start, t0 = time.time(), time.monotonic()
@@ -289,9 +313,7 @@ async def measure(
             key = f"{ns}/{name}-l{j}"
             scaled = world.when_replicas(key, 1)
             sent = time.time()
-            renew = datetime.now(UTC)
-            patch = {"spec": {"renewTime": format_time(renew), "holderIdentity": "bench"}}
-            await kube.merge_patch("Lease", ns, f"{name}-l{j}-demand", patch)
+            renew = await demand(obj, j)
             returned = time.time()
             due = (renew + timedelta(seconds=idle_s)).timestamp()
             try:
@@ -316,6 +338,7 @@ async def measure(
             sleeps.append(asyncio.create_task(wake(obj, j)))
             await asyncio.sleep(0.5)
         await asyncio.gather(*sleeps)
+        first_wake_s = await first_wake
         # The audit log is written in batches: give the last ones a moment.
         await asyncio.sleep(2)
     finally:
@@ -332,6 +355,8 @@ async def measure(
         "window_s": RESTART_SETTLE_S,
         "operator_requests": len(after_restart),
         "by_request": dict(Counter(r.what for r in after_restart).most_common()),
+        "operator_cpu_s": round(restart_cpu_s, 2),
+        "first_wake_s": None if first_wake_s is None else round(first_wake_s, 3),
     }
     result["creating"] = {
         "operator_requests": len(between(everything, create_start, all_ready_at)),

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 
@@ -22,6 +23,8 @@ from onion_operator.metrics import OperatorMetrics
 from onion_operator.probes import Health, ProbeServer, parse_address
 
 log = logging.getLogger("onion_operator")
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="act without taking the leader Lease (one instance only!)",
     )
     args = p.parse_args(argv)
+    for namespace in args.namespace:  # listed by name at start (handlers.fill): no patterns
+        if not _NAMESPACE.fullmatch(namespace):
+            p.error(f"--namespace {namespace!r}: not a namespace name (DNS-1123 label)")
     if args.resync_seconds <= 0 or args.workers < 1:
         p.error("--resync-seconds must be positive and --workers at least 1")
     if args.metrics_bind_address is not None:
@@ -127,6 +133,7 @@ async def run(args: argparse.Namespace) -> int:
                 clusterwide=args.all_namespaces,
                 namespaces=list(args.namespace),
                 memo=kopf.Memo(
+                    namespaces=None if args.all_namespaces else list(args.namespace),
                     tuning=Tuning(resync_seconds=args.resync_seconds, workers=args.workers),
                     metrics=metrics,
                     health=health,

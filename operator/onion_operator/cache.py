@@ -1,19 +1,20 @@
 """What the watches saw, reduced to what a pass needs, and what this operator wrote since.
 
-The watch streams (kopf indexes, see handlers.py) keep one entry per Onion, demand Lease and
-model Deployment, built by the `*_entry` functions here. A pass reads an `OnionView` from them
-and never lists from the API server. Right after a write the watch has not shown it yet, so
-`Written` keeps the API's answer to each write until the watch catches up; like client-go's
-`NewIntegerResourceVersionMutationCache`, it relies on resourceVersions being etcd revisions
-(integers that grow), and trusts the watch when they are not.
+Three `Store`s (Onions, demand Leases, model Deployments) keep one small entry per object, built
+by the `*_entry` functions here: filled by one paginated list at start, then kept by kopf's watch
+streams (its event handlers, see handlers.py), as a client-go informer does. A pass reads an
+`OnionView` from them and never lists from the API server. Right after a write the watch has
+not shown it yet, so `Written` keeps the API's answer to each write until the watch catches up;
+like client-go's `NewIntegerResourceVersionMutationCache`, it relies on resourceVersions being
+etcd revisions (integers that grow), and trusts the watch when they are not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from onion_operator import constants as c
 from onion_operator.planner import Observed, lease_demand, observe_deployment
@@ -24,6 +25,22 @@ Obj = dict[str, Any]
 def onion_key(namespace: str, name: str) -> str:
     """The one way per-Onion state (caches, queue, overlays) is keyed."""
     return f"{namespace}/{name}"
+
+
+def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta: Mapping[str, Any] = body.get("metadata") or {}
+    return meta
+
+
+def key_of_onion(body: Mapping[str, Any]) -> str:
+    meta = _meta(body)
+    return onion_key(meta.get("namespace", ""), meta.get("name", ""))
+
+
+def key_of_child(body: Mapping[str, Any]) -> str:
+    """The Onion a demand Lease or model Deployment belongs to (its label says which)."""
+    meta = _meta(body)
+    return onion_key(meta.get("namespace", ""), (meta.get("labels") or {}).get(c.LABEL_ONION, ""))
 
 
 @dataclass(frozen=True)
@@ -62,11 +79,6 @@ class CachedLease:
     name: str
     resource_version: str
     demand: datetime | None
-
-
-def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta: Mapping[str, Any] = body.get("metadata") or {}
-    return meta
 
 
 def onion_entry(body: Mapping[str, Any]) -> CachedOnion:
@@ -147,6 +159,51 @@ def newer(candidate: str, than: str) -> bool:
         return int(candidate) > int(than)
     except ValueError:
         return False
+
+
+E = TypeVar("E", CachedOnion, CachedDeployment, CachedLease)
+
+
+class Store(Generic[E]):
+    """One kind's entries by Onion key, then by object name: what the list and the watch saw.
+
+    The list at start and the watch after it may both deliver an object; an older
+    resourceVersion never replaces a newer one. Each update costs O(1): no scan of the store."""
+
+    def __init__(
+        self, entry: Callable[[Mapping[str, Any]], E], key: Callable[[Mapping[str, Any]], str]
+    ) -> None:
+        self._entry: Callable[[Mapping[str, Any]], E] = entry
+        self._key: Callable[[Mapping[str, Any]], str] = key
+        self._by_key: dict[str, dict[str, E]] = {}
+
+    def put(self, body: Mapping[str, Any]) -> str:
+        """Keep what `body` says (unless we hold a newer version of it); its Onion key."""
+        key, entry = self._key(body), self._entry(body)
+        objects = self._by_key.setdefault(key, {})
+        held = objects.get(entry.name)
+        if held is None or not newer(held.resource_version, entry.resource_version):
+            objects[entry.name] = entry
+        return key
+
+    def remove(self, body: Mapping[str, Any]) -> str:
+        key = self._key(body)
+        objects = self._by_key.get(key)
+        if objects is not None:
+            objects.pop(_meta(body).get("name", ""), None)
+            if not objects:
+                del self._by_key[key]
+        return key
+
+    def get(self, key: str) -> list[E]:
+        return list(self._by_key.get(key, {}).values())
+
+    def __iter__(self) -> Iterator[str]:
+        """The Onion keys held (a copy: callers may change the store meanwhile)."""
+        return iter(list(self._by_key))
+
+    def __len__(self) -> int:
+        return len(self._by_key)
 
 
 class Written:

@@ -1,8 +1,9 @@
 """The kopf handlers: the only module that knows kopf. Each one is a few lines.
 
-kopf's watch streams feed three indexes (Onions, demand Leases, model Deployments; see cache.py)
-and the event handlers turn every change into a key on the work queue. A pass (`run_pass`) reads
-the clock once, plans from the indexes, writes only what differs, and asks the queue to come back
+Three caches (Onions, demand Leases, model Deployments; see cache.py) are filled by one list each
+at start and kept by kopf's watch streams: every event handler here updates its cache and puts the
+Onion's key on the work queue. A pass (`run_pass`) reads
+the clock once, plans from the caches, writes only what differs, and asks the queue to come back
 at the plan's next deadline or the Onion's next drift repair, whichever is first. At rest, with
 no demand and nothing changing, the operator sends no requests but those repairs, spread over
 `resync_seconds`, and its leader Lease renewals.
@@ -12,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import kopf
 
@@ -24,8 +25,11 @@ from onion_operator.cache import (
     CachedDeployment,
     CachedLease,
     CachedOnion,
+    Store,
     Written,
     deployment_entry,
+    key_of_child,
+    key_of_onion,
     lease_entry,
     onion_entry,
     onion_key,
@@ -38,8 +42,6 @@ from onion_operator.reconciler import Event, reconcile
 from onion_operator.workqueue import WorkQueue, next_repair, spread
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,15 +60,14 @@ class OperatorState:
         self,
         kube: Kube,
         tuning: Tuning,
-        onions: Mapping[str, Iterable[CachedOnion]],
-        leases: Mapping[str, Iterable[CachedLease]],
-        deployments: Mapping[str, Iterable[CachedDeployment]],
         metrics: OperatorMetrics,
     ) -> None:
         self.kube = kube
         self.tuning = tuning
         self.metrics = metrics
-        self.onions, self.leases, self.deployments = onions, leases, deployments
+        self.onions: Store[CachedOnion] = Store(onion_entry, key_of_onion)
+        self.leases: Store[CachedLease] = Store(lease_entry, key_of_child)
+        self.deployments: Store[CachedDeployment] = Store(deployment_entry, key_of_child)
         self.written = Written()
         self.queue = WorkQueue(
             lambda key: run_pass(self, key), tuning.workers, metrics.queue_latency.observe
@@ -90,10 +91,6 @@ class OperatorState:
         for memo in (self.repair_due, self.failures, self.last_error):
             memo.pop(key, None)
         self.needs_full.discard(key)
-
-
-def _entries(index: Mapping[str, Iterable[T]], key: str) -> list[T]:
-    return list(index.get(key) or ())
 
 
 async def _post(state: OperatorState, onion: CachedOnion, event: Event, now: datetime) -> None:
@@ -125,7 +122,7 @@ async def _failed(
 
 async def run_pass(state: OperatorState, key: str) -> None:
     """Reconcile one Onion from the caches, reading the clock once, and schedule its next pass."""
-    onions = _entries(state.onions, key)
+    onions = state.onions.get(key)
     if not onions:  # deleted
         state.forget(key)
         return
@@ -134,9 +131,7 @@ async def run_pass(state: OperatorState, key: str) -> None:
     due = state.repair_due.setdefault(key, loop_now + spread(key, period))  # first: its slot
     full = key in state.needs_full or loop_now >= due
     state.needs_full.discard(key)
-    view = state.written.view(
-        onions[0], _entries(state.deployments, key), _entries(state.leases, key)
-    )
+    view = state.written.view(onions[0], state.deployments.get(key), state.leases.get(key))
     now = datetime.now(UTC)
     metrics = state.metrics
     kind = "full" if full else "refresh"
@@ -186,38 +181,53 @@ async def run_pass(state: OperatorState, key: str) -> None:
         )
 
 
-# --- caches: what the watch streams saw, by Onion key ----------------------------------------
-
-
-@kopf.index(c.GROUP, c.VERSION, c.PLURAL)
-def onions(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, CachedOnion]:
-    return {onion_key(namespace or "", name): onion_entry(body)}
-
+# --- what the watches select -------------------------------------------------------------------
 
 Labels = dict[str, Any]  # kopf.PRESENT is a filter token, not a str
 _DEMAND: Labels = {c.LABEL_COMPONENT: c.COMPONENT_DEMAND, c.LABEL_ONION: kopf.PRESENT}
 _MODEL: Labels = {c.LABEL_COMPONENT: c.COMPONENT_MODEL, c.LABEL_ONION: kopf.PRESENT}
 
 
-@kopf.index("coordination.k8s.io", "v1", "leases", labels=_DEMAND)
-def demand_leases(
-    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[str, CachedLease]:
-    return {onion_key(namespace or "", labels[c.LABEL_ONION]): lease_entry(body)}
+def _selector(labels: Labels) -> str:
+    """The same filter as a label selector for a list: `a=b,c` (c: present)."""
+    return ",".join(k if v is kopf.PRESENT else f"{k}={v}" for k, v in labels.items())
 
 
-@kopf.index("apps", "v1", "deployments", labels=_MODEL)
-def model_deployments(
-    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[str, CachedDeployment]:
-    return {onion_key(namespace or "", labels[c.LABEL_ONION]): deployment_entry(body)}
+async def fill(state: OperatorState, namespaces: list[str] | None) -> None:
+    """List the three cached kinds once, in `namespaces` (None: all), into the caches, and queue
+    every Onion. A restarted operator plans from full caches from its first pass; kopf's own
+    listing, which follows, brings nothing older (an older resourceVersion never wins)."""
+    lists = (
+        (state.onions, c.KIND, ""),
+        (state.leases, "Lease", _selector(_DEMAND)),
+        (state.deployments, "Deployment", _selector(_MODEL)),
+    )
+    scope: list[str | None] = [None] if namespaces is None else list(namespaces)
+    for store, kind, selector in lists:
+        for namespace in scope:
+            for body in await state.kube.list_pages(kind, namespace, selector):
+                store.put(body)
+    for key in state.onions:
+        state.queue.add(key)
+
+
+async def _fill_until_done(state: OperatorState, namespaces: list[str] | None) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await fill(state, namespaces)
+            return
+        except RETRYABLE as e:
+            log.warning("listing the cached kinds failed (retrying in %.0fs): %s", delay, e)
+            await asyncio.sleep(delay)
+            delay = min(state.tuning.max_retry_seconds, delay * 2)
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
 
 
 class _NoDiffBase(kopf.DiffBaseStorage):
-    """No diff base: this operator has event and index handlers only, none that detect changes,
+    """No diff base: this operator has event handlers only, none that detect changes,
     so the diff base kopf builds for every event (a deep copy of the whole body, managedFields
     and all) would never be read. Measured: 12% less operator CPU under a stream of wakes."""
 
@@ -233,9 +243,9 @@ class _NoDiffBase(kopf.DiffBaseStorage):
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Settings, the API client, and the work queue over the indexes (kopf passes them by the
-    names of their functions: `onions`, `demand_leases`, `model_deployments`)."""
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Settings, the API client, the caches (listed before kopf starts its watches) and the
+    work queue. `memo.namespaces` is the operator's scope: a list, or None for all."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
     settings.persistence.diffbase_storage = _NoDiffBase()
     settings.posting.enabled = False  # our own Events say what happened; not kopf's per handler
@@ -243,12 +253,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     tuning = memo.get("tuning") or Tuning()
     metrics: OperatorMetrics = memo.get("metrics") or OperatorMetrics()
     kube = await Kube.connect(metrics=metrics)
-    # kopf starts the event handlers only once every index has its initial listing, so no pass
-    # ever plans from a half-filled cache; the queue stays idle until the first event.
-    indexes = (kwargs["onions"], kwargs["demand_leases"], kwargs["model_deployments"])
-    state = OperatorState(kube, tuning, *indexes, metrics)
-    state.queue.start()
+    state = OperatorState(kube, tuning, metrics)
+    # Not kopf's indexes: while kopf lists an indexed kind at start, every object's worker waits
+    # on one condition that every listed object notifies, which took minutes of CPU for a
+    # restart at 1,000 Onions (docs/scale.md). One list per kind here is linear.
+    await _fill_until_done(state, memo.get("namespaces"))
     memo["state"] = state
+    state.queue.start()
+    health: Health | None = memo.get("health")
+    if health is not None:
+        health.synced = True
 
 
 @kopf.on.cleanup()
@@ -261,35 +275,31 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 # --- events: every change of something a pass depends on queues its Onion ---------------------
 
 
-@kopf.on.event(
-    "apiextensions.k8s.io", "v1", "customresourcedefinitions", field="metadata.name", value=c.CRD
-)
-async def caches_synced(memo: Any, **_: Any) -> None:
-    """The Onion CRD always exists; kopf delivers its first event only once every index has its
-    initial listing (it holds all event handlers until then), so this says the caches are full."""
-    health: Health | None = memo.get("health")
-    if health is not None:
-        health.synced = True
-
-
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-async def onion_changed(type: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+async def onion_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
     state: OperatorState = memo["state"]
-    key = onion_key(namespace or "", name)
     if type == "DELETED":  # children go by owner references
-        state.forget(key)
+        state.forget(state.onions.remove(body))
     else:
-        state.changed(key)
+        state.changed(state.onions.put(body))
 
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels=_DEMAND)
+async def lease_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """New demand on a Lease."""
+    _child_changed(memo["state"], memo["state"].leases, type, body)
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=_MODEL)
-async def child_changed(
-    type: str, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
-) -> None:
-    """New demand on a Lease, or a model Deployment changed (e.g. a pod became Ready)."""
-    key = onion_key(namespace or "", labels[c.LABEL_ONION])
-    memo["state"].changed(key, child_deleted=type == "DELETED")
+async def deployment_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A model Deployment changed (e.g. a pod became Ready, or someone scaled it)."""
+    _child_changed(memo["state"], memo["state"].deployments, type, body)
+
+
+def _child_changed(state: OperatorState, store: Store[Any], type: str, body: kopf.Body) -> None:
+    deleted = type == "DELETED"
+    key = store.remove(body) if deleted else store.put(body)
+    state.changed(key, child_deleted=deleted)
 
 
 def _deleted(type: str, **_: Any) -> bool:

@@ -19,6 +19,7 @@ from onion_operator import constants as c
 from onion_operator.metrics import OperatorMetrics
 
 Obj = dict[str, Any]
+Objs = list[Obj]  # (`Kube.list` hides the builtin in the class body)
 ApiError = ApiException  # re-exported so callers need not import the client library
 
 # kind -> (API path prefix, plural); every kind the operator reads or writes.
@@ -51,8 +52,11 @@ NotFound = 404
 Conflict = 409
 
 
-def _path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+def _path(kind: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+    """A kind's path in one namespace, or across all of them (`namespace` None, no name)."""
     prefix, plural = _RESOURCES[kind]
+    if namespace is None:
+        return f"{prefix}/{plural}"
     path = f"{prefix}/namespaces/{namespace}/{plural}"
     if name:
         path += f"/{name}"
@@ -62,14 +66,16 @@ def _path(kind: str, namespace: str, name: str | None = None, sub: str | None = 
 
 
 def resource_of(path: str) -> str:
-    """The resource a request path names, for metrics: `deployments`, `onions/status`, `events`;
-    the discovery paths (`/api`, `/apis/...`) are `discovery`."""
+    """The resource a request path names, for metrics: `deployments`, `onions/status`, `events`
+    (in a namespace or across all); the discovery paths (`/api`, `/apis/...`) are `discovery`."""
     parts = [p for p in path.split("/") if p]
     if "namespaces" in parts[:-1]:
         rest = parts[parts.index("namespaces") + 2 :]
         if rest:
             return rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
-    return "discovery"
+        return "discovery"
+    prefix = 2 if parts[:1] == ["api"] else 3  # /api/v1/..., /apis/<group>/<version>/...
+    return parts[prefix] if len(parts) > prefix else "discovery"
 
 
 class Kube:
@@ -142,6 +148,23 @@ class Kube:
         result = await self._call("GET", _path(kind, namespace), query=query)
         items: list[Obj] = result.get("items") or []
         return items
+
+    async def list_pages(
+        self, kind: str, namespace: str | None, selector: str, page: int = 500
+    ) -> Objs:
+        """Every object of `kind` matching a label selector (`a=b,c`), in one namespace or all
+        (None), read `page` at a time as informers do, so no single answer holds thousands."""
+        items: Objs = []
+        token = ""
+        while True:
+            query = [("labelSelector", selector), ("limit", str(page))]
+            if token:
+                query.append(("continue", token))
+            result = await self._call("GET", _path(kind, namespace), query=query)
+            items.extend(result.get("items") or [])
+            token = (result.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
 
     async def apply(self, obj: Obj, manager: str = c.FIELD_MANAGER, force: bool = True) -> Obj:
         """Server-side apply under `manager`; with `force`, taking over conflicting fields

@@ -9,8 +9,11 @@ import pytest
 
 from onion_operator.cache import (
     OnionView,
+    Store,
     Written,
     deployment_entry,
+    key_of_child,
+    key_of_onion,
     lease_entry,
     newer,
     onion_entry,
@@ -123,3 +126,29 @@ def test_a_recreated_onion_does_not_inherit_our_old_status() -> None:
     written = Written()
     written.saw("ns/chat", onion("11", {"seen": "ours"}, uid="old"))
     assert view_with(written, None).onion.status == {"seen": "watch"}
+
+
+def test_a_store_keeps_the_newest_version_of_each_object_by_onion() -> None:
+    deployments = Store(deployment_entry, key_of_child)
+    assert deployments.put(deployment("10", 1)) == "/chat"  # the list at start
+    deployments.put(deployment("9", 0))  # an older version, later (the watch's own listing)
+    assert [d.observed.replicas for d in deployments.get("/chat")] == [1]
+    deployments.put(deployment("11", 0))
+    assert [d.observed.replicas for d in deployments.get("/chat")] == [0]
+    other = deployment("12", 1)
+    other["metadata"]["name"] = "chat-big"
+    deployments.put(other)
+    assert sorted(d.name for d in deployments.get("/chat")) == ["chat-big", "chat-mid"]
+    assert list(deployments) == ["/chat"] and len(deployments) == 1
+    deployments.remove(deployment("13", 0))
+    deployments.remove(other)
+    assert deployments.get("/chat") == [] and len(deployments) == 0
+    deployments.remove(other)  # a deletion seen twice is no error
+
+
+def test_a_recreated_onion_replaces_the_deleted_one() -> None:
+    onions = Store(onion_entry, key_of_onion)
+    onions.put(onion("5", {}, uid="old"))
+    onions.remove(onion("6", {}, uid="old"))
+    assert onions.put(onion("7", {}, uid="new")) == "ns/chat"
+    assert [o.uid for o in onions.get("ns/chat")] == ["new"]

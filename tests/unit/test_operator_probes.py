@@ -42,7 +42,11 @@ def test_a_standby_is_ready_and_a_leader_once_its_caches_are_synced() -> None:
         ("/apis/onion.dev/v1alpha1/namespaces/ns/onions/chat/status", "onions/status"),
         ("/api/v1/namespaces/ns/events", "events"),
         ("/apis/coordination.k8s.io/v1/namespaces/ns/leases", "leases"),
+        ("/apis/apps/v1/deployments", "deployments"),  # across all namespaces
+        ("/api/v1/services", "services"),
         ("/apis/apps/v1", "discovery"),
+        ("/api/v1", "discovery"),
+        ("/apis", "discovery"),
     ],
 )
 def test_api_requests_are_counted_by_resource_never_by_name(path: str, resource: str) -> None:

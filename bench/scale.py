@@ -10,7 +10,9 @@ operator and the model Deployments are measured:
                       (/proc utime+stime) and memory (RSS), and the control plane's CPU;
   wake latency        Lease renewTime patch returns -> the layer Deployment seen at replicas 1 (a
                       watch), for wakes spread over random Onions while the rest stay idle;
-  sleep punctuality   renewTime + idleTimeout -> the Deployment seen at replicas 0.
+  sleep punctuality   renewTime + idleTimeout -> the Deployment seen at replicas 0;
+  a restart           the operator restarted before the quiet window: a wake sent as it starts
+                      (Lease patch -> replicas 1) and its CPU seconds in the first 30 s.
 
 Writes results/scale.json (and prints a table). `--operator-source DIR/operator` runs another
 checkout's operator (the same venv), to measure the code before this one side by side.
@@ -504,15 +506,17 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(
         "\n| Onions | to all Ready | requests/s at rest (per Onion) | CPU | RSS | wake p50/p99 "
-        "| asleep after idleTimeout p50/p99 |"
+        "| asleep after idleTimeout p50/p99 | restart: first wake, CPU in 30 s |"
     )
     for r in runs:
         rest, w, s = r["rest"], r["wake_lease_patch_to_replicas_1"], r["sleep_after_idle_timeout"]
+        restart = r["restart"]
         print(
             f"| {r['onions']} | {r['time_to_all_ready_s']} s | {rest['requests_per_s']} "
             f"({rest['requests_per_s_per_onion']}) | {rest['operator_cpu_cores']} | "
             f"{rest['operator_rss_mib']} MiB | {w.get('p50_ms')} / {w.get('p99_ms')} ms | "
-            f"{s.get('p50_ms')} / {s.get('p99_ms')} ms |"
+            f"{s.get('p50_ms')} / {s.get('p99_ms')} ms | {restart['first_wake_s']} s, "
+            f"{restart['operator_cpu_s']} s |"
         )
     print(f"wrote {args.out}")
     return 0

@@ -1,0 +1,45 @@
+"""`make bench-scale` in short: the real script on its own local cluster, 20 Onions, with the
+operator restarted before the quiet window. Checks what it reports, not how fast (timings here
+are noisy; the ratios and figures come from the full run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import REPO
+from tests.support.leftovers import ours
+
+pytestmark = [pytest.mark.slow]
+
+SCALE = REPO / "bench" / "scale.py"
+
+
+def test_a_short_scale_run_wakes_sleeps_and_survives_a_restart(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    before = set(ours())
+    short = ["--onions", "20", "--rest", "10", "--wakes", "6", "--idle", "5"]
+    done = subprocess.run(
+        [sys.executable, str(SCALE), *short, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["onions"] == 20 and run["time_to_all_ready_s"] > 0
+    assert run["wakes_or_sleeps_missed"] == []
+    assert run["wake_lease_patch_to_replicas_1"]["count"] == 6
+    assert run["sleep_after_idle_timeout"]["count"] == 6
+    # The wake sent as the operator restarted was served (within the quiet window), and the
+    # restarted operator listed its caches instead of waiting on kopf's indexes.
+    assert run["restart"]["first_wake_s"] is not None
+    by_request = run["restart"]["by_request"]
+    assert by_request.get("list onions", 0) >= 2  # its own list, then kopf's watch
+    # At rest the operator sends only its leader Lease renewals and the drift repairs.
+    assert run["rest"]["requests_per_s_per_onion"] < 0.05
+    assert set(ours()) <= before, "the benchmark left processes running"

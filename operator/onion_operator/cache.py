@@ -188,12 +188,21 @@ class Store(Generic[E]):
 
     def remove(self, body: Mapping[str, Any]) -> str:
         key = self._key(body)
+        self.discard(key, _meta(body).get("name", ""))
+        return key
+
+    def discard(self, key: str, name: str) -> None:
         objects = self._by_key.get(key)
         if objects is not None:
-            objects.pop(_meta(body).get("name", ""), None)
+            objects.pop(name, None)
             if not objects:
                 del self._by_key[key]
-        return key
+
+    def replace(self, key: str, bodies: Iterable[Mapping[str, Any]]) -> None:
+        """What a fresh list of one Onion's objects says, in place of what was held."""
+        self._by_key.pop(key, None)
+        for body in bodies:
+            self.put(body)
 
     def get(self, key: str) -> list[E]:
         return list(self._by_key.get(key, {}).values())

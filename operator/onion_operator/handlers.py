@@ -120,6 +120,32 @@ async def _failed(
     state.queue.add_at(key, asyncio.get_running_loop().time() + delay)
 
 
+async def _gone(state: OperatorState, onion: CachedOnion) -> bool:
+    """After a 404: something the caches hold was deleted with no watch event to say so (the one
+    window: deleted between the list at start and kopf's own). If it is the Onion, drop it and
+    say so; else re-read its Leases and Deployments, so the retry (a full pass) re-creates what
+    is missing."""
+    kube = state.kube
+    try:
+        if await kube.get(c.KIND, onion.namespace, onion.name) is None:
+            log.info("%s is gone: dropped from the cache", onion.key)
+            state.onions.discard(onion.key, onion.name)
+            state.forget(onion.key)
+            return True
+        for store, kind, labels in (
+            (state.leases, "Lease", _DEMAND),
+            (state.deployments, "Deployment", _MODEL),
+        ):
+            selector = _selector({**labels, c.LABEL_ONION: onion.name})
+            store.replace(onion.key, await kube.list_pages(kind, onion.namespace, selector))
+    except RETRYABLE as e:
+        log.warning("re-reading %s after a 404 failed: %s", onion.key, e)
+        return False
+    state.needs_full.add(onion.key)
+    state.written.forget_children(onion.key)
+    return False
+
+
 async def run_pass(state: OperatorState, key: str) -> None:
     """Reconcile one Onion from the caches, reading the clock once, and schedule its next pass."""
     onions = state.onions.get(key)
@@ -143,6 +169,8 @@ async def run_pass(state: OperatorState, key: str) -> None:
         metrics.errors.labels("api").inc()
         if full:
             state.needs_full.add(key)
+        if isinstance(e, ApiError) and e.status == NotFound and await _gone(state, view.onion):
+            return
         await _failed(state, view.onion, e, now)
         return
     kind = "full" if outcome.full else kind  # a new generation or a missing child: full

@@ -1,5 +1,6 @@
-"""The watch-driven operator on a real API server: passes at deadlines with no event at all, and
-the periodic repair finding what no watch reported (a missed event, an unwatched child)."""
+"""The watch-driven operator on a real API server: passes at deadlines with no event at all, the
+periodic repair finding what no watch reported (a missed event, an unwatched child), and the
+caches listed at start, with a deletion they missed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 
 from onion_operator.cache import Written, deployment_entry, lease_entry, onion_entry
+from onion_operator.handlers import OperatorState, Tuning, fill, run_pass
 from onion_operator.kube import Kube
+from onion_operator.metrics import OperatorMetrics
 from onion_operator.reconciler import reconcile
 from tests.support.cluster import Cluster
 from tests.support.operator import (
@@ -150,3 +153,50 @@ def test_drift_no_watch_reports_is_repaired_within_a_resync_period(
             what="ConfigMap restored",
         )
         assert time.monotonic() - start < 4 * 1.5 + 3  # within one slot of the period
+
+
+async def test_caches_are_listed_at_start_and_a_deletion_they_missed_is_repaired(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The list at start fills the caches a restarted operator plans from. An object deleted
+    before the watch began (no event will ever say so) shows as a 404 on the first write to it:
+    a child is then re-created by a full pass, a deleted Onion dropped."""
+    ns, key = namespace, f"{namespace}/chat"
+    apply_crd(cluster)
+    layer = managed_layer("mid", idle="60s")
+    cluster.kubectl("-n", ns, "apply", "-f", "-", input=onion_yaml("chat", [layer]))
+    kube = await Kube.connect(cluster.kubeconfig)
+    first = OperatorState(kube, Tuning(), OperatorMetrics())
+    state = OperatorState(kube, Tuning(), OperatorMetrics())  # the same operator, restarted
+    try:
+        await fill(first, [ns])
+        await run_pass(first, key)  # a new generation: every child created
+        assert replicas(cluster, ns, "chat-mid") == 0
+
+        await fill(state, [ns])
+        assert sorted(d.layer for d in state.deployments.get(key)) == ["core", "mid"]
+        assert [lease.layer for lease in state.leases.get(key)] == ["mid"]
+        assert state.queue.depth() == 1  # every listed Onion queued
+
+        cluster.kubectl("-n", ns, "delete", "deployment", "chat-mid")  # the cache still has it
+        renew_demand(cluster, ns, "chat-mid-demand")
+        lease = await kube.get("Lease", ns, "chat-mid-demand")
+        assert lease is not None
+        state.leases.put(lease)  # the watch's event for the demand
+        await run_pass(state, key)  # the wake: 404, and the Onion's children read again
+        assert key in state.needs_full and replicas(cluster, ns, "chat-mid") is None
+        assert [d.layer for d in state.deployments.get(key)] == ["core"]
+        await run_pass(state, key)  # the retry: a full pass
+        assert replicas(cluster, ns, "chat-mid") == 1  # re-created, and awake for the demand
+
+        onion = await kube.get("Onion", ns, "chat")
+        assert onion is not None
+        cluster.kubectl("-n", ns, "delete", "onion", "chat", "--wait=false")
+        onion["status"] = {}  # a pass has something to write: 404
+        state.onions.put(onion)
+        await run_pass(state, key)
+        assert state.onions.get(key) == [] and key not in state.repair_due
+    finally:
+        await first.queue.stop()
+        await state.queue.stop()
+        await kube.close()

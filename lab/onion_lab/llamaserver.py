@@ -1,5 +1,5 @@
 """Run llama.cpp's `llama-server` (built by hack/build-llama-server.sh) on loopback: for the
-tests, the demo and `make bench-quality`. Everything it starts it stops."""
+tests, the demo and the quality benchmarks. Everything it starts it stops."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-HACK = Path(__file__).resolve().parent
+from onion_lab import models
+from onion_lab.paths import REPO
+
+HACK = REPO / "hack"
 
 
 class EngineMissing(RuntimeError):
@@ -35,16 +37,11 @@ def binary() -> str:
 
 
 def model(name: str) -> str:
-    """A model file by hack/models.py's name (smollm2, qwen05, qwen15)."""
-    done = subprocess.run(
-        [sys.executable, str(HACK / "models.py"), name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise EngineMissing(done.stderr.strip() or f"model {name} is missing; run `make engine`")
-    return done.stdout.strip()
+    """A model file by its onion_lab.models name (smollm2, qwen05, qwen15)."""
+    try:
+        return str(models.MODELS[name]())
+    except models.ModelError as err:
+        raise EngineMissing(f"{err}; run `make engine`") from None
 
 
 def free_port() -> int:

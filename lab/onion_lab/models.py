@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Paths of the small real GGUF models that registry packages ship (see docs/quality.md).
 
-hack/models.py smollm2   # SmolLM2-135M-Instruct Q4_1 (instruct, chat template)
-hack/models.py qwen05    # Qwen2.5-Coder-0.5B-Instruct Q4_K_M, assembled once from chunk wheels
-hack/models.py qwen15    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, assembled once from chunk wheels
-hack/models.py gemma3    # Gemma-3-270M Q4_K_M (base model), assembled once from its parts
+python -m onion_lab.models smollm2   # SmolLM2-135M-Instruct Q4_1 (instruct, chat template)
+python -m onion_lab.models qwen05    # Qwen2.5-Coder-0.5B-Instruct Q4_K_M, from chunk wheels
+python -m onion_lab.models qwen15    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, from chunk wheels
+python -m onion_lab.models gemma3    # Gemma-3-270M Q4_K_M (base model), from its parts
 
 The Qwen files (Apache-2.0, Qwen team, Alibaba Cloud) are on PyPI only as chunk wheels from an
 anonymous packager, so their bytes are verified, not trusted: the wheels are downloaded (never
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-CACHE = Path(os.environ.get("ONION_CACHE_DIR", Path.home() / ".cache" / "onion-of-experts"))
+from onion_lab.paths import CACHE
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ def main() -> int:
     try:
         print(MODELS[sys.argv[1]]())
     except ModelError as err:
-        print(f"hack/models.py: {err}", file=sys.stderr)
+        print(f"onion_lab.models: {err}", file=sys.stderr)
         return 1
     return 0
 

@@ -89,9 +89,13 @@ bench-router: install  ## router overhead vs direct vs LiteLLM
 bench-instructions: install  ## router instructions per request under callgrind (needs valgrind)
 	$(PY) bench/router_instructions.py
 
-bench-quality: install engine  ## the bargain on the real ladder: accuracy vs escalation, cost, APGR (FULL=1: whole sets; LIMIT=gsm8k=10,...)
+bench-quality: install  ## the bargain from the answer bank: test-split figures, intervals, p-values (minutes); RECORD=1 first records what the bank lacks (hours; SIZES=gsm8k=250,humaneval=164,boolq=400)
 	$(PY) -m pip install -q 'matplotlib>=3.8'
-	$(PY) bench/quality.py $(if $(FULL),--full,) $(if $(LIMIT),--limit $(LIMIT),)
+ifdef RECORD
+	$(MAKE) engine
+	$(PY) bench/quality.py record $(if $(SIZES),--sizes $(SIZES),)
+endif
+	$(PY) bench/quality.py analyse
 
 bench-ab: install  ## this router's added latency beside another checkout's: make bench-ab SOURCE=DIR/router
 	@test -n "$(SOURCE)" || { echo "usage: make bench-ab SOURCE=path/to/other/checkout/router"; exit 2; }

@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """`make bench-quality`: the onion's bargain from the answer bank (results/bank/).
 
+    bench/quality.py analyse [--out results]     # every figure from the bank, in minutes
     bench/quality.py record [--sizes gsm8k=250,humaneval=164,boolq=400] [--workers 2]
     bench/quality.py grade --dataset humaneval|gsm8k|boolq --id ID --answer FILE
+
+`analyse` re-grades every answer strictly, scores it by every policy (the learned ones trained
+on the train split, out of fold there), and writes results/quality.json, quality.md and
+quality.png: headline figures on the test split only, with 95% intervals and p-values.
 
 `record` asks the real model ladder (llama-server; SmolLM2-135M, Qwen2.5-Coder 0.5B and 1.5B)
 every question not yet in the bank, once per layer, with token logprobs and the `verify` and
@@ -14,14 +19,16 @@ method, not what large models reach.
 from __future__ import annotations
 
 import argparse
+import json
 import signal as signals
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from onion_lab import bank, llamaserver, recorder
+from onion_lab import bank, llamaserver, quality, quality_report, recorder
 from onion_lab.datasets import DATASETS
+from onion_lab.paths import RESULTS
 
 DEFAULT_SIZES = {"gsm8k": 250, "humaneval": 164, "boolq": 400}
 
@@ -63,6 +70,7 @@ def record(args: argparse.Namespace) -> int:
     if not jobs:
         return 0
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    recorder.manifest(models, None, args.bank)  # what this recording asks with, from its start
 
     def stop(signum: int, _frame: object) -> None:  # unwind, so every server is stopped
         raise KeyboardInterrupt(f"signal {signum}")
@@ -116,10 +124,34 @@ def grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def analyse(args: argparse.Namespace) -> int:
+    if not (args.bank / "manifest.json").exists():
+        print(
+            f"bench-quality: no bank at {args.bank} (record one: bench/quality.py record)",
+            file=sys.stderr,
+        )
+        return 2
+    started = time.perf_counter()
+    embed, embedder = quality_report.embedder()
+    say(f"analysing {args.bank} (prompt embedding: {embedder['runtime'] if embedder else 'none'})")
+    summary, _ = quality.report(args.bank, embed, embedder)
+    summary["wallSeconds"] = round(time.perf_counter() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quality.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (args.out / "quality.md").write_text(quality_report.markdown(summary))
+    quality_report.plot(summary, args.out / "quality.png")
+    say(f"wrote {args.out}/quality.json, quality.md, quality.png in {summary['wallSeconds']:.0f}s")
+    print(quality_report.markdown(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/quality.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bank", type=Path, default=bank.BANK)
     commands = parser.add_subparsers(dest="command", required=True)
+    report = commands.add_parser("analyse", help="every figure from the bank (the default job)")
+    report.add_argument("--out", type=Path, default=RESULTS)
+    report.set_defaults(run=analyse)
     rec = commands.add_parser("record", help="ask the ladder what the bank lacks (resumable)")
     rec.add_argument("--sizes", help="NAME=N,...: questions per dataset (default %(default)s)")
     rec.add_argument("--workers", type=int, default=2, help="ladders side by side (one per core)")

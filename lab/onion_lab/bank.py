@@ -67,7 +67,7 @@ def rounded(value: float, places: int = 4) -> float:
     return round(value, places)
 
 
-def _members(path: Path) -> Iterator[dict[str, Any]]:
+def read_shard(path: Path) -> Iterator[dict[str, Any]]:
     """The rows of one shard; a truncated last member (a crash mid-write) is dropped."""
     data = path.read_bytes()
     while data:
@@ -98,7 +98,7 @@ def rows(
     if partial:
         paths += shards(bank, dataset, partial=True)
     for path in paths:
-        yield from _members(path)
+        yield from read_shard(path)
 
 
 def latest(
@@ -155,7 +155,7 @@ def adopt_partials(bank: Path = BANK) -> int:
     member is cut off), so they can be analysed and committed. Returns how many."""
     count = 0
     for path in shards(bank, partial=True):
-        good = list(_members(path))
+        good = list(read_shard(path))
         closed = path.with_name(path.name.removesuffix(PARTIAL))
         if good:
             closed.write_bytes(

@@ -187,6 +187,7 @@ def record_layer(
         "id": item.id,
         "split": item.split,
         "layer": model.layer.name,
+        "prompt": item.question,
         "model": model.path.name,
         "model_sha256": model.sha256,
         "key": bank.request_key(model.sha256, request),

@@ -1,0 +1,218 @@
+"""`onion-router train`: fit a `learned` policy's models (onion_router/learned.py) with
+scikit-learn, from the answer bank or from the router's own decision log with labels added.
+
+    onion-router train --bank results/bank --layer core [--verify] --out core.json \
+        [--prompt-out core-prompt.json --escalate-below 0.5]
+    onion-router train --log decisions.jsonl --labels labels.jsonl --layer core --out core.json
+
+The answer model predicts P(the layer's answer is right) from the answer's features and the
+prompt's; the prompt model predicts P(the request will be escalated) from the prompt alone, the
+early-wake signal. Both are logistic regressions whose regularisation is chosen by
+cross-validation; the files are JSON (no pickle). Needs the `train` extra (scikit-learn) and,
+for the prompt embedding, the `learned` extra and the embedder's files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from onion_router.learned import LearnedModel, answer_features, prompt_features
+
+Embed = Callable[[str], Sequence[float]]
+
+
+def _sklearn() -> Any:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "onion-router train needs scikit-learn: pip install 'onion-of-experts[train]'"
+        ) from None
+    from sklearn import linear_model, model_selection, preprocessing
+
+    return linear_model, model_selection, preprocessing
+
+
+def names_of(rows: Iterable[Mapping[str, float]]) -> list[str]:
+    """Every feature seen, scalars first, then the embedding in order."""
+    seen: set[str] = set()
+    for row in rows:
+        seen.update(row)
+    scalars = sorted(n for n in seen if not n.startswith("emb"))
+    embedding = sorted((n for n in seen if n.startswith("emb")), key=lambda n: int(n[3:]))
+    return scalars + embedding
+
+
+def _matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str]) -> list[list[float]]:
+    return [[float(row.get(n, 0.0)) for n in names] for row in rows]
+
+
+def fit(
+    rows: Sequence[Mapping[str, float]],
+    labels: Sequence[int],
+    kind: str,
+    meta: Mapping[str, Any] | None = None,
+    embedding: Mapping[str, Any] | None = None,
+    folds: int = 5,
+) -> LearnedModel:
+    """A standardised logistic regression, L2, its strength chosen by `folds`-fold CV on log
+    loss; returned as the router's JSON model."""
+    linear_model, model_selection, preprocessing = _sklearn()
+    if len(set(labels)) < 2:
+        raise ValueError(f"training a {kind} model needs both labels; all are {labels[0]}")
+    names = names_of(rows)
+    x = _matrix(rows, names)
+    scaler = preprocessing.StandardScaler().fit(x)
+    smallest = min(sum(1 for v in labels if v), sum(1 for v in labels if not v))
+    cv = model_selection.StratifiedKFold(
+        n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=0
+    )
+    model = linear_model.LogisticRegressionCV(
+        Cs=12, cv=cv, scoring="neg_log_loss", max_iter=5000, random_state=0
+    ).fit(scaler.transform(x), list(labels))
+    scale = [float(s) if s > 0 else 1.0 for s in scaler.scale_]
+    return LearnedModel(
+        kind=kind,
+        features=tuple(names),
+        mean=tuple(float(m) for m in scaler.mean_),
+        scale=tuple(scale),
+        weights=tuple(float(w) for w in model.coef_[0]),
+        intercept=float(model.intercept_[0]),
+        embedding=embedding,
+        meta={
+            **(meta or {}),
+            "examples": len(labels),
+            "positives": int(sum(labels)),
+            "C": float(model.C_[0]),
+        },
+    )
+
+
+def out_of_fold(
+    rows: Sequence[Mapping[str, float]], labels: Sequence[int], kind: str, folds: int = 5
+) -> list[float]:
+    """Each example's probability from a model fitted without it (`folds` folds): scores that
+    can be evaluated on the examples they came from."""
+    _, model_selection, _ = _sklearn()
+    out = [0.0] * len(rows)
+    split = model_selection.StratifiedKFold(n_splits=folds, shuffle=True, random_state=1)
+    for train, held in split.split(list(range(len(rows))), list(labels)):
+        model = fit([rows[i] for i in train], [labels[i] for i in train], kind)
+        for i in held:
+            out[i] = model.probability(rows[i])
+    return out
+
+
+# --- examples from the answer bank ----------------------------------------------------------
+
+
+def bank_rows(folder: Path) -> Iterator[dict[str, Any]]:
+    """The bank's rows (results/bank/<dataset>/*.jsonl.gz, one gzip member or many)."""
+    for path in sorted(folder.glob("*/*.jsonl.gz")):
+        data = path.read_bytes()
+        while data:
+            inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+            try:
+                text = inflater.decompress(data)
+            except zlib.error:
+                break
+            for line in text.decode().splitlines():
+                if line.strip():
+                    yield json.loads(line)
+            if not inflater.eof:
+                break
+            data = inflater.unused_data
+
+
+def row_features(row: Mapping[str, Any], embed: Embed | None, verify: bool) -> dict[str, float]:
+    """A bank row's features, as the router computes them when it judges that answer."""
+    p_yes = (row.get("scores") or {}).get("verify") if verify else None
+    features = answer_features(row["logprobs"], row["top_logprobs"], row["finish_reason"], p_yes)
+    prompt = row.get("prompt", "")
+    features.update(prompt_features(prompt, embed(prompt) if embed else None))
+    return features
+
+
+# --- examples from the router's decision log ----------------------------------------------------
+
+
+def log_examples(log: Path, labels: Path, layer: str) -> tuple[list[dict[str, float]], list[int]]:
+    """Decisions the router logged for `layer` (`decisionLog`), with the labels a person added:
+    one JSON object a line, `{"requestId": ..., "layer": ..., "correct": true|false}`."""
+    marks = {}
+    for line in labels.read_text().splitlines():
+        if line.strip():
+            mark = json.loads(line)
+            marks[(mark["requestId"], mark.get("layer", layer))] = bool(mark["correct"])
+    opener = gzip.open if log.suffix == ".gz" else open
+    rows, out = [], []
+    with opener(log, "rt") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            for decision in entry.get("decisions", []):
+                key = (entry["requestId"], decision["layer"])
+                if decision["layer"] == layer and key in marks:
+                    rows.append({k: float(v) for k, v in decision["features"].items()})
+                    out.append(int(marks[key]))
+    return rows, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="onion-router train", description=__doc__.split("\n\n")[0]
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bank", type=Path, help="an answer bank folder (results/bank)")
+    source.add_argument("--log", type=Path, help="the router's decision log (JSON lines)")
+    parser.add_argument("--labels", type=Path, help="with --log: labels, one JSON object a line")
+    parser.add_argument("--layer", required=True, help="the layer whose answers are judged")
+    parser.add_argument("--split", default="train", help="bank rows of this split (or 'all')")
+    parser.add_argument(
+        "--verify", action="store_true", help="use verify's P(yes) (the probe's cost)"
+    )
+    parser.add_argument(
+        "--embedder", type=Path, help="the all-MiniLM-L6-v2 folder (prompt embedding)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the answer model's JSON file")
+    args = parser.parse_args(argv)
+    embed: Embed | None = None
+    embedding_meta = None
+    if args.embedder is not None:
+        from onion_router.embedding import Embedder
+
+        embedder = Embedder(args.embedder)
+        embed = embedder.embed
+        embedding_meta = embedder.describe()
+    if args.bank is not None:
+        rows = [
+            r
+            for r in bank_rows(args.bank)
+            if r["layer"] == args.layer and (args.split == "all" or r["split"] == args.split)
+        ]
+        if not rows:
+            print(
+                f"onion-router train: no {args.split} rows of layer {args.layer!r} in {args.bank}",
+                file=sys.stderr,
+            )
+            return 2
+        features = [row_features(r, embed, args.verify) for r in rows]
+        labels = [int(bool(r["correct"])) for r in rows]
+        meta = {"source": str(args.bank), "layer": args.layer, "split": args.split}
+    else:
+        if args.labels is None:
+            parser.error("--log needs --labels")
+        features, labels = log_examples(args.log, args.labels, args.layer)
+        meta = {"source": str(args.log), "layer": args.layer}
+    model = fit(features, labels, "answer", meta, embedding_meta)
+    args.out.write_text(json.dumps(model.to_json(), indent=1) + "\n")
+    print(f"wrote {args.out}: {len(model.features)} features, {len(labels)} examples")
+    return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import random
 from collections import deque
 from dataclasses import dataclass
 
@@ -21,13 +22,28 @@ class Live:
     adapting: bool  # False while it still holds the configured threshold (or it is fixed)
 
 
-class Threshold:
-    """One layer's threshold: fixed, or the `targetRate` quantile of the last `window` scores.
+@dataclass(frozen=True)
+class Cut:
+    """Escalate a score below `threshold`; of the scores equal to it, `tie_share` (at random).
 
-    Escalate when score < threshold. The quantile is taken so that about `targetRate` of the
-    window lies strictly below it; until `minSamples` scores were seen it is the configured
-    `threshold`. Each router replica keeps its own window: replicas on the same traffic see the
-    same distribution, so they settle near the same value without sharing anything."""
+    The share is what holds a target rate when many scores tie (a yes/no probe, short answers
+    with the same logprobs): a plain threshold can only escalate all of a tie or none of it."""
+
+    threshold: float
+    tie_share: float = 0.0
+
+    def escalates(self, score: float, draw: float) -> bool:
+        """`draw` is uniform in [0, 1): the coin for a score on the cut."""
+        return score < self.threshold or (score == self.threshold and draw < self.tie_share)
+
+
+class Threshold:
+    """One layer's threshold: fixed, or the `targetRate` cut of the last `window` scores.
+
+    Escalate when score < threshold, and a share of the scores equal to it (`Cut`). The cut is
+    taken so that about `targetRate` of the window is escalated; until `minSamples` scores were
+    seen it is the configured `threshold`. Each router replica keeps its own window: replicas on
+    the same traffic see the same distribution, so they settle near the same value."""
 
     def __init__(self, escalation: Escalation) -> None:
         self._escalation = escalation
@@ -37,11 +53,20 @@ class Threshold:
         self._sorted: list[float] = []
         self._verdicts: deque[bool] = deque(maxlen=escalation.window)
         self._escalated = 0
-        self._current = escalation.threshold
+        self._cut = Cut(escalation.threshold)
+        self._coin = random.Random()
 
     @property
     def value(self) -> float:
-        return self._current
+        return self._cut.threshold
+
+    @property
+    def tie_share(self) -> float:
+        return self._cut.tie_share
+
+    def draw(self) -> float:
+        """The coin for a score exactly on the cut."""
+        return self._coin.random()
 
     def observe(self, score: float | None, escalated: bool) -> None:
         """Record one judged answer: its score (None when it had none) and the verdict."""
@@ -57,20 +82,21 @@ class Threshold:
             old = self._order.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, old)]
         if len(self._sorted) >= self._escalation.min_samples:
-            self._current = self._bounded(quantile(self._sorted, self._target))
+            self._cut = self._bounded(rate_cut(self._sorted, self._target))
 
-    def _bounded(self, value: float) -> float:
+    def _bounded(self, cut: Cut) -> Cut:
         lo, hi = self._escalation.min_threshold, self._escalation.max_threshold
+        value = cut.threshold
         if lo is not None:
             value = max(lo, value)
         if hi is not None:
             value = min(hi, value)
-        return value
+        return cut if value == cut.threshold else Cut(value)
 
     def live(self) -> Live:
         rate = self._escalated / len(self._verdicts) if self._verdicts else None
         adapting = self._target is not None and len(self._sorted) >= self._escalation.min_samples
-        return Live(self._current, rate, len(self._sorted), adapting)
+        return Live(self.value, rate, len(self._sorted), adapting)
 
 
 def quantile(ordered: list[float], rate: float) -> float:
@@ -82,6 +108,19 @@ def quantile(ordered: list[float], rate: float) -> float:
     if cut == 0:
         return ordered[0]  # nothing strictly below: escalate none of these
     return (ordered[cut - 1] + ordered[cut]) / 2
+
+
+def rate_cut(ordered: list[float], rate: float) -> Cut:
+    """The cut that escalates `rate` of the sorted scores: `quantile` where no tie straddles
+    it; where one does, the tied value with the share of it that makes up the rate."""
+    n = len(ordered)
+    index = min(n - 1, max(0, round(rate * n)))
+    if index == 0 or ordered[index - 1] < ordered[index]:
+        return Cut(quantile(ordered, rate))
+    tied = ordered[index]
+    below = bisect.bisect_left(ordered, tied)
+    equal = bisect.bisect_right(ordered, tied) - below
+    return Cut(tied, min(1.0, max(0.0, (rate * n - below) / equal)))
 
 
 def distribution(scores: list[float], rate: float) -> dict[str, float | int]:

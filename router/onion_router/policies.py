@@ -68,12 +68,23 @@ def judge(
     *,
     threshold: float | None = None,
     score: float | None = None,
+    tie_share: float = 0.0,
+    draw: float = 1.0,
 ) -> Verdict:
     """Judge a complete answer of a tier by that tier's own policy; `calls` names the tools
-    the answer calls, `threshold` overrides the configured one (a live `targetRate` threshold)
-    and `score` is the verification score (policy verify)."""
+    the answer calls, `threshold` overrides the configured one (a live `targetRate` threshold,
+    which escalates `tie_share` of the scores exactly on it, by the coin `draw` in [0, 1)) and
+    `score` is the verification score (policy verify)."""
     verdict = judge_prefix(
-        escalation, text, logprobs, done=True, calls=calls, threshold=threshold, score=score
+        escalation,
+        text,
+        logprobs,
+        done=True,
+        calls=calls,
+        threshold=threshold,
+        score=score,
+        tie_share=tie_share,
+        draw=draw,
     )
     assert verdict is not None  # a finished answer is always decidable
     return verdict
@@ -88,18 +99,27 @@ def judge_prefix(
     calls: Sequence[str] = (),
     threshold: float | None = None,
     score: float | None = None,
+    tie_share: float = 0.0,
+    draw: float = 1.0,
 ) -> Verdict | None:
     """Judge the first tokens of an answer; None means "buffer more tokens before deciding"."""
     if escalation.policy == "none":
         return Verdict(True, "policy none")
     limit = escalation.threshold if threshold is None else threshold
+
+    def below(value: float) -> bool:
+        return value < limit or (value == limit and draw < tie_share)
+
+    def relation(value: float) -> str:
+        return "<" if value < limit else f"on the cut (tie share {tie_share:.2f}) at"
+
     if escalation.policy == "verify":
         if not done:
             return None  # verification needs the whole answer
         if score is None:
             return Verdict(True, "no verification score")
-        if score < limit:
-            return Verdict(False, f"P(yes) {score:.3f} < {limit:.3f}", score)
+        if below(score):
+            return Verdict(False, f"P(yes) {score:.3f} {relation(score)} {limit:.3f}", score)
         return Verdict(True, f"P(yes) {score:.3f} >= {limit:.3f}", score)
     if escalation.policy == "self":
         if asked_for_help(escalation, text, calls):
@@ -115,8 +135,8 @@ def judge_prefix(
     score = score_logprobs(logprobs, escalation.score, escalation.first_k)
     if score is None:
         return Verdict(True, "no logprobs to judge")
-    if score < limit:
-        return Verdict(False, f"confidence {score:.3f} < {limit:.3f}", score)
+    if below(score):
+        return Verdict(False, f"confidence {score:.3f} {relation(score)} {limit:.3f}", score)
     return Verdict(True, f"confidence {score:.3f} >= {limit:.3f}", score)
 
 

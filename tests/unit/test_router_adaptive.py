@@ -126,3 +126,47 @@ def test_bad_adaptive_settings_are_rejected(escalation: dict, message: str) -> N
     tiers = [{"name": "core", "url": "http://x", "model": "m", "escalation": escalation}]
     with pytest.raises(ConfigError, match=message):
         parse_config({"tiers": [*tiers, {"name": "big", "url": "http://y", "model": "n"}]})
+
+
+def replay_with_ties(
+    threshold: Threshold, escalation: Escalation, scores: list[float]
+) -> list[bool]:
+    """As the router judges: below the live cut, or on it with the coin for the tie share."""
+    escalated = []
+    for score in scores:
+        verdict = judge(
+            escalation,
+            "",
+            [],
+            threshold=threshold.value,
+            score=score,
+            tie_share=threshold.tie_share,
+            draw=threshold.draw(),
+        )
+        threshold.observe(score, not verdict.accept)
+        escalated.append(not verdict.accept)
+    return escalated
+
+
+@pytest.mark.parametrize("tied", [0.4, 0.6])
+def test_the_target_holds_when_scores_tie_at_the_cut(tied: float) -> None:
+    # 40% (or 60%) of the scores are one value, the lowest, where a 20% cut falls (a probe that
+    # often answers the same, short answers with equal logprobs): a plain quantile escalated
+    # none of them, 0% against a target of 20%.
+    rng = random.Random(5)
+    escalation = adaptive(0.2)
+    threshold = Threshold(escalation)
+    scores = [0.3 if rng.random() < tied else rng.uniform(0.35, 1.0) for _ in range(3000)]
+    escalated = replay_with_ties(threshold, escalation, scores)
+    recent = escalated[-1500:]
+    assert abs(sum(recent) / len(recent) - 0.2) <= 0.05
+    assert threshold.value == 0.3 and 0 < threshold.tie_share < 1
+    plain = replay(Threshold(escalation), escalation, scores)  # the old rule: ties never split
+    assert sum(plain[-1500:]) / 1500 < 0.05
+
+
+def test_without_a_tie_at_the_cut_nothing_is_left_to_chance() -> None:
+    escalation = Escalation(policy="verify", target_rate=0.25, window=4, min_samples=4)
+    threshold = Threshold(escalation)
+    replay_with_ties(threshold, escalation, [0.1, 0.2, 0.3, 0.4])
+    assert threshold.value == pytest.approx(0.15) and threshold.tie_share == 0

@@ -134,9 +134,15 @@ def analyse(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     embed, embedder = quality_report.embedder()
     say(f"analysing {args.bank} (prompt embedding: {embedder['runtime'] if embedder else 'none'})")
-    summary, _ = quality.report(args.bank, embed, embedder)
+    summary, models = quality.report(args.bank, embed, embedder)
     summary["wallSeconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
+    # The learned policies' models, as the router loads them (trained on the train split).
+    learned = args.out / "learned"
+    learned.mkdir(exist_ok=True)
+    for name, model in models.items():
+        (learned / f"{name}.json").write_text(json.dumps(model.to_json(), indent=1) + "\n")
+    summary["learnedModelFiles"] = sorted(f"learned/{name}.json" for name in models)
     (args.out / "quality.json").write_text(json.dumps(summary, indent=1) + "\n")
     (args.out / "quality.md").write_text(quality_report.markdown(summary))
     quality_report.plot(summary, args.out / "quality.png")

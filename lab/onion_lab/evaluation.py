@@ -173,11 +173,12 @@ def cascade_answering(scores: Sequence[Array], cuts: Sequence[Cut]) -> tuple[Arr
     return answering, visited
 
 
-def cascade_cuts(scores: Sequence[Array], rate: float) -> list[Cut]:
+def cascade_cuts(scores: Sequence[Array], rate: float, weights: Array | None = None) -> list[Cut]:
     """Cuts for each judged layer that escalate `rate` of the traffic that layer sees (the core
-    sees every question; mid what the core escalated, with its probability)."""
+    sees every question, each with its weight; mid what the core escalated, with its
+    probability)."""
     cuts: list[Cut] = []
-    reach = np.ones(len(scores[0]))
+    reach = np.ones(len(scores[0])) if weights is None else weights.astype(float)
     for score in scores:
         cut = cut_for_rate(score, rate, reach)
         cuts.append(cut)

@@ -583,4 +583,11 @@ def report(
         "datasets": datasets,
         "earlyWake": early_wake_figures(questions, splits, chosen_core, embed),
     }
-    return summary, models
+    files = {
+        name.replace("/learned", "").replace("Verify", "-verify"): m["model"]
+        for name, m in models.items()
+    }
+    prompt_model = summary["earlyWake"].pop("promptModel", None)
+    if prompt_model is not None:
+        files["core-prompt"] = prompt_model
+    return summary, files

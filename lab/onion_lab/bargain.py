@@ -1,0 +1,346 @@
+"""The whole bargain, simulated (pure): a real trace's arrivals, each a question of the answer
+bank's test split, routed through the ladder by an escalation policy on the bank's recorded
+scores, while the operator's own planner (onion_operator.planner.plan) wakes and puts layers to
+sleep from the demand those requests record, once a simulated second, as in `make bench-idle`.
+
+It gives, for any policy, in seconds: accuracy (the answering layer's strict grade), the GPU
+time each layer was awake (weighted by its GPUs), which requests waited for a cold start and how
+long, and the escalation rate per layer. `make bench-bargain` runs it for every combination and
+runs a slice of the same through the real router and operator (bench/bargain.py), and reports
+how far the two are apart.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from onion_lab.evaluation import Cut
+from onion_operator.idle import History, busy_gap, learn_gap
+from onion_operator.planner import Observed, plan
+from onion_operator.spec import OnionSpec
+from onion_router.adaptive import Threshold
+from onion_router.config import Escalation
+
+LAYERS = ("core", "mid", "big")
+T0 = datetime(2023, 11, 16, 18, 15, tzinfo=UTC)
+
+
+# --- arrivals and the questions they ask -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arrival:
+    time: float  # seconds from the trace's first kept request
+    context_tokens: int
+    generated_tokens: int
+
+
+def load_trace(
+    path: Path, keep_every: int = 1, start: float = 0.0, duration: float | None = None
+) -> list[Arrival]:
+    """Arrivals of an Azure LLM inference trace (TIMESTAMP,ContextTokens,GeneratedTokens):
+    every `keep_every`-th request, from `start` seconds for `duration` seconds, re-based at 0."""
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    first = datetime.fromisoformat(rows[0]["TIMESTAMP"][:26])
+    out = []
+    for index, row in enumerate(rows):
+        if index % keep_every:
+            continue
+        t = (datetime.fromisoformat(row["TIMESTAMP"][:26]) - first).total_seconds() - start
+        if t < 0 or (duration is not None and t >= duration):
+            continue
+        out.append(Arrival(t, int(row["ContextTokens"]), int(row["GeneratedTokens"])))
+    return out
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """`gsm8k:0.4,humaneval:0.2,boolq:0.4` as weights that sum to 1."""
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.partition(":")
+        if not name.strip() or not value.strip():
+            raise ValueError(f"mix entry {part!r}: want NAME:WEIGHT")
+        weights[name.strip()] = float(value)
+    total = sum(weights.values())
+    if total <= 0 or any(w < 0 for w in weights.values()):
+        raise ValueError(f"mix {text!r}: weights must be >= 0 and not all 0")
+    return {k: v / total for k, v in weights.items()}
+
+
+def assign(
+    count: int, questions: Mapping[str, Sequence[str]], mix: Mapping[str, float], seed: int
+) -> list[tuple[str, str]]:
+    """A (dataset, question id) per arrival, drawn with a fixed seed: the dataset by the mix,
+    then a question of that dataset's test split uniformly."""
+    missing = [name for name in mix if not questions.get(name)]
+    if missing:
+        raise ValueError(f"mix names datasets with no test questions in the bank: {missing}")
+    rng = random.Random(seed)
+    names = list(mix)
+    weights = [mix[n] for n in names]
+    out = []
+    for _ in range(count):
+        name = rng.choices(names, weights)[0]
+        out.append((name, rng.choice(list(questions[name]))))
+    return out
+
+
+# --- routes: which layers a request visits, by the policy ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the bank says of one layer's answer to one question."""
+
+    correct: bool
+    seconds: Mapping[str, float]  # wall seconds under each policy's signal ("answer": alone)
+    scores: Mapping[str, float | None]
+
+
+@dataclass(frozen=True)
+class EscalationPolicy:
+    name: str
+    mode: str  # "fixed" (train's threshold), "targetRate" (the router's adaptive), "big", "core"
+    signals: Mapping[str, str] = field(default_factory=dict)  # judged layer -> signal
+    rate: float = 0.3
+    early_wake: bool = False
+    cuts: Mapping[str, Cut] = field(default_factory=dict)  # "fixed": train's cut per layer
+
+
+@dataclass(frozen=True)
+class Route:
+    visits: tuple[tuple[str, float], ...]  # (layer, service seconds), in order
+    correct: bool
+    early: str | None = None  # the layer woken at arrival by the prompt model
+
+    @property
+    def answered(self) -> str:
+        return self.visits[-1][0]
+
+
+def routes(
+    policy: EscalationPolicy,
+    asks: Sequence[tuple[str, str]],
+    answers: Mapping[tuple[str, str, str], Answer],
+    wake_probability: Callable[[str, str], float] | None = None,
+    wake_cut: float = 1.01,
+    seed: int = 0,
+) -> list[Route]:
+    """Each request's path, in arrival order (a targetRate threshold learns as it goes, as the
+    router's does; a tie at its cut is split by a seeded coin)."""
+    rng = random.Random(seed)
+    # targetRate: the router's own adaptive threshold, starting from train's cut (what
+    # `onion-router calibrate` would have configured) until it has minSamples scores.
+    live = {
+        layer: Threshold(
+            Escalation(
+                policy="verify",
+                threshold=policy.cuts[layer].threshold if layer in policy.cuts else 0.0,
+                target_rate=policy.rate,
+                window=500,
+                min_samples=50,
+            )
+        )
+        for layer in policy.signals
+    }
+    out = []
+    for dataset, qid in asks:
+        if policy.mode == "big":
+            a = answers[(dataset, qid, "big")]
+            out.append(Route((("big", a.seconds["answer"]),), a.correct))
+            continue
+        visits: list[tuple[str, float]] = []
+        early = None
+        if (
+            policy.early_wake
+            and wake_probability is not None
+            and wake_probability(dataset, qid) >= wake_cut
+        ):
+            early = "mid"
+        for index, layer in enumerate(LAYERS):
+            a = answers[(dataset, qid, layer)]
+            last = index == len(LAYERS) - 1 or policy.mode == "core"
+            signal = policy.signals.get(layer, "answer")
+            visits.append((layer, a.seconds["answer" if last else signal]))
+            if last:
+                out.append(Route(tuple(visits), a.correct, early))
+                break
+            score = a.scores.get(signal)
+            if policy.mode == "fixed":
+                cut = policy.cuts[layer]
+                up = score is not None and score < cut.threshold
+            else:
+                t = live[layer]
+                coin = rng.random()
+                up = score is not None and (
+                    score < t.value or (score == t.value and coin < t.tie_share)
+                )
+                t.observe(score, up)
+            if not up:
+                out.append(Route(tuple(visits), a.correct, early))
+                break
+    return out
+
+
+# --- the cluster: wakes and sleeps from recorded demand ------------------------------------------
+
+
+@dataclass
+class _Layer:
+    replicas: int = 0
+    ready_at: float | None = None
+    up_seconds: float = 0.0
+    wakes: int = 0
+    renewals: list[float] = field(default_factory=list)
+    history: History = field(default_factory=History)
+    seen_demand: float | None = None
+
+
+@dataclass
+class _Request:
+    arrival: float
+    route: Route
+    stage: int = 0
+    at: float = 0.0  # when it reached its current stage
+    started: bool = False
+    done: float | None = None
+    waited: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    awake_seconds: Mapping[str, float]
+    wakes: Mapping[str, int]
+    waits: Sequence[float]  # per request, seconds spent waiting for cold starts
+    latencies: Sequence[float]
+    unfinished: int
+
+
+def simulate(
+    spec: OnionSpec,
+    arrivals: Sequence[float],
+    paths: Sequence[Route],
+    cold_start: Mapping[str, float],
+    horizon: float,
+    renew: float | None = None,
+) -> Outcome:
+    """Replay the requests through the planner, a simulated second at a time: a request holds
+    at a managed layer until it is Ready, renewing demand every `renew` seconds while it waits
+    or runs there, as the router does."""
+    renew = renew or spec.demand_renew_seconds
+    managed = {layer.name for layer in spec.managed_layers}
+    busy = busy_gap(spec.demand_renew_seconds)
+    keep = {layer.name: layer.adaptive.history for layer in spec.managed_layers}
+    sims = {name: _Layer() for name in managed}
+    for name, want in plan(spec, {}, {n: None for n in managed}, T0).replicas.items():
+        sims[name].replicas, sims[name].ready_at = want, (0.0 if want else None)
+    pending = sorted(zip(arrivals, paths, strict=True), key=lambda p: p[0])
+    active: list[_Request] = []
+    finished: list[_Request] = []
+    i = 0
+    for second in range(int(horizon) + 1):
+        now = float(second)
+        while i < len(pending) and pending[i][0] <= now:
+            t, route = pending[i]
+            i += 1
+            active.append(_Request(t, route, at=t))
+            if route.early in sims:
+                bisect.insort(sims[route.early].renewals, t)
+        still = []
+        for req in active:
+            while req.done is None:
+                layer, service = req.route.visits[req.stage]
+                if layer in managed:
+                    sim = sims[layer]
+                    if not req.started:
+                        if not sim.renewals or sim.renewals[-1] < req.at:
+                            bisect.insort(sim.renewals, req.at)
+                        if not (sim.replicas and sim.ready_at is not None and sim.ready_at <= now):
+                            if now - sim.renewals[-1] >= renew:
+                                bisect.insort(sim.renewals, now)
+                            break
+                        start = max(req.at, sim.ready_at)
+                        req.waited += start - req.at
+                        req.started = True
+                        t = start
+                        while t < start + service:  # demand renewed while in flight
+                            t = min(start + service, t + renew)
+                            bisect.insort(sim.renewals, t)
+                        req.at = start
+                end = req.at + service
+                if end > now:
+                    break
+                req.stage += 1
+                req.started = False
+                if req.stage == len(req.route.visits):
+                    req.done = end
+                else:
+                    req.at = end
+            (finished if req.done is not None else still).append(req)
+        active = still
+        demand = {}
+        for name, sim in sims.items():
+            k = bisect.bisect_right(sim.renewals, now)
+            latest = sim.renewals[k - 1] if k else None
+            sim.history = learn_gap(sim.history, sim.seen_demand, latest, busy, keep[name])
+            sim.seen_demand = latest
+            demand[name] = T0 + timedelta(seconds=latest) if latest is not None else None
+            if sim.replicas and sim.ready_at == now:
+                sim.history = sim.history.with_cold_start(cold_start[name], keep[name])
+        observed = {n: Observed(replicas=s.replicas) for n, s in sims.items()}
+        decision = plan(
+            spec,
+            observed,
+            demand,
+            T0 + timedelta(seconds=now),
+            {n: s.history for n, s in sims.items()},
+        )
+        for name, want in decision.replicas.items():
+            sim = sims[name]
+            if want and not sim.replicas:
+                sim.wakes += 1
+                sim.ready_at = now + cold_start[name]
+            if not want:
+                sim.ready_at = None
+            sim.replicas = want
+            sim.up_seconds += want
+    done = sorted(finished, key=lambda r: r.arrival)
+    return Outcome(
+        awake_seconds={n: s.up_seconds for n, s in sims.items()},
+        wakes={n: s.wakes for n, s in sims.items()},
+        waits=[r.waited for r in done],
+        latencies=[(r.done or 0.0) - r.arrival for r in done],
+        unfinished=len(active) + len(pending) - i,
+    )
+
+
+def gpus(spec_body: Mapping[str, Any]) -> dict[str, float]:
+    """GPUs per layer from the Onion's resources (limits, else requests, nvidia.com/gpu)."""
+
+    def count(workload: Mapping[str, Any]) -> float:
+        resources = workload.get("resources") or {}
+        for part in ("limits", "requests"):
+            value = (resources.get(part) or {}).get("nvidia.com/gpu")
+            if value is not None:
+                return float(value)
+        return 0.0
+
+    out = {"core": count(spec_body["core"])}
+    for layer in spec_body.get("layers", []):
+        out[layer["name"]] = count(layer)
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

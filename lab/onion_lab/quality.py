@@ -416,79 +416,65 @@ DEMO_COLD_START_SECONDS = 6.0  # examples/demo-local.yaml: mid's pods turn Ready
 
 
 def early_wake_figures(
-    questions: Mapping[str, list[Question]],
-    splits: Mapping[str, tuple[Split, Split]],
-    chosen_core: Mapping[str, str],
-    embed: Embed | None,
+    questions: Mapping[str, list[Question]], embed: Embed | None
 ) -> dict[str, Any]:
-    """A prompt-only model, P(the core's answer will be escalated), trained on the train split
-    of all datasets (label: the core's policy escalated it at the headline rate's cut, which is
-    out of fold for the learned policy); its probability cut chosen on train for at most
-    MAX_UNNEEDED unneeded wakes; measured on test."""
+    """Early wake on mixed traffic (every dataset's questions, pooled): the core's policy is
+    `learned` escalating HEADLINE_RATE of the requests, its cut chosen on train (out-of-fold
+    scores there); a prompt-only model, P(the core's answer will be escalated), trained on
+    train, its probability cut chosen on train for at most MAX_UNNEEDED unneeded wakes;
+    measured on test, pooled and per dataset."""
     from onion_router import train
 
-    def escalation(name: str, part: int) -> Array:
-        split = splits[name][part]
-        cut = evaluation.cut_for_rate(
-            splits[name][0].scores["core"][chosen_core[name]], HEADLINE_RATE
-        )
-        return cut.escalation(split.scores["core"][chosen_core[name]])
+    pooled = {
+        part: [q for qs in questions.values() for q in qs if q.split == part]
+        for part in ("train", "test")
+    }
 
-    rows: dict[str, list[dict[str, float]]] = {"train": [], "test": []}
-    up: dict[str, list[float]] = {"train": [], "test": []}
-    core_seconds: dict[str, list[float]] = {"train": [], "test": []}
-    names: dict[str, list[str]] = {"train": [], "test": []}
-    for name in splits:
-        for part, label in ((0, "train"), (1, "test")):
-            chosen = [q for q in questions[name] if q.split == label]
-            p = escalation(name, part)
-            for q, pu in zip(chosen, p, strict=True):
-                rows[label].append(
-                    prompt_features(
-                        q.rows["core"]["prompt"], embed(q.rows["core"]["prompt"]) if embed else None
-                    )
-                )
-                up[label].append(float(pu))
-                core_seconds[label].append(float(q.rows["core"]["seconds"]))
-                names[label].append(name)
-    labels = [int(p >= 0.5) for p in up["train"]]
-    if len(set(labels)) < 2:
+    def learned(qs: Sequence[Question]) -> Array:
+        values = [q.rows["core"]["scores"].get("learned") for q in qs]
+        return np.array([np.nan if v is None else float(v) for v in values])
+
+    cut = evaluation.cut_for_rate(learned(pooled["train"]), HEADLINE_RATE)
+    up = {part: cut.escalation(learned(qs)) for part, qs in pooled.items()}
+    prompts = {
+        part: [
+            prompt_features(
+                q.rows["core"]["prompt"], embed(q.rows["core"]["prompt"]) if embed else None
+            )
+            for q in qs
+        ]
+        for part, qs in pooled.items()
+    }
+    if len({int(p >= 0.5) for p in up["train"]}) < 2:
         return {"note": "the core's policy escalated all or none of train: nothing to learn"}
-    oof = train.out_of_fold(rows["train"], labels, "prompt")
-    model = train.fit(rows["train"], labels, "prompt", {"layer": "core", "predicts": "escalated"})
-    cut = _wake_cut(np.array(oof), np.array(up["train"]))
-    test_p = np.array([model.probability(x) for x in rows["test"]])
-    test_up = np.array(up["test"])
-    seconds = np.array(core_seconds["test"])
-    figures = {"all": _wake_measure(test_p >= cut, test_up, seconds)}
-    for name in splits:
-        mask = np.array([n == name for n in names["test"]])
-        figures[name] = _wake_measure(test_p[mask] >= cut, test_up[mask], seconds[mask])
+    model, wake = train.fit_early_wake(
+        prompts["train"],
+        list(up["train"]),
+        MAX_UNNEEDED,
+        {"layer": "core", "predicts": f"escalated by learned at {HEADLINE_RATE:.0%}"},
+    )
+    p_test = np.array([model.probability(x) for x in prompts["test"]])
+    seconds = np.array([float(q.rows["core"]["seconds"]) for q in pooled["test"]])
+    names = np.array([q.dataset for q in pooled["test"]])
+    figures = {"all": _wake_measure(p_test >= wake, up["test"], seconds)}
+    for name in questions:
+        mask = names == name
+        figures[name] = _wake_measure(p_test[mask] >= wake, up["test"][mask], seconds[mask])
     return {
+        "promptModel": model,
+        "corePolicy": f"learned, escalating {HEADLINE_RATE:.0%} by train's cut",
         "model": {
             "features": len(model.features),
             "embedding": embed is not None,
-            "trainExamples": len(labels),
+            "trainExamples": len(up["train"]),
             "C": model.meta["C"],
-            "aucTest": _auc([int(p >= 0.5) for p in test_up], list(test_p)),
+            "aucTest": _auc([int(v >= 0.5) for v in up["test"]], list(p_test)),
         },
-        "probabilityCut": _r(float(cut)),
+        "probabilityCut": _r(float(wake)),
         "chosenOnTrainFor": f"at most {MAX_UNNEEDED:.0%} unneeded early wakes",
         "coldStartSeconds": DEMO_COLD_START_SECONDS,
         "test": figures,
     }
-
-
-def _wake_cut(p: Array, up: Array) -> float:
-    """The lowest probability cut whose early wakes are needed at least 1 - MAX_UNNEEDED of the
-    time on train (most escalations caught); 1.01 (never) if none is."""
-    best = 1.01
-    for cut in sorted(set(p.tolist()), reverse=True):
-        woken = p >= cut
-        unneeded = float((woken * (1 - up)).sum() / woken.sum())
-        if unneeded <= MAX_UNNEEDED:
-            best = cut
-    return best
 
 
 def _wake_measure(woken: Array, up: Array, core_seconds: Array) -> dict[str, Any]:
@@ -560,7 +546,6 @@ def report(
         test = as_split([q for q in qs if q.split == "test"])
         splits[name] = (train, test)
     datasets = {name: dataset_figures(*parts) for name, parts in splits.items()}
-    chosen_core = {name: d["cascade"]["signals"]["core"] for name, d in datasets.items()}
     summary = {
         "method": "signals, cuts, learned weights and the early-wake cut chosen on train; every "
         "figure under `test` measured on the test split only; 95% bootstrap intervals over "
@@ -581,7 +566,7 @@ def report(
             k: {kk: vv for kk, vv in v.items() if kk != "model"} for k, v in models.items()
         },
         "datasets": datasets,
-        "earlyWake": early_wake_figures(questions, splits, chosen_core, embed),
+        "earlyWake": early_wake_figures(questions, embed),
     }
     files = {
         name.replace("/learned", "").replace("Verify", "-verify"): m["model"]

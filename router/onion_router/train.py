@@ -110,6 +110,41 @@ def out_of_fold(
     return out
 
 
+def wake_cut(
+    probabilities: Sequence[float], escalated: Sequence[float], max_unneeded: float
+) -> float:
+    """The lowest probability at which an early wake is still needed (the request is in the end
+    escalated) at least 1 - `max_unneeded` of the time, on held-out predictions: the most
+    escalations caught within that budget. 1.01 (never wake early) if no cut keeps to it.
+    `escalated` may be a probability (a tie split at random)."""
+    best = 1.01
+    pairs = sorted(zip(probabilities, escalated, strict=True), reverse=True)
+    woken = needed = 0.0
+    for index, (p, up) in enumerate(pairs):
+        woken += 1
+        needed += up
+        last_of_value = index + 1 == len(pairs) or pairs[index + 1][0] < p
+        if last_of_value and (woken - needed) / woken <= max_unneeded:
+            best = p
+    return best
+
+
+def fit_early_wake(
+    prompts: Sequence[Mapping[str, float]],
+    escalated: Sequence[float],
+    max_unneeded: float,
+    meta: Mapping[str, Any] | None = None,
+    embedding: Mapping[str, Any] | None = None,
+) -> tuple[LearnedModel, float]:
+    """The prompt model, P(escalated | prompt), and the probability above which the router wakes
+    the next layer at once, chosen out of fold for at most `max_unneeded` unneeded wakes."""
+    labels = [int(p >= 0.5) for p in escalated]
+    oof = out_of_fold(prompts, labels, "prompt")
+    cut = wake_cut(oof, escalated, max_unneeded)
+    info = {**(meta or {}), "probability": cut, "maxUnneeded": max_unneeded}
+    return fit(prompts, labels, "prompt", info, embedding), cut
+
+
 # --- examples from the answer bank ----------------------------------------------------------
 
 

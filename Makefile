@@ -54,10 +54,10 @@ fmt: install
 	$(VENV)/bin/ruff format .
 
 cluster-up: install bins  ## start the local control plane on 127.0.0.1; prints the KUBECONFIG
-	$(PY) hack/localcluster.py up
+	$(PY) -m onion_lab.localcluster up
 
 cluster-down:  ## stop it
-	$(PY) hack/localcluster.py down
+	$(PY) -m onion_lab.localcluster down
 
 demo: install bins engine  ## the main job on one machine (about a minute; see README)
 	$(PY) demo/run_demo.py

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make demo`: the whole system on one machine, no GPU and no Docker.
 
-Starts a private local Kubernetes control plane (hack/localcluster.py, kwok nodes), installs the
+Starts a private local Kubernetes control plane (onion_lab.localcluster, kwok nodes), installs the
 Onion CRD, runs `onion-operator` and `onion-router` (Kubernetes mode: demand Leases, readiness
 from the Onion status) as local processes, applies examples/demo-local.yaml, serves its three
 tiers with a real model ladder on llama.cpp's `llama-server` (SmolLM2-135M, Qwen2.5-Coder-0.5B and
@@ -36,12 +36,12 @@ from typing import Any
 
 import yaml
 
-from onion_lab import llamaserver
+from onion_lab import llamaserver, localcluster
 from onion_lab.paths import REPO
 
 EXAMPLE = REPO / "examples" / "demo-local.yaml"
 CRD = REPO / "crds" / "onion.dev_onions.yaml"
-LOCALCLUSTER = REPO / "hack" / "localcluster.py"
+LOCALCLUSTER = [sys.executable, "-m", "onion_lab.localcluster"]
 BIN = Path(sys.executable).parent
 NAMESPACE = "onion-demo"
 ONION = "demo"
@@ -131,18 +131,17 @@ class Processes:
 
 
 class Cluster:
-    """A private hack/localcluster.py control plane in its own tmpfs state dir."""
+    """A private onion_lab.localcluster control plane in its own tmpfs state dir."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        bins = subprocess.check_output([sys.executable, str(LOCALCLUSTER), "bins"], text=True)
-        self.bin_dir = Path(bins.strip())
+        self.bin_dir = localcluster.bin_dir()
         self.kubeconfig = str(state_dir / "kubeconfig")
         self.up = False
 
     def _localcluster(self, command: str) -> None:
         subprocess.run(
-            [sys.executable, str(LOCALCLUSTER), command, "--state-dir", str(self.state_dir)],
+            [*LOCALCLUSTER, command, "--state-dir", str(self.state_dir)],
             check=True,
             stdout=subprocess.DEVNULL,
             env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)},

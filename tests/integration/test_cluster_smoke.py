@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from onion_lab.sockets import is_loopback, listening_addresses
 from tests.support.cluster import Cluster
-from tests.support.sockets import is_loopback, listening_addresses
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from onion_lab.sockets import free_port
 from tests.support.cluster import Cluster
 from tests.support.operator import (
     apply_crd,
@@ -20,7 +21,6 @@ from tests.support.operator import (
     running_operator,
     wait_for_phase,
 )
-from tests.support.sockets import free_port
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster

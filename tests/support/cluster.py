@@ -1,4 +1,4 @@
-"""The Kubernetes cluster tests run against: the local one from hack/localcluster.py, or any
+"""The Kubernetes cluster tests run against: the local one (onion_lab.localcluster), or any
 cluster in $KUBECONFIG when ONION_TEST_CLUSTER=external (for example a kind cluster)."""
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from onion_lab import localcluster
+
 REPO = Path(__file__).resolve().parents[2]
-LOCALCLUSTER = REPO / "hack" / "localcluster.py"
+# Run as a command, not called in-process: the control plane's processes are then the children
+# of a command that exits (and init reaps them), not of the test process.
+LOCALCLUSTER = [sys.executable, "-m", "onion_lab.localcluster"]
 
 
 @dataclass(frozen=True)
@@ -57,14 +61,7 @@ class Cluster:
     def _component(self, command: str, name: str, *flags: str) -> None:
         if self.state_dir is None:
             raise RuntimeError(f"{command} {name}: only the local cluster's components can be")
-        argv = [
-            sys.executable,
-            str(LOCALCLUSTER),
-            command,
-            name,
-            "--state-dir",
-            str(self.state_dir),
-        ]
+        argv = [*LOCALCLUSTER, command, name, "--state-dir", str(self.state_dir)]
         subprocess.run(
             [*argv, *flags],
             check=True,
@@ -99,18 +96,17 @@ class LocalClusterProcess:
         self.nodes, self.audit = nodes, audit
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.state_dir = Path(tempfile.mkdtemp(prefix="onion-test-cluster-", dir=base))
-        bins = subprocess.check_output([sys.executable, str(LOCALCLUSTER), "bins"], text=True)
-        self.bin_dir = Path(bins.strip())
+        self.bin_dir = localcluster.bin_dir()
 
     def _run(self, cmd: str, *extra: str) -> None:
         subprocess.run(
-            [sys.executable, str(LOCALCLUSTER), cmd, "--state-dir", str(self.state_dir), *extra],
+            [*LOCALCLUSTER, cmd, "--state-dir", str(self.state_dir), *extra],
             check=True,
             env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)},
         )
 
     def state(self) -> dict[str, Any]:
-        """hack/localcluster.py's state.json: kubeconfigs, the audit log's path, pids."""
+        """onion_lab.localcluster's state.json: kubeconfigs, the audit log's path, pids."""
         state: dict[str, Any] = json.loads((self.state_dir / "state.json").read_text())
         return state
 

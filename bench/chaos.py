@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from onion_lab.cluster import Cluster, LocalClusterProcess  # noqa: E402
 from tests.support import chaos  # noqa: E402
-from tests.support.cluster import Cluster, LocalClusterProcess  # noqa: E402
 from tests.support.leftovers import mark_session  # noqa: E402
 
 TOTALS = ("trials", "lost_wakes", "stuck_awake", "hung_requests", "dropped_requests", "requests")

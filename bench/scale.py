@@ -46,10 +46,10 @@ from kubernetes_asyncio import client, watch  # noqa: E402
 from kubernetes_asyncio.client.exceptions import ApiException  # noqa: E402
 
 from bench.stats import summary  # noqa: E402
+from onion_lab.cluster import LocalClusterProcess  # noqa: E402
+from onion_lab.operator import OperatorProcess, apply_crd  # noqa: E402
 from onion_operator.kube import Kube  # noqa: E402
 from onion_operator.planner import format_time, parse_time  # noqa: E402
-from tests.support.cluster import LocalClusterProcess  # noqa: E402
-from tests.support.operator import OperatorProcess, apply_crd  # noqa: E402
 
 PER_NAMESPACE = 100  # Onions per namespace (one per team, say)
 RESTART_SETTLE_S = 30.0  # after a restart: leadership, the watches' listings, a pass per Onion

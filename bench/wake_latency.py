@@ -29,10 +29,10 @@ sys.path.insert(0, str(REPO))
 from kubernetes_asyncio import client, watch  # noqa: E402
 
 from bench.stats import summary  # noqa: E402
+from onion_lab.cluster import Cluster, LocalClusterProcess  # noqa: E402
+from onion_lab.operator import OperatorProcess, apply_crd  # noqa: E402
 from onion_operator.kube import Kube  # noqa: E402
 from onion_operator.planner import format_time  # noqa: E402
-from tests.support.cluster import Cluster, LocalClusterProcess  # noqa: E402
-from tests.support.operator import OperatorProcess, apply_crd  # noqa: E402
 
 LAYERS = ("l1", "l2", "l3")
 ONION = "bench"

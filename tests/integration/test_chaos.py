@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from onion_lab.cluster import Cluster
 from tests.support.chaos import run_campaign
-from tests.support.cluster import Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -33,16 +33,10 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support.cluster import Cluster
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess, apply_crd
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.operator import (
-    DELAY_ANNOTATION,
-    OperatorProcess,
-    apply_crd,
-    local_router_config,
-    onion_yaml,
-    renew_demand,
-)
+from tests.support.operator import DELAY_ANNOTATION, local_router_config, onion_yaml, renew_demand
 from tests.support.router_server import RouterProcess
 
 ONION = "chaos"

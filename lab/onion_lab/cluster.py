@@ -1,5 +1,6 @@
-"""The Kubernetes cluster tests run against: the local one (onion_lab.localcluster), or any
-cluster in $KUBECONFIG when ONION_TEST_CLUSTER=external (for example a kind cluster)."""
+"""A handle on a Kubernetes cluster (kubectl, helm and namespaces through its kubeconfig) and a
+private local one started and stopped around a test session or a benchmark. The tests use any
+cluster in $KUBECONFIG instead when ONION_TEST_CLUSTER=external (for example a kind cluster)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from typing import Any
 
 from onion_lab import localcluster
 
-REPO = Path(__file__).resolve().parents[2]
 # Run as a command, not called in-process: the control plane's processes are then the children
 # of a command that exits (and init reaps them), not of the test process.
 LOCALCLUSTER = [sys.executable, "-m", "onion_lab.localcluster"]

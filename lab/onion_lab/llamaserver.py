@@ -14,6 +14,7 @@ from pathlib import Path
 
 from onion_lab import models
 from onion_lab.paths import HACK
+from onion_lab.processes import stop
 from onion_lab.sockets import free_port
 
 
@@ -75,16 +76,6 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout:
         if time.monotonic() > deadline:
             raise TimeoutError(f"llama-server at {url} not healthy after {timeout:.0f}s")
         time.sleep(0.2)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager

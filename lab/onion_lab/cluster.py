@@ -90,18 +90,24 @@ class Cluster:
 
 
 class LocalClusterProcess:
-    """Starts a private local cluster in its own tmpfs state dir and stops it afterwards."""
+    """Starts a private local cluster in its own state dir (on tmpfs unless `state_dir` says
+    where) and stops it afterwards; `stop` removes the state dir."""
 
-    def __init__(self, nodes: int = 3, audit: bool = False) -> None:
+    def __init__(self, nodes: int = 3, audit: bool = False, state_dir: Path | None = None) -> None:
         self.nodes, self.audit = nodes, audit
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        self.state_dir = Path(tempfile.mkdtemp(prefix="onion-test-cluster-", dir=base))
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="onion-test-cluster-", dir=base))
         self.bin_dir = localcluster.bin_dir()
+        # The handle on it, usable once started.
+        self.cluster = Cluster(
+            str(self.state_dir / "kubeconfig"), self.bin_dir, local=True, state_dir=self.state_dir
+        )
 
     def _run(self, cmd: str, *extra: str) -> None:
         subprocess.run(
             [*LOCALCLUSTER, cmd, "--state-dir", str(self.state_dir), *extra],
             check=True,
+            stdout=subprocess.DEVNULL,  # `up` prints an `export KUBECONFIG=...` for a shell
             env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)},
         )
 
@@ -112,9 +118,7 @@ class LocalClusterProcess:
 
     def start(self) -> Cluster:
         self._run("up", "--nodes", str(self.nodes), *(["--audit"] if self.audit else []))
-        return Cluster(
-            str(self.state_dir / "kubeconfig"), self.bin_dir, local=True, state_dir=self.state_dir
-        )
+        return self.cluster
 
     def stop(self) -> None:
         self._run("down")

@@ -1,13 +1,13 @@
 """Code is imported by module name only: no file in bench/, tests/, demo/, lab/ or hack/ edits
-sys.path or loads a module from a file path, and the benchmarks, the demo and the shared package
-(onion_lab) never import the tests. What they share with the tests is onion_lab, installed by
-the root pyproject.toml.
+sys.path or loads a module from a file path; the benchmarks, the demo and the shared package
+(onion_lab) never import the tests, and the product (operator/, router/) imports neither. What the
+tests, the benchmarks and the demo share is onion_lab, installed by the root pyproject.toml.
 
-Not covered, on purpose: PYTHONPATH in a child process's environment, which the A/B benchmarks
-set to run another checkout's code beside this one's (named in CHILD_PYTHONPATH, with the reason);
-`python -m tests.support.fake_tgi` started as a process by the router benchmarks (a test double
-stays under tests/, and a module name is not a path); and tests/integration/test_readme.py, which
-executes the README's code blocks (documentation, not a module).
+A child process's PYTHONPATH is set only where CHILD_PYTHONPATH says why (the A/B benchmarks run
+another checkout's code). Allowed, as no path loading: `python -m tests.support.fake_tgi` started
+as a process by the router benchmarks in the checkout's root (the test double stays under
+tests/), and tests/integration/test_readme.py executing the README's code blocks (documentation,
+not a module).
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ def offences(source: str) -> list[str]:
     return [f"line {line}: {what}" for line, what in sorted(found)]
 
 
-def imports_of_tests(source: str) -> list[str]:
-    """Every import of the `tests` package in `source`, as 'line N: module'."""
+def imports_of_tests(source: str, packages: tuple[str, ...] = ("tests",)) -> list[str]:
+    """Every import of the `tests` package (or of `packages`) in `source`, as 'line N: module'."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -106,7 +106,7 @@ def imports_of_tests(source: str) -> list[str]:
             names = [node.module]
         else:
             continue
-        found += [f"line {node.lineno}: {n}" for n in names if n.split(".")[0] == "tests"]
+        found += [f"line {node.lineno}: {n}" for n in names if n.split(".")[0] in packages]
     return found
 
 
@@ -125,6 +125,17 @@ def test_benchmarks_the_demo_and_the_shared_package_never_import_the_tests() -> 
         for path in python_files()
         if path.relative_to(REPO).parts[0] in ("bench", "demo", "lab", "hack")
         if (imports := imports_of_tests(path.read_text()))
+    }
+    assert found == {}
+
+
+def test_product_code_imports_neither_the_tests_nor_the_lab() -> None:
+    """Test doubles and lab helpers never reach the operator or the router (STYLE.md)."""
+    found = {
+        relative(path): imports
+        for folder in ("operator", "router")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if (imports := imports_of_tests(path.read_text(), ("tests", "onion_lab")))
     }
     assert found == {}
 

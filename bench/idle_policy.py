@@ -13,7 +13,8 @@ frontier is drawn as a PNG, and the goal of issue 13 is checked against the 5-mi
 The trace carries token counts, not prompts, so which request escalates is modelled by a stated
 rule (printed with the results). Cold-start and decode speeds are stated assumptions, not
 measurements from this machine (no GPU here). The adaptive policy starts with no history: it
-learns during the hour, as a new layer would.
+learns during the hour, as a new layer would. The replay and the verdicts are
+onion_lab.idle_replay; this is its command line, its table and its plot.
 
     python bench/idle_policy.py [--trace FILE] [--keep-every 20,5,10,50]
                                 [--out results/idle-policy.json] [--plot results/idle-frontier.png]

@@ -40,7 +40,11 @@ fuzz: install bins  ## long fuzzing (fresh randomness): router routes (N=3000 ea
 	  $(PY) -m pytest -p no:cacheprovider tests/integration/test_router_fuzz.py tests/integration/test_onion_fuzz.py
 
 chaos: install bins  ## the chaos campaign at length (30 operator kills, router and control-plane restarts); results/chaos.json
-	$(PY) bench/chaos.py --out results/chaos.json
+	@# The campaign is tests/integration/test_chaos.py at length: it runs the test model servers.
+	ONION_CHAOS_OPERATOR_CYCLES=$${CYCLES:-30} ONION_CHAOS_ROUTER_TRIALS=$${ROUTER_TRIALS:-10} \
+	  ONION_CHAOS_RESTART_TRIALS=$${RESTART_TRIALS:-6} ONION_CHAOS_SEED=$${SEED:-1} \
+	  ONION_CHAOS_REPORT=results/chaos.json \
+	  $(PY) -m pytest -p no:cacheprovider -s tests/integration/test_chaos.py
 
 lint: install  ## ruff, mypy (strict), import contracts
 	$(VENV)/bin/ruff check .
@@ -54,10 +58,10 @@ fmt: install
 	$(VENV)/bin/ruff format .
 
 cluster-up: install bins  ## start the local control plane on 127.0.0.1; prints the KUBECONFIG
-	$(PY) hack/localcluster.py up
+	$(PY) -m onion_lab.localcluster up
 
 cluster-down:  ## stop it
-	$(PY) hack/localcluster.py down
+	$(PY) -m onion_lab.localcluster down
 
 demo: install bins engine  ## the main job on one machine (about a minute; see README)
 	$(PY) demo/run_demo.py

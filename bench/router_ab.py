@@ -21,7 +21,10 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from router_overhead import REPO, TOKENS, VENV_BIN, free_port, percentile, process
+from onion_lab.paths import REPO
+from onion_lab.routerbench import ROUTER_BIN, TOKENS, process
+from onion_lab.sockets import free_port
+from onion_lab.stats import percentile
 
 WARMUP = 300
 BODY = json.dumps(
@@ -64,7 +67,7 @@ def main() -> int:
                 json.dumps({"listen": listen, "kubernetes": {"enabled": False}, "tiers": tiers})
             )
             argv = [
-                str(VENV_BIN / "onion-router"),
+                str(ROUTER_BIN),
                 "--config",
                 str(config),
                 "--log-level",

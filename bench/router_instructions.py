@@ -27,8 +27,9 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from router_overhead import REPO, TOKENS, VENV_BIN, free_port, process
+from onion_lab.paths import REPO, RESULTS
+from onion_lab.routerbench import ROUTER_BIN, TOKENS, process
+from onion_lab.sockets import free_port
 
 WARMUP = 30
 JUDGED_TOKENS = 256
@@ -79,7 +80,7 @@ def measure(mode: str, requests: int, source: str | None, work: Path) -> int:
         )
     )
     out = work / f"callgrind-{mode}.out"
-    router_argv = [str(VENV_BIN / "onion-router"), "--config", str(config)]
+    router_argv = [str(ROUTER_BIN), "--config", str(config)]
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
     env = {"PYTHONPATH": source} if source else None
     fake_argv = [sys.executable, "-m", "tests.support.fake_tgi", "--port", str(fake_port)]
@@ -113,7 +114,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--source", help="router/ directory of another checkout to measure")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of loads")
-    parser.add_argument("--out", default=str(REPO / "results" / "router-instructions.json"))
+    parser.add_argument("--out", default=str(RESULTS / "router-instructions.json"))
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (with callgrind_control) is not installed", file=sys.stderr)

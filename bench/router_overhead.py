@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from onion_lab.paths import CACHE, REPO, RESULTS
+from onion_lab.routerbench import ROUTER_BIN, TOKENS, process
+from onion_lab.sockets import free_port
+from onion_lab.stats import percentile
+from onion_lab.usage import cpu_seconds
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-TOKENS = 16
 MASTER_KEY = "sk-bench-only"
 CONCURRENCY = (1, 8, 32)
 MODES = ("non-stream", "stream", "stream-paced", "judged-256")
@@ -52,58 +52,7 @@ LOADS = [
     *(("judged-256", c) for c in PACED_CONCURRENCY),
 ]
 ROUNDS = 4
-CACHE = Path(os.environ.get("ONION_CACHE_DIR", Path.home() / ".cache" / "onion-of-experts"))
 LITELLM_DEFAULT = CACHE / "litellm-venv" / "bin" / "litellm"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def process(
-    name: str,
-    argv: list[str],
-    health: str,
-    logs: Path,
-    env: dict[str, str] | None = None,
-    timeout: float = 90,
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server, wait (bounded) until `health` answers 200, stop it afterwards."""
-    log = (logs / f"{name}.log").open("w")
-    proc = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})}
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited; see {logs / (name + '.log')}")
-            try:
-                if httpx.get(health, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not become healthy in {timeout}s")
-            time.sleep(0.2)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 @dataclass
@@ -235,7 +184,7 @@ def _added_first_event(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(REPO / "results" / "router-overhead.json"))
+    parser.add_argument("--out", default=str(RESULTS / "router-overhead.json"))
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
     parser.add_argument(
@@ -335,7 +284,7 @@ def main() -> int:
             process(
                 "onion-router",
                 [
-                    str(VENV_BIN / "onion-router"),
+                    str(ROUTER_BIN),
                     "--config",
                     str(logs / "router.yaml"),
                     "--log-level",
@@ -443,12 +392,6 @@ def main() -> int:
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield None
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _litellm_version(litellm_bin: str | None) -> str | None:

@@ -33,44 +33,27 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import aiohttp
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
 
-import aiohttp  # noqa: E402
-from kubernetes_asyncio import client, watch  # noqa: E402
-from kubernetes_asyncio.client.exceptions import ApiException  # noqa: E402
-
-from bench.stats import summary  # noqa: E402
-from onion_operator.kube import Kube  # noqa: E402
-from onion_operator.planner import format_time, parse_time  # noqa: E402
-from tests.support.cluster import LocalClusterProcess  # noqa: E402
-from tests.support.operator import OperatorProcess, apply_crd  # noqa: E402
+from onion_lab.audit import Request, api_latency, audit_requests, between
+from onion_lab.cluster import LocalClusterProcess
+from onion_lab.operator import OperatorProcess, apply_crd
+from onion_lab.paths import RESULTS
+from onion_lab.stats import summary
+from onion_lab.usage import cpu_seconds, rss_mib
+from onion_operator.kube import Kube
+from onion_operator.planner import format_time
 
 PER_NAMESPACE = 100  # Onions per namespace (one per team, say)
 RESTART_SETTLE_S = 30.0  # after a restart: leadership, the watches' listings, a pass per Onion
 PODS_PER_NODE = 110
 DELAY = "pod-ready.stage.kwok.x-k8s.io/delay"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
-def rss_mib(pid: int) -> dict[str, float]:
-    status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return {
-        "rss_mib": round(int(status["VmRSS"].split()[0]) / 1024, 1),
-        "peak_rss_mib": round(int(status["VmHWM"].split()[0]) / 1024, 1),
-    }
 
 
 def onion(ns: str, i: int, layers: int, idle: str, ready_delay: str) -> dict[str, Any]:
@@ -155,62 +138,6 @@ async def watch_deployments(api: client.ApiClient, world: World) -> None:
     ):
         dep = event["object"]
         world.saw_replicas(f"{dep.metadata.namespace}/{dep.metadata.name}", dep.spec.replicas or 0)
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request of the operator, as the API server's audit log saw it."""
-
-    received: float  # wall-clock seconds
-    completed: float
-    what: str  # verb resource[/subresource]
-    name: str  # namespace/name, or the URI
-
-    @property
-    def seconds(self) -> float:
-        return self.completed - self.received
-
-
-def audit_requests(path: Path, user: str) -> list[Request]:
-    """Every request `user` sent, from the audit log (one ResponseComplete event each)."""
-    out = []
-    with path.open() as f:
-        for line in f:
-            event = json.loads(line)
-            if event.get("stage") != "ResponseComplete":
-                continue
-            if (event.get("user") or {}).get("username") != user:
-                continue
-            received = parse_time(event["requestReceivedTimestamp"])
-            completed = parse_time(event["stageTimestamp"])
-            if received is None or completed is None:
-                continue
-            ref = event.get("objectRef") or {}
-            what = ref.get("resource", event.get("requestURI", "?"))
-            if ref.get("subresource"):
-                what += "/" + ref["subresource"]
-            name = (
-                f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref else event["requestURI"]
-            )
-            out.append(
-                Request(
-                    received.timestamp(), completed.timestamp(), f"{event['verb']} {what}", name
-                )
-            )
-    return out
-
-
-def between(requests: list[Request], start: float, end: float) -> list[Request]:
-    return [r for r in requests if start <= r.received < end]
-
-
-def api_latency(requests: list[Request]) -> dict[str, dict[str, float]]:
-    """Per kind of request: how many, and how long the API server took (p50/p99)."""
-    kinds: dict[str, list[float]] = {}
-    for r in requests:
-        if not r.what.startswith("watch"):
-            kinds.setdefault(r.what, []).append(r.seconds)
-    return {k: summary(v) for k, v in sorted(kinds.items(), key=lambda kv: -len(kv[1]))}
 
 
 async def measure(
@@ -470,7 +397,7 @@ def main() -> int:
     p.add_argument("--ready-delay", default="1s", help="kwok pod-ready delay of the layers")
     p.add_argument("--operator-source", type=Path, help="run this checkout's operator/ instead")
     p.add_argument("--operator-args", nargs="*", default=[], help="extra onion-operator flags")
-    p.add_argument("--out", type=Path, default=REPO / "results" / "scale.json")
+    p.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     p.add_argument("--keep-logs", type=Path, help="copy the audit and operator logs here")
     p.add_argument("--label", help="what is measured, for the JSON (default: the source)")
     p.add_argument("--verbose", action="store_true", help="run the operator with --verbose")

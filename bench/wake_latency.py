@@ -23,16 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from kubernetes_asyncio import client, watch
 
-from kubernetes_asyncio import client, watch  # noqa: E402
-
-from bench.stats import summary  # noqa: E402
-from onion_operator.kube import Kube  # noqa: E402
-from onion_operator.planner import format_time  # noqa: E402
-from tests.support.cluster import Cluster, LocalClusterProcess  # noqa: E402
-from tests.support.operator import OperatorProcess, apply_crd  # noqa: E402
+from onion_lab.cluster import Cluster, LocalClusterProcess
+from onion_lab.operator import OperatorProcess, apply_crd
+from onion_lab.paths import RESULTS
+from onion_lab.stats import summary
+from onion_operator.kube import Kube
+from onion_operator.planner import format_time
 
 LAYERS = ("l1", "l2", "l3")
 ONION = "bench"
@@ -184,7 +182,7 @@ def main() -> int:
     p.add_argument("--wakes", type=int, default=36)
     p.add_argument("--ready-delay", default="300ms", help="kwok pod-ready delay (model load)")
     p.add_argument("--external", action="store_true", help="use $KUBECONFIG")
-    p.add_argument("--out", default=str(REPO / "results" / "wake-latency.json"))
+    p.add_argument("--out", default=str(RESULTS / "wake-latency.json"))
     args = p.parse_args()
 
     local = None if args.external else LocalClusterProcess()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make demo`: the whole system on one machine, no GPU and no Docker.
 
-Starts a private local Kubernetes control plane (hack/localcluster.py, kwok nodes), installs the
+Starts a private local Kubernetes control plane (onion_lab.cluster, kwok nodes), installs the
 Onion CRD, runs `onion-operator` and `onion-router` (Kubernetes mode: demand Leases, readiness
 from the Onion status) as local processes, applies examples/demo-local.yaml, serves its three
 tiers with a real model ladder on llama.cpp's `llama-server` (SmolLM2-135M, Qwen2.5-Coder-0.5B and
@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,11 +36,12 @@ from typing import Any
 import yaml
 
 from onion_lab import llamaserver
+from onion_lab.cluster import LocalClusterProcess
+from onion_lab.operator import apply_crd
 from onion_lab.paths import REPO
+from onion_lab.sockets import free_port
 
 EXAMPLE = REPO / "examples" / "demo-local.yaml"
-CRD = REPO / "crds" / "onion.dev_onions.yaml"
-LOCALCLUSTER = REPO / "hack" / "localcluster.py"
 BIN = Path(sys.executable).parent
 NAMESPACE = "onion-demo"
 ONION = "demo"
@@ -62,12 +62,6 @@ def say(msg: str = "", *, who: str = "demo") -> None:
     stamp = f"{time.monotonic() - T0:6.1f}s"
     for line in msg.splitlines() or [""]:
         print(f"{stamp} {who:>8} | {line}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
@@ -131,58 +125,30 @@ class Processes:
 
 
 class Cluster:
-    """A private hack/localcluster.py control plane in its own tmpfs state dir."""
+    """The demo's private local control plane (onion_lab.cluster) and what the demo asks of it."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        bins = subprocess.check_output([sys.executable, str(LOCALCLUSTER), "bins"], text=True)
-        self.bin_dir = Path(bins.strip())
-        self.kubeconfig = str(state_dir / "kubeconfig")
+        self.local = LocalClusterProcess(state_dir=state_dir)
+        self.handle = self.local.cluster
         self.up = False
-
-    def _localcluster(self, command: str) -> None:
-        subprocess.run(
-            [sys.executable, str(LOCALCLUSTER), command, "--state-dir", str(self.state_dir)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)},
-        )
 
     def start(self) -> None:
         self.up = True
-        self._localcluster("up")
+        self.local.start()
 
     def stop(self) -> None:
         if self.up:
-            self._localcluster("down")
+            self.local.stop()
             self.up = False
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": self.kubeconfig}
+        return self.handle.env()
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
-        done = subprocess.run(
-            [str(self.bin_dir / "kubectl"), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            timeout=60,
-        )
+        done = self.handle.kubectl(*args, input=stdin, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
-
-    def wait_established(self, crd: str) -> None:
-        """Until the CRD serves (`kubectl wait --for=condition=Established` fails at once when
-        it reads the CRD before its status is written)."""
-
-        def established() -> bool:
-            status = json.loads(self.kubectl("get", f"crd/{crd}", "-o", "json")).get("status")
-            conditions = (status or {}).get("conditions") or []
-            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-        wait_until(f"CRD {crd} Established", established, 60)
 
     def token_kubeconfig(self, service_account: str, path: Path) -> str:
         """A kubeconfig that authenticates with a ServiceAccount token (its RBAC only)."""
@@ -418,8 +384,7 @@ def run(report_path: Path | None) -> dict[str, Any]:
         say("starting a private Kubernetes control plane (etcd, kube-apiserver, kwok nodes)")
         cluster.start()
         cluster.kubectl("create", "namespace", NAMESPACE)
-        cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-        cluster.wait_established("onions.onion.dev")
+        apply_crd(cluster.handle)
         say(f"CRD onions.onion.dev installed; namespace {NAMESPACE}")
 
         procs.start(

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from onion_lab.cluster import Cluster, LocalClusterProcess
 from tests.support import leftovers
-from tests.support.cluster import Cluster, LocalClusterProcess
 from tests.support.llama import llama_server, require_engine
 
 _BEFORE = pytest.StashKey[set[int]]()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -14,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from onion_lab import models
-from onion_lab.paths import REPO
-
-HACK = REPO / "hack"
+from onion_lab.paths import HACK
+from onion_lab.processes import stop
+from onion_lab.sockets import free_port
 
 
 class EngineMissing(RuntimeError):
@@ -42,12 +41,6 @@ def model(name: str) -> str:
         return str(models.MODELS[name]())
     except models.ModelError as err:
         raise EngineMissing(f"{err}; run `make engine`") from None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # Threads per server. One by default: on a 2-core machine shared with other work, ggml's two
@@ -83,16 +76,6 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout:
         if time.monotonic() > deadline:
             raise TimeoutError(f"llama-server at {url} not healthy after {timeout:.0f}s")
         time.sleep(0.2)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager

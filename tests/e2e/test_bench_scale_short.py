@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import REPO
+from onion_lab.paths import REPO
 from tests.support.leftovers import ours
 
 pytestmark = [pytest.mark.slow]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import REPO
+from onion_lab.paths import REPO
 from tests.support.leftovers import ours
 
 DEMO = REPO / "demo" / "run_demo.py"

@@ -20,7 +20,7 @@ import openai
 import pytest
 import yaml
 
-from tests.support.cluster import Cluster
+from onion_lab.cluster import Cluster
 from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.operator import (
     DELAY_ANNOTATION,

@@ -16,7 +16,8 @@ import openai
 import pytest
 import yaml
 
-from tests.support.cluster import Cluster
+from onion_lab.cluster import Cluster
+from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.operator import (
     DELAY_ANNOTATION,
@@ -28,7 +29,6 @@ from tests.support.operator import (
     wait_for_phase,
 )
 from tests.support.router_server import router_process
-from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

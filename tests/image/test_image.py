@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.cluster import REPO
+from onion_lab.paths import REPO
 from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.router_server import router_process, tier
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import REPO, Cluster
-from tests.support.operator import OperatorProcess, running_operator
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess
+from onion_lab.paths import REPO
+from tests.support.operator import running_operator
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tests.support.cluster import Cluster
-from tests.support.sockets import is_loopback, listening_addresses
-from tests.support.waiting import wait_until
+from onion_lab.cluster import Cluster
+from onion_lab.sockets import is_loopback, listening_addresses
+from onion_lab.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

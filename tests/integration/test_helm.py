@@ -13,16 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.cluster import REPO, Cluster, LocalClusterProcess
-from tests.support.operator import (
-    OperatorProcess,
-    assert_never_refused,
-    renew_demand,
-    replicas,
-    wait_established,
-)
+from onion_lab.cluster import Cluster, LocalClusterProcess
+from onion_lab.operator import OperatorProcess, wait_established
+from onion_lab.paths import REPO
+from onion_lab.waiting import wait_until
+from tests.support.operator import assert_never_refused, renew_demand, replicas
 from tests.support.published_crds import install_published_crds
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -26,9 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.cluster import Cluster
-from tests.support.operator import OperatorProcess, condition, running_operator
-from tests.support.waiting import wait_until
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess
+from onion_lab.waiting import wait_until
+from tests.support.operator import condition, running_operator
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

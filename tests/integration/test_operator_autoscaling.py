@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster
+from onion_lab.cluster import Cluster
+from onion_lab.waiting import wait_until
 from tests.support.operator import (
     layer_status,
     managed_layer,
@@ -24,7 +25,6 @@ from tests.support.operator import (
     running_operator,
     wait_for_phase,
 )
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

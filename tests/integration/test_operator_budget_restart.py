@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess, apply_crd
+from onion_lab.waiting import wait_until
 from onion_operator.planner import format_time
-from tests.support.cluster import Cluster
 from tests.support.operator import (
-    OperatorProcess,
-    apply_crd,
     layer_status,
     managed_layer,
     onion_events,
@@ -24,7 +24,6 @@ from tests.support.operator import (
     running_operator,
     wait_for_phase,
 )
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess, apply_crd
+from onion_lab.waiting import wait_until
 from onion_operator.constants import ANNOTATION_WOKEN_AT
 from onion_operator.planner import parse_time
-from tests.support.cluster import Cluster
 from tests.support.operator import (
-    OperatorProcess,
-    apply_crd,
     layer_status,
     managed_layer,
     onion_events,
@@ -27,7 +27,6 @@ from tests.support.operator import (
     running_operator,
     wait_for_phase,
 )
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -8,10 +8,11 @@ import json
 import pytest
 import yaml
 
-from tests.support.cluster import Cluster
-from tests.support.operator import OperatorProcess, apply_crd, assert_never_refused, onion_yaml
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess, apply_crd
+from onion_lab.waiting import wait_until
+from tests.support.operator import assert_never_refused, onion_yaml
 from tests.support.published_crds import install_published_crds
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -8,10 +8,11 @@ import time
 import pytest
 import yaml
 
-from tests.support.cluster import Cluster
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess
+from onion_lab.waiting import WaitTimeout, wait_until
 from tests.support.operator import (
     DELAY_ANNOTATION,
-    OperatorProcess,
     layer_status,
     onion_events,
     onion_yaml,
@@ -20,7 +21,6 @@ from tests.support.operator import (
     replicas,
     wait_for_phase,
 )
-from tests.support.waiting import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -9,9 +9,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.cluster import Cluster
+from onion_lab.cluster import Cluster
+from onion_lab.operator import apply_crd
+from onion_lab.sockets import free_port
+from onion_lab.waiting import wait_until
 from tests.support.operator import (
-    apply_crd,
     condition,
     managed_layer,
     onion_yaml,
@@ -20,8 +22,6 @@ from tests.support.operator import (
     running_operator,
     wait_for_phase,
 )
-from tests.support.sockets import free_port
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

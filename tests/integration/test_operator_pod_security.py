@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.cluster import Cluster
+from onion_lab.cluster import Cluster
+from onion_lab.waiting import wait_until
 from tests.support.operator import DELAY_ANNOTATION, onion_yaml, renew_demand, running_operator
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.cluster import Cluster
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess, apply_crd
+from onion_lab.waiting import wait_until
 from tests.support.operator import (
-    OperatorProcess,
-    apply_crd,
     assert_never_refused,
     managed_layer,
     onion_yaml,
@@ -16,7 +16,6 @@ from tests.support.operator import (
     replicas,
     wait_for_phase,
 )
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

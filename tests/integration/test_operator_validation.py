@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.cluster import REPO, Cluster
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess, apply_crd
+from onion_lab.paths import REPO
+from onion_lab.waiting import wait_until
 from tests.support.operator import (
-    OperatorProcess,
-    apply_crd,
     condition,
     onion_events,
     onion_yaml,
     owned_names,
     running_operator,
 )
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

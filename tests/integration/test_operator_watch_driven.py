@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess, apply_crd
+from onion_lab.waiting import wait_until
 from onion_operator.cache import Written, deployment_entry, lease_entry, onion_entry
 from onion_operator.handlers import OperatorState, Tuning, fill, run_pass
 from onion_operator.kube import Kube
 from onion_operator.metrics import OperatorMetrics
 from onion_operator.reconciler import reconcile
-from tests.support.cluster import Cluster
 from tests.support.operator import (
-    OperatorProcess,
-    apply_crd,
     managed_layer,
     onion_yaml,
     renew_demand,
@@ -27,7 +27,6 @@ from tests.support.operator import (
     running_operator,
     wait_for_phase,
 )
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.cluster import REPO
+from onion_lab.paths import REPO
 from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.router_server import RouterServer, tier
 

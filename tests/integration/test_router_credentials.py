@@ -14,9 +14,9 @@ import openai
 import pytest
 import trustme
 
+from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.router_server import RouterServer, router_process, tier
-from tests.support.waiting import wait_until
 
 # Starts like a Hugging Face token: the hub routes such keys to its own proxy unless the URL is
 # explicit, so this also shows that the key goes to the tier's URL and nowhere else.

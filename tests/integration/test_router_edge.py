@@ -16,9 +16,9 @@ import httpx
 import openai
 import pytest
 
+from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.router_server import OperatorDouble, RouterServer, tier
-from tests.support.waiting import wait_until
 
 KEY = "edge-to-cluster-key"
 PROOF = "Please prove that 2 is prime"

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from onion_lab.sockets import free_port
+from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.router_server import tier
-from tests.support.sockets import free_port
-from tests.support.waiting import wait_until
 
 MISSING = "kopf,kubernetes_asyncio"
 CLUSTER_ONLY = {"kopf", "kubernetes-asyncio"}

@@ -11,9 +11,9 @@ import openai
 import pytest
 from huggingface_hub import InferenceClient
 
+from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.router_server import RouterServer, tier
-from tests.support.waiting import wait_until
 
 
 @pytest.fixture

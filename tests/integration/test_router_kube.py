@@ -12,11 +12,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.cluster import Cluster
+from onion_lab.cluster import Cluster
+from onion_lab.operator import wait_established
+from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.operator import wait_established
 from tests.support.router_server import RouterServer, tier
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 

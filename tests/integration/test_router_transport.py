@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx2
 import pytest
 
+from onion_lab.sockets import free_port
 from onion_router.transport import Client, HTTP11Transport
-from tests.support.sockets import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

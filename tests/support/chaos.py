@@ -14,35 +14,35 @@ Scenarios (each counts its trials, lost wakes, layers stuck awake, hung and drop
 - `two_routers`: two router replicas renewing one Onion's Leases, one killed mid-hold; the
   other's held requests are answered.
 
-`bench/chaos.py` (`make chaos`) runs it at length and writes results/chaos.json;
-tests/integration/test_chaos.py runs a short version in `make test`.
+tests/integration/test_chaos.py runs a short version in `make test`, and the campaign at length
+(`make chaos`, sizes from the environment: Sizes.from_environment) with its report written to
+results/chaos.json. It lives here, not in a benchmark: it runs the TGI-protocol test servers as
+the models, and a test double stays under tests/.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import platform
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import yaml
 
-from tests.support.cluster import Cluster
+from onion_lab.cluster import Cluster
+from onion_lab.operator import OperatorProcess, apply_crd
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.operator import (
-    DELAY_ANNOTATION,
-    OperatorProcess,
-    apply_crd,
-    local_router_config,
-    onion_yaml,
-    renew_demand,
-)
+from tests.support.operator import DELAY_ANNOTATION, local_router_config, onion_yaml, renew_demand
 from tests.support.router_server import RouterProcess
 
 ONION = "chaos"
@@ -55,6 +55,28 @@ LOAD_SECONDS = 2.0  # kwok's simulated model load of the layer
 WAKE_BOUND = 30.0
 SLEEP_BOUND = 20.0
 HANG_BOUND = 5.0  # a client of a killed router must have its error by then
+TOTALS = ("trials", "lost_wakes", "stuck_awake", "hung_requests", "dropped_requests", "requests")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many trials of each scenario: a short campaign by default (`make test`)."""
+
+    operator_cycles: int = 3
+    router_trials: int = 1
+    restart_trials: int = 1
+    seed: int = 1
+
+    @classmethod
+    def from_environment(cls) -> Sizes:
+        """ONION_CHAOS_OPERATOR_CYCLES, _ROUTER_TRIALS, _RESTART_TRIALS and _SEED (`make chaos`)."""
+        env = os.environ
+        return cls(
+            operator_cycles=int(env.get("ONION_CHAOS_OPERATOR_CYCLES", cls.operator_cycles)),
+            router_trials=int(env.get("ONION_CHAOS_ROUTER_TRIALS", cls.router_trials)),
+            restart_trials=int(env.get("ONION_CHAOS_RESTART_TRIALS", cls.restart_trials)),
+            seed=int(env.get("ONION_CHAOS_SEED", cls.seed)),
+        )
 
 
 @dataclass
@@ -463,3 +485,24 @@ def run_campaign(
             results.append(campaign.control_plane_restarts("kube-apiserver", restart_trials))
             results.append(campaign.control_plane_restarts("etcd", restart_trials))
         return results
+
+
+def report(figures: list[Figures], sizes: Sizes, wall_seconds: float) -> dict[str, Any]:
+    """The campaign's figures per scenario and in total, with its settings (results/chaos.json)."""
+    scenarios = [f.summary() for f in figures]
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run": uuid.uuid4().hex[:8],
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "settings": {
+            "idle_timeout_s": IDLE_SECONDS,
+            "simulated_load_s": LOAD_SECONDS,
+            "wake_bound_s": WAKE_BOUND,
+            "sleep_bound_s": SLEEP_BOUND,
+            "hang_bound_s": HANG_BOUND,
+            "seed": sizes.seed,
+        },
+        "scenarios": scenarios,
+        "totals": {key: sum(s[key] for s in scenarios) for key in TOTALS},
+        "wall_seconds": round(wall_seconds, 1),
+    }

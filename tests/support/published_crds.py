@@ -6,8 +6,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.support.cluster import REPO, Cluster
-from tests.support.operator import wait_established
+from onion_lab.cluster import Cluster
+from onion_lab.operator import wait_established
+from onion_lab.paths import REPO
 
 FETCH = REPO / "hack" / "fetch-crds.sh"
 ESTABLISHED = {

@@ -22,11 +22,11 @@ import openai
 import uvicorn
 import yaml
 
+from onion_lab.sockets import free_port
+from onion_lab.waiting import wait_until
 from onion_router.app import create_app
 from onion_router.config import RouterConfig, parse_config
 from onion_router.layers import LayerLink, LeaseMissing, PhaseSink
-from tests.support.sockets import free_port
-from tests.support.waiting import wait_until
 
 ROUTER_BIN = Path(sys.executable).with_name("onion-router")
 

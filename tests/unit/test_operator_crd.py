@@ -6,10 +6,10 @@ from typing import Any
 
 import yaml
 
+from onion_lab.paths import REPO
 from onion_operator import constants as c
 from onion_operator.engines import ENGINE_NAMES
 from onion_operator.spec import parse_duration, parse_spec
-from tests.support.cluster import REPO
 
 CRD = yaml.safe_load((REPO / "crds" / "onion.dev_onions.yaml").read_text())
 VERSION = CRD["spec"]["versions"][0]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A real local Kubernetes control plane on 127.0.0.1 for tests and the demo.
 
 etcd, kube-apiserver (RBAC, token auth, service-account keys), kube-controller-manager,
@@ -6,13 +5,14 @@ kube-scheduler and kwok (fake nodes whose pods turn Ready after the delay in the
 `pod-ready.stage.kwok.x-k8s.io/delay` annotation). Data lives on tmpfs; every process listens on
 loopback only. Binaries come from hack/build-cluster-bins.sh (cached outside the repo).
 
-    hack/localcluster.py up [--state-dir DIR] [--nodes N] [--audit]   # idempotent; prints the
-                                                     # kubeconfig
-    hack/localcluster.py down [--state-dir DIR]
-    hack/localcluster.py status [--state-dir DIR]
-    hack/localcluster.py stop COMPONENT [--kill]   # one component down (chaos tests), e.g. etcd
-    hack/localcluster.py start COMPONENT           # ... and up again, same ports and data
-    hack/localcluster.py bins      # builds or reuses the binaries; prints their directory
+    python -m onion_lab.localcluster up [--state-dir DIR] [--nodes N] [--audit]   # idempotent;
+                                                    # prints the kubeconfig
+    python -m onion_lab.localcluster down [--state-dir DIR]
+    python -m onion_lab.localcluster status [--state-dir DIR]
+    python -m onion_lab.localcluster stop COMPONENT [--kill]   # one component down (chaos), e.g.
+                                                               # etcd
+    python -m onion_lab.localcluster start COMPONENT   # ... and up again, same ports and data
+    python -m onion_lab.localcluster bins   # builds or reuses the binaries; prints their directory
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,7 +32,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from onion_lab.paths import HACK
+from onion_lab.sockets import free_port
+
 DEFAULT_STATE_DIR = Path(
     os.environ.get("ONION_CLUSTER_DIR", f"/dev/shm/onion-local-cluster-{os.getuid()}")
 )
@@ -46,18 +47,12 @@ def log(msg: str) -> None:
     print(f"[localcluster] {msg}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def bin_dir() -> Path:
     """The cached binaries: $ONION_BIN_DIR, or what hack/build-cluster-bins.sh builds or reuses."""
     if os.environ.get("ONION_BIN_DIR"):
         return Path(os.environ["ONION_BIN_DIR"])
     out = subprocess.run(
-        ["bash", str(HERE / "build-cluster-bins.sh")], check=True, stdout=subprocess.PIPE, text=True
+        ["bash", str(HACK / "build-cluster-bins.sh")], check=True, stdout=subprocess.PIPE, text=True
     ).stdout
     return Path(out.strip().splitlines()[-1])
 
@@ -343,7 +338,7 @@ def up(state_dir: Path, nodes: int, audit: bool = False) -> dict[str, Any]:
         "kwok": [
             str(bins / "kwok"),
             f"--kubeconfig={kubeconfigs['kwok']}",
-            f"--config={HERE / 'kwok-stages.yaml'}",
+            f"--config={HACK / 'kwok-stages.yaml'}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
             "--node-ip=127.0.0.1",
@@ -492,7 +487,9 @@ def reap(pid: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m onion_lab.localcluster", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("command", choices=["up", "down", "status", "bins", "stop", "start"])
     parser.add_argument("component", nargs="?", choices=COMPONENTS, help="for stop and start")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)

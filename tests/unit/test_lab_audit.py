@@ -1,18 +1,12 @@
-"""bench/scale.py counts the operator's requests from the API server's audit log: its parsing."""
+"""bench/scale.py counts the operator's requests from the API server's audit log: its parsing
+(onion_lab.audit)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-_path = Path(__file__).resolve().parents[2] / "bench" / "scale.py"
-_spec = importlib.util.spec_from_file_location("scale_bench", _path)
-assert _spec and _spec.loader
-scale_bench = importlib.util.module_from_spec(_spec)
-sys.modules["scale_bench"] = scale_bench
-_spec.loader.exec_module(scale_bench)
+from onion_lab import audit
 
 
 def event(user: str, verb: str, resource: str, name: str, received: str, done: str, **kw: object):  # type: ignore[no-untyped-def]
@@ -64,11 +58,11 @@ def test_audit_requests_keep_the_users_completed_requests(tmp_path: Path) -> Non
         ),
     ]
     log.write_text("".join(json.dumps(e) + "\n" for e in events))
-    requests = scale_bench.audit_requests(log, "onion-operator")
+    requests = audit.audit_requests(log, "onion-operator")
     assert [r.what for r in requests] == ["get leases", "patch deployments", "watch leases"]
     assert requests[1].name == "ns/d" and round(requests[1].seconds, 3) == 0.03
     t0 = requests[0].received
-    assert [r.what for r in scale_bench.between(requests, t0, t0 + 1)] == ["get leases"]
-    latency = scale_bench.api_latency(requests)
+    assert [r.what for r in audit.between(requests, t0, t0 + 1)] == ["get leases"]
+    latency = audit.api_latency(requests)
     assert set(latency) == {"get leases", "patch deployments"}  # watches are not latencies
     assert latency["patch deployments"]["p50_ms"] == 30.0

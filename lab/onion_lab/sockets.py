@@ -1,4 +1,5 @@
-"""Which TCP addresses a set of processes listens on (read from /proc, Linux only)."""
+"""Loopback ports: a free one to listen on, and which TCP addresses a set of processes listens on
+(read from /proc, Linux only)."""
 
 from __future__ import annotations
 

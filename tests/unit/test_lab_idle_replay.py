@@ -1,31 +1,22 @@
-"""The trace-driven idle-policy benchmark drives the real planner: sanity on a tiny trace."""
+"""The replay behind the idle-policy benchmark drives the real planner: sanity on a tiny trace."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-_path = Path(__file__).resolve().parents[2] / "bench" / "idle_policy.py"
-_spec = importlib.util.spec_from_file_location("idle_policy", _path)
-assert _spec and _spec.loader
-idle_policy = importlib.util.module_from_spec(_spec)
-sys.modules["idle_policy"] = idle_policy
-_spec.loader.exec_module(idle_policy)
-Request = idle_policy.Request
+from onion_lab import idle_replay
+from onion_lab.idle_replay import Request
 
 
 def test_always_on_never_waits_and_pays_for_the_whole_horizon() -> None:
     reqs = [Request(10.0, "mid", 40), Request(500.0, "big", 20)]
-    r = idle_policy.simulate(reqs, {"minReplicas": 1}, None, 1000.0)
+    r = idle_replay.simulate(reqs, {"minReplicas": 1}, None, 1000.0)
     assert r["cold_start_fraction"] == 0.0 and r["wait_p99_s"] == 0.0
     assert r["gpu_hours"] == round(2 * 1001 / 3600, 3)
 
 
 def test_short_idle_timeout_sleeps_between_requests_and_pays_cold_starts() -> None:
-    mid_cold = idle_policy.LAYERS["mid"]["cold_start_s"]
+    mid_cold = idle_replay.LAYERS["mid"]["cold_start_s"]
     reqs = [Request(10.0, "mid", 40), Request(600.0, "mid", 40)]
-    r = idle_policy.simulate(reqs, {"idleTimeout": "30s"}, None, 1000.0)
+    r = idle_replay.simulate(reqs, {"idleTimeout": "30s"}, None, 1000.0)
     assert r["wakes"] == {"mid": 2, "big": 0}
     assert r["cold_start_fraction"] == 1.0
     assert mid_cold - 1 <= r["wait_p50_s"] <= mid_cold + 1
@@ -35,7 +26,7 @@ def test_short_idle_timeout_sleeps_between_requests_and_pays_cold_starts() -> No
 
 def test_budget_of_one_serves_both_layers_without_thrashing() -> None:
     reqs = [Request(10.0, "mid", 40), Request(20.0, "big", 20), Request(30.0, "mid", 40)]
-    r = idle_policy.simulate(reqs, {"idleTimeout": "5m"}, 1, 1200.0)
+    r = idle_replay.simulate(reqs, {"idleTimeout": "5m"}, 1, 1200.0)
     assert r["requests_served"] == 3 and r["requests_unserved_at_end"] == 0
     assert sum(r["wakes"].values()) <= 4
 
@@ -46,9 +37,9 @@ def test_adaptive_learns_a_periodic_tenant_and_pre_warms_it() -> None:
     reqs = [Request(60.0 + 600.0 * i, "mid", 40) for i in range(30)]
     horizon = 60.0 + 600.0 * 30
     adaptive = {"idlePolicy": "adaptive", "idleTimeout": "30m"}
-    r = idle_policy.simulate(reqs, adaptive, None, horizon)
-    fixed_long = idle_policy.simulate(reqs, {"idleTimeout": "30m"}, None, horizon)
-    fixed_short = idle_policy.simulate(reqs, {"idleTimeout": "30s"}, None, horizon)
+    r = idle_replay.simulate(reqs, adaptive, None, horizon)
+    fixed_long = idle_replay.simulate(reqs, {"idleTimeout": "30m"}, None, horizon)
+    fixed_short = idle_replay.simulate(reqs, {"idleTimeout": "30s"}, None, horizon)
     assert r["idle_gaps_learned"]["mid"] == 29
     assert r["wakes_without_waiting_requests"]["mid"] >= 10  # pre-warms
     assert r["cold_start_fraction"] < fixed_short["cold_start_fraction"] == 1.0
@@ -61,11 +52,11 @@ def row(policy: str, gpu: float, cold: float) -> dict[str, object]:
 
 def test_goal_needs_no_dominating_fixed_timeout_and_a_clear_win_over_5_minutes() -> None:
     fixed = [row("idleTimeout 2m", 1.0, 0.2), row("idleTimeout 5m", 1.6, 0.07)]
-    fewer_gpu = idle_policy.goal([*fixed, row("adaptive", 1.2, 0.07)])
+    fewer_gpu = idle_replay.goal([*fixed, row("adaptive", 1.2, 0.07)])
     assert fewer_gpu["met"] and fewer_gpu["gpu_hours_saving_vs_5m"] == 0.25
-    fewer_cold = idle_policy.goal([*fixed, row("adaptive", 1.6, 0.035)])
+    fewer_cold = idle_replay.goal([*fixed, row("adaptive", 1.6, 0.035)])
     assert fewer_cold["met"] and fewer_cold["cold_start_fraction_vs_5m"] == 0.5
-    close = idle_policy.goal([*fixed, row("adaptive", 1.5, 0.06)])
+    close = idle_replay.goal([*fixed, row("adaptive", 1.5, 0.06)])
     assert not close["met"] and close["dominated_by_fixed"] == []
-    beaten = idle_policy.goal([*fixed, row("adaptive", 1.7, 0.07)])
+    beaten = idle_replay.goal([*fixed, row("adaptive", 1.7, 0.07)])
     assert beaten["dominated_by_fixed"] == ["idleTimeout 5m"] and not beaten["met"]

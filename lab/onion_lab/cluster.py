@@ -1,5 +1,6 @@
-"""The Kubernetes cluster tests run against: the local one from hack/localcluster.py, or any
-cluster in $KUBECONFIG when ONION_TEST_CLUSTER=external (for example a kind cluster)."""
+"""A handle on a Kubernetes cluster (kubectl, helm and namespaces through its kubeconfig) and a
+private local one started and stopped around a test session or a benchmark. The tests use any
+cluster in $KUBECONFIG instead when ONION_TEST_CLUSTER=external (for example a kind cluster)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-LOCALCLUSTER = REPO / "hack" / "localcluster.py"
+from onion_lab import localcluster
+
+# Run as a command, not called in-process: the control plane's processes are then the children
+# of a command that exits (and init reaps them), not of the test process.
+LOCALCLUSTER = [sys.executable, "-m", "onion_lab.localcluster"]
 
 
 @dataclass(frozen=True)
@@ -57,14 +61,7 @@ class Cluster:
     def _component(self, command: str, name: str, *flags: str) -> None:
         if self.state_dir is None:
             raise RuntimeError(f"{command} {name}: only the local cluster's components can be")
-        argv = [
-            sys.executable,
-            str(LOCALCLUSTER),
-            command,
-            name,
-            "--state-dir",
-            str(self.state_dir),
-        ]
+        argv = [*LOCALCLUSTER, command, name, "--state-dir", str(self.state_dir)]
         subprocess.run(
             [*argv, *flags],
             check=True,
@@ -93,32 +90,35 @@ class Cluster:
 
 
 class LocalClusterProcess:
-    """Starts a private local cluster in its own tmpfs state dir and stops it afterwards."""
+    """Starts a private local cluster in its own state dir (on tmpfs unless `state_dir` says
+    where) and stops it afterwards; `stop` removes the state dir."""
 
-    def __init__(self, nodes: int = 3, audit: bool = False) -> None:
+    def __init__(self, nodes: int = 3, audit: bool = False, state_dir: Path | None = None) -> None:
         self.nodes, self.audit = nodes, audit
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        self.state_dir = Path(tempfile.mkdtemp(prefix="onion-test-cluster-", dir=base))
-        bins = subprocess.check_output([sys.executable, str(LOCALCLUSTER), "bins"], text=True)
-        self.bin_dir = Path(bins.strip())
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="onion-test-cluster-", dir=base))
+        self.bin_dir = localcluster.bin_dir()
+        # The handle on it, usable once started.
+        self.cluster = Cluster(
+            str(self.state_dir / "kubeconfig"), self.bin_dir, local=True, state_dir=self.state_dir
+        )
 
     def _run(self, cmd: str, *extra: str) -> None:
         subprocess.run(
-            [sys.executable, str(LOCALCLUSTER), cmd, "--state-dir", str(self.state_dir), *extra],
+            [*LOCALCLUSTER, cmd, "--state-dir", str(self.state_dir), *extra],
             check=True,
+            stdout=subprocess.DEVNULL,  # `up` prints an `export KUBECONFIG=...` for a shell
             env={**os.environ, "ONION_BIN_DIR": str(self.bin_dir)},
         )
 
     def state(self) -> dict[str, Any]:
-        """hack/localcluster.py's state.json: kubeconfigs, the audit log's path, pids."""
+        """onion_lab.localcluster's state.json: kubeconfigs, the audit log's path, pids."""
         state: dict[str, Any] = json.loads((self.state_dir / "state.json").read_text())
         return state
 
     def start(self) -> Cluster:
         self._run("up", "--nodes", str(self.nodes), *(["--audit"] if self.audit else []))
-        return Cluster(
-            str(self.state_dir / "kubeconfig"), self.bin_dir, local=True, state_dir=self.state_dir
-        )
+        return self.cluster
 
     def stop(self) -> None:
         self._run("down")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from onion_lab import bank, bargain, evaluation, quality
+from onion_lab import bank, bargain, evaluation, quality, wake_sim
 from onion_lab.bargain import Answer, EscalationPolicy
 from onion_lab.paths import REPO, RESULTS
 from onion_operator.spec import parse_spec
@@ -165,14 +165,14 @@ def figures(
     policy: EscalationPolicy,
     idle: str,
     paths: Sequence[bargain.Route],
-    outcome: bargain.Outcome,
+    outcome: wake_sim.Outcome,
     horizon: float,
     weights: Mapping[str, float],
     big: Mapping[str, float],
 ) -> dict[str, Any]:
     correct = np.array([float(p.correct) for p in paths])
     interval = evaluation.bootstrap(lambda v: float(v.mean()), [correct], samples=1000)
-    awake = dict(outcome.awake_seconds)
+    awake = {name: sim.up_seconds for name, sim in outcome.layers.items()}
     gpu = weights["core"] * horizon + sum(weights[n] * s for n, s in awake.items())
     on_device = sum(weights[n] * s for n, s in awake.items())
     if policy.mode == "big":
@@ -200,7 +200,7 @@ def figures(
             layer: round(sum(any(v[0] == layer for v in p.visits) for p in paths) / n, 4)
             for layer in ("mid", "big")
         },
-        "wakes": dict(outcome.wakes),
+        "wakes": {name: sim.wakes for name, sim in outcome.layers.items()},
         "unfinished": outcome.unfinished,
         "source": "simulated",
     }
@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     weights = bargain.gpus(ONION)
     times = [a.time for a in arrivals]
     say(
-        f"{len(arrivals)} arrivals (every {args.keep_every}th of {args.trace.name}), mix {mix}, signals chosen on train {signals}"
+        f"{len(arrivals)} arrivals (every {args.keep_every}th of {args.trace.name}), "
+        f"mix {mix}, signals chosen on train {signals}"
     )
     rows = []
     big_paths = bargain.routes(EscalationPolicy("always big", "big"), asks, answers)
@@ -290,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     say(f"wrote {args.out} in {result['wallSeconds']:.0f}s")
     for r in sorted(result["policies"], key=lambda r: r["gpuShare"])[:10]:
         say(
-            f"  {r['name']:45} {r['idle']:16} acc {r['accuracyShare']:.2f} gpu {r['gpuShare']:.2f} (device {r['gpuShareCoreOnDevice']:.2f}) waited {r['waitedShare']:.1%}"
+            f"  {r['name']:45} {r['idle']:16} accuracy {r['accuracyShare']:.2f} of big's, GPU "
+            f"{r['gpuShare']:.2f} ({r['gpuShareCoreOnDevice']:.2f} with the core on a device), "
+            f"waited {r['waitedShare']:.1%}"
         )
     return 0
 

@@ -12,24 +12,21 @@ how far the two are apart.
 
 from __future__ import annotations
 
-import bisect
 import csv
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from onion_lab import wake_sim
 from onion_lab.evaluation import Cut
-from onion_operator.idle import History, busy_gap, learn_gap
-from onion_operator.planner import Observed, plan
 from onion_operator.spec import OnionSpec
 from onion_router.adaptive import Threshold
 from onion_router.config import Escalation
 
 LAYERS = ("core", "mid", "big")
-T0 = datetime(2023, 11, 16, 18, 15, tzinfo=UTC)
 
 
 # --- arrivals and the questions they ask -------------------------------------------------------
@@ -193,133 +190,19 @@ def routes(
 # --- the cluster: wakes and sleeps from recorded demand ------------------------------------------
 
 
-@dataclass
-class _Layer:
-    replicas: int = 0
-    ready_at: float | None = None
-    up_seconds: float = 0.0
-    wakes: int = 0
-    renewals: list[float] = field(default_factory=list)
-    history: History = field(default_factory=History)
-    seen_demand: float | None = None
-
-
-@dataclass
-class _Request:
-    arrival: float
-    route: Route
-    stage: int = 0
-    at: float = 0.0  # when it reached its current stage
-    started: bool = False
-    done: float | None = None
-    waited: float = 0.0
-
-
-@dataclass(frozen=True)
-class Outcome:
-    awake_seconds: Mapping[str, float]
-    wakes: Mapping[str, int]
-    waits: Sequence[float]  # per request, seconds spent waiting for cold starts
-    latencies: Sequence[float]
-    unfinished: int
-
-
 def simulate(
     spec: OnionSpec,
     arrivals: Sequence[float],
     paths: Sequence[Route],
     cold_start: Mapping[str, float],
     horizon: float,
-    renew: float | None = None,
-) -> Outcome:
-    """Replay the requests through the planner, a simulated second at a time: a request holds
-    at a managed layer until it is Ready, renewing demand every `renew` seconds while it waits
-    or runs there, as the router does."""
-    renew = renew or spec.demand_renew_seconds
-    managed = {layer.name for layer in spec.managed_layers}
-    busy = busy_gap(spec.demand_renew_seconds)
-    keep = {layer.name: layer.adaptive.history for layer in spec.managed_layers}
-    sims = {name: _Layer() for name in managed}
-    for name, want in plan(spec, {}, {n: None for n in managed}, T0).replicas.items():
-        sims[name].replicas, sims[name].ready_at = want, (0.0 if want else None)
-    pending = sorted(zip(arrivals, paths, strict=True), key=lambda p: p[0])
-    active: list[_Request] = []
-    finished: list[_Request] = []
-    i = 0
-    for second in range(int(horizon) + 1):
-        now = float(second)
-        while i < len(pending) and pending[i][0] <= now:
-            t, route = pending[i]
-            i += 1
-            active.append(_Request(t, route, at=t))
-            if route.early in sims:
-                bisect.insort(sims[route.early].renewals, t)
-        still = []
-        for req in active:
-            while req.done is None:
-                layer, service = req.route.visits[req.stage]
-                if layer in managed:
-                    sim = sims[layer]
-                    if not req.started:
-                        if not sim.renewals or sim.renewals[-1] < req.at:
-                            bisect.insort(sim.renewals, req.at)
-                        if not (sim.replicas and sim.ready_at is not None and sim.ready_at <= now):
-                            if now - sim.renewals[-1] >= renew:
-                                bisect.insort(sim.renewals, now)
-                            break
-                        start = max(req.at, sim.ready_at)
-                        req.waited += start - req.at
-                        req.started = True
-                        t = start
-                        while t < start + service:  # demand renewed while in flight
-                            t = min(start + service, t + renew)
-                            bisect.insort(sim.renewals, t)
-                        req.at = start
-                end = req.at + service
-                if end > now:
-                    break
-                req.stage += 1
-                req.started = False
-                if req.stage == len(req.route.visits):
-                    req.done = end
-                else:
-                    req.at = end
-            (finished if req.done is not None else still).append(req)
-        active = still
-        demand = {}
-        for name, sim in sims.items():
-            k = bisect.bisect_right(sim.renewals, now)
-            latest = sim.renewals[k - 1] if k else None
-            sim.history = learn_gap(sim.history, sim.seen_demand, latest, busy, keep[name])
-            sim.seen_demand = latest
-            demand[name] = T0 + timedelta(seconds=latest) if latest is not None else None
-            if sim.replicas and sim.ready_at == now:
-                sim.history = sim.history.with_cold_start(cold_start[name], keep[name])
-        observed = {n: Observed(replicas=s.replicas) for n, s in sims.items()}
-        decision = plan(
-            spec,
-            observed,
-            demand,
-            T0 + timedelta(seconds=now),
-            {n: s.history for n, s in sims.items()},
-        )
-        for name, want in decision.replicas.items():
-            sim = sims[name]
-            if want and not sim.replicas:
-                sim.wakes += 1
-                sim.ready_at = now + cold_start[name]
-            if not want:
-                sim.ready_at = None
-            sim.replicas = want
-            sim.up_seconds += want
-    done = sorted(finished, key=lambda r: r.arrival)
-    return Outcome(
-        awake_seconds={n: s.up_seconds for n, s in sims.items()},
-        wakes={n: s.wakes for n, s in sims.items()},
-        waits=[r.waited for r in done],
-        latencies=[(r.done or 0.0) - r.arrival for r in done],
-        unfinished=len(active) + len(pending) - i,
-    )
+) -> wake_sim.Outcome:
+    """The requests through the planner (onion_lab.wake_sim), each on its route."""
+    trips = [
+        wake_sim.Trip(t, route.visits, route.early)
+        for t, route in zip(arrivals, paths, strict=True)
+    ]
+    return wake_sim.run(spec, trips, cold_start, horizon)
 
 
 def gpus(spec_body: Mapping[str, Any]) -> dict[str, float]:

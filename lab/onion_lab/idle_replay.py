@@ -9,17 +9,15 @@ decode speeds are stated assumptions (LAYERS), not measurements.
 
 from __future__ import annotations
 
-import bisect
 import csv
 import statistics
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from onion_lab import wake_sim
 from onion_lab.paths import DATA
-from onion_operator.idle import History, busy_gap, learn_gap
-from onion_operator.planner import Observed, plan
 from onion_operator.spec import parse_spec
 
 # The Azure LLM inference trace 2023, conversation service (see shared/data/README.md).
@@ -68,23 +66,6 @@ def load_trace(path: Path, keep_every: int) -> list[Request]:
     return requests
 
 
-@dataclass
-class LayerSim:
-    replicas: int = 0
-    ready_at: float | None = None  # when the current wake finishes loading
-    up_seconds: float = 0.0
-    wakes: int = 0
-    prewarms: int = 0  # wakes with no demand waiting (the adaptive policy's pre-warms)
-    renewals: list[float] = field(default_factory=list)  # sorted demand times
-    history: History = field(
-        default_factory=History
-    )  # what the adaptive policy learned, as the operator keeps it
-    seen_demand: float | None = None  # the last demand the planner saw (status.lastDemandTime)
-
-
-T0 = datetime(2023, 11, 16, 18, 15, tzinfo=UTC)  # the trace's first request
-
-
 def simulate(
     requests: list[Request],
     layer_spec: dict[str, Any],
@@ -103,85 +84,26 @@ def simulate(
     if budget is not None:
         spec_body["maxAwakeLayers"] = budget
     spec = parse_spec("bench", spec_body)
-    busy = busy_gap(spec.demand_renew_seconds)
-    keep = {lay.name: lay.adaptive.history for lay in spec.managed_layers}
-    t0 = T0
-    sims = {n: LayerSim() for n in LAYERS}
-    pending = sorted(requests, key=lambda r: r.arrival)
-    waiting: list[Request] = []
-    waits: dict[str, list[float]] = {n: [] for n in LAYERS}
-    cold = 0
-    i = 0
-    # Steady state before the trace: what the planner keeps up with no demand (warm minimum).
-    for name, want in plan(spec, {}, {n: None for n in LAYERS}, t0).replicas.items():
-        sims[name].replicas, sims[name].ready_at = want, (0.0 if want else None)
-    for second in range(int(horizon) + 1):
-        now = float(second)
-        # Arrivals in (now-1, now]: demand is recorded at once.
-        while i < len(pending) and pending[i].arrival <= now:
-            req = pending[i]
-            i += 1
-            sims[req.layer].renewals.append(req.arrival)
-            waiting.append(req)
-        # Serve what can be served: the layer is up and loaded.
-        still = []
-        for req in waiting:
-            sim = sims[req.layer]
-            if sim.replicas and sim.ready_at is not None and sim.ready_at <= now:
-                start = max(req.arrival, sim.ready_at)
-                wait = start - req.arrival
-                waits[req.layer].append(wait)
-                cold += wait > 0
-                end = start + req.generated_tokens / LAYERS[req.layer]["tokens_per_s"]
-                t = start
-                while t < end:  # demand renewed while in flight
-                    t = min(end, t + RENEW_EVERY_S)
-                    bisect.insort(sim.renewals, t)
-            else:
-                still.append(req)
-        waiting = still
-        # Held requests are demand too: the router renews for queued requests as for in-flight.
-        for req in waiting:
-            sim = sims[req.layer]
-            if now - sim.renewals[-1] >= RENEW_EVERY_S:
-                bisect.insort(sim.renewals, now)
-        # The operator's decision, from recorded demand only (renewals up to now), with what
-        # it learned: idle gaps as demand comes back, cold starts as wakes finish.
-        demand = {}
-        for name, sim in sims.items():
-            k = bisect.bisect_right(sim.renewals, now)
-            latest = sim.renewals[k - 1] if k else None
-            sim.history = learn_gap(sim.history, sim.seen_demand, latest, busy, keep[name])
-            sim.seen_demand = latest
-            demand[name] = t0 + timedelta(seconds=latest) if latest is not None else None
-            if sim.replicas and sim.ready_at == now:
-                sim.history = sim.history.with_cold_start(LAYERS[name]["cold_start_s"], keep[name])
-        observed = {n: Observed(replicas=s.replicas) for n, s in sims.items()}
-        history = {n: s.history for n, s in sims.items()}
-        decision = plan(spec, observed, demand, t0 + timedelta(seconds=now), history)
-        for name, want in decision.replicas.items():
-            sim = sims[name]
-            if want and not sim.replicas:
-                sim.wakes += 1
-                sim.prewarms += not any(r.layer == name for r in waiting)
-                sim.ready_at = now + LAYERS[name]["cold_start_s"]
-            if not want:
-                sim.ready_at = None
-            sim.replicas = want
-            sim.up_seconds += want
-    all_waits = [w for ws in waits.values() for w in ws]
-    served = len(all_waits)
+    trips = [
+        wake_sim.Trip(r.arrival, ((r.layer, r.generated_tokens / LAYERS[r.layer]["tokens_per_s"]),))
+        for r in requests
+    ]
+    cold = {name: layer["cold_start_s"] for name, layer in LAYERS.items()}
+    out = wake_sim.run(spec, trips, cold, horizon, RENEW_EVERY_S)
+    waits = list(out.waits)
+    served = len(waits)
+    sims = out.layers
     return {
         "gpu_hours": round(sum(s.up_seconds for s in sims.values()) / 3600, 3),
         "wakes": {n: s.wakes for n, s in sims.items()},
         "wakes_without_waiting_requests": {n: s.prewarms for n, s in sims.items()},
         "idle_gaps_learned": {n: len(s.history.gaps) for n, s in sims.items()},
         "requests_served": served,
-        "requests_unserved_at_end": len(waiting) + len(pending) - i,
-        "cold_start_fraction": round(cold / served, 3) if served else 0.0,
-        "wait_p50_s": round(statistics.median(all_waits), 1) if all_waits else 0.0,
-        "wait_p99_s": round(percentile(all_waits, 0.99), 1) if all_waits else 0.0,
-        "wait_mean_s": round(statistics.fmean(all_waits), 2) if all_waits else 0.0,
+        "requests_unserved_at_end": out.unfinished,
+        "cold_start_fraction": round(sum(w > 0 for w in waits) / served, 3) if served else 0.0,
+        "wait_p50_s": round(statistics.median(waits), 1) if waits else 0.0,
+        "wait_p99_s": round(percentile(waits, 0.99), 1) if waits else 0.0,
+        "wait_mean_s": round(statistics.fmean(waits), 2) if waits else 0.0,
     }
 
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from onion_operator import constants as c
-from onion_operator.idle import History, Window, busy_gap, decide
+from onion_contract import names
+from onion_contract.spec import Layer, OnionSpec
+from onion_operator.idle import History, Params, Window, busy_gap, decide
 from onion_operator.schedule import Scheduled, scheduled
-from onion_operator.spec import Layer, OnionSpec
+from onion_operator.schedule import windows as windows_of
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,14 @@ def observe_deployment(obj: Mapping[str, Any]) -> Observed:
         ):
             failure = f"ProgressDeadlineExceeded: {cond.get('message')}"
     try:
-        wake_count = int(annotations.get(c.ANNOTATION_WAKE_COUNT, "0"))
+        wake_count = int(annotations.get(names.ANNOTATION_WAKE_COUNT, "0"))
     except ValueError:
         wake_count = 0
     return Observed(
         replicas=int(spec.get("replicas", 1)),
         ready_replicas=int(status.get("readyReplicas") or 0),
         current_replicas=int(status.get("replicas") or 0),
-        woken_at=parse_time(annotations.get(c.ANNOTATION_WOKEN_AT)),
+        woken_at=parse_time(annotations.get(names.ANNOTATION_WOKEN_AT)),
         wake_count=wake_count,
         failure=failure,
     )
@@ -177,7 +178,7 @@ def idle_window(layer: Layer, history: History | None, renew_seconds: float) -> 
     """How long `layer` stays awake after its last demand, by its idle policy."""
     if layer.idle_policy == "adaptive":
         busy = busy_gap(renew_seconds)
-        return decide(history or History(), layer.adaptive.params, layer.idle_timeout, busy)
+        return decide(history or History(), Params.of(layer.adaptive), layer.idle_timeout, busy)
     return Window(layer.idle_timeout)
 
 
@@ -199,7 +200,7 @@ def plan(
         for lay in layers
     }
     schedules: dict[str, Scheduled] = {
-        lay.name: scheduled(lay.warm_windows, now, (learned.get(lay.name) or History()).lead())
+        lay.name: scheduled(windows_of(lay), now, (learned.get(lay.name) or History()).lead())
         for lay in layers
     }
     minimum = {lay.name for lay in layers if lay.min_replicas >= 1}

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from onion_contract import names
+from onion_contract.spec import Core, InvalidSpec, Layer, OnionSpec, parse_spec
 from onion_operator import constants as c
 from onion_operator.cache import (
     CachedDeployment,
@@ -45,7 +47,6 @@ from onion_operator.planner import (
     lease_demand,
 )
 from onion_operator.planner import plan as make_plan
-from onion_operator.spec import Core, InvalidSpec, Layer, OnionSpec, parse_spec
 from onion_operator.status import (
     build_status,
     finished_wakes,
@@ -78,7 +79,7 @@ class Outcome:
 
 
 def _workloads(spec: OnionSpec) -> list[tuple[str, Core | Layer]]:
-    return [(c.CORE, spec.core), *((layer.name, layer) for layer in spec.managed_layers)]
+    return [(names.CORE, spec.core), *((layer.name, layer) for layer in spec.managed_layers)]
 
 
 async def _confirm_idle(
@@ -87,7 +88,7 @@ async def _confirm_idle(
     """Read the Lease of every layer the plan puts to sleep; True if any showed newer demand."""
     changed = False
     for sleep in the_plan.sleeps():
-        lease = await kube.get("Lease", onion.namespace, c.lease_name(onion.name, sleep.layer))
+        lease = await kube.get("Lease", onion.namespace, names.lease_name(onion.name, sleep.layer))
         if lease is None:
             continue
         written.saw(key, lease)
@@ -111,7 +112,7 @@ async def _wake_and_sleep(
     done: list[Wake | Sleep] = []
 
     async def patch(layer: str, body: Obj) -> None:
-        name = c.child_name(onion.name, layer)
+        name = names.child_name(onion.name, layer)
         answer = await kube.merge_patch("Deployment", onion.namespace, name, body)
         written.saw(onion.key, answer)
         deployments[layer] = deployment_entry(answer)
@@ -128,7 +129,10 @@ async def _wake_and_sleep(
         if current is None:
             continue  # created by the full pass at the planned replicas
         count = current.observed.wake_count + 1
-        annotations = {c.ANNOTATION_WOKEN_AT: format_time(now), c.ANNOTATION_WAKE_COUNT: str(count)}
+        annotations = {
+            names.ANNOTATION_WOKEN_AT: format_time(now),
+            names.ANNOTATION_WAKE_COUNT: str(count),
+        }
         await patch(wake.layer, {"metadata": {"annotations": annotations}, "spec": {"replicas": 1}})
         done.append(wake)
         events.append(
@@ -159,11 +163,13 @@ async def _ensure_children(
     `spec.replicas` is handed over before the first apply that leaves it out."""
     replicas: dict[str, int | None] = {}
     for part, work in _workloads(spec):
-        planned = planned_core_replicas(spec.core) if part == c.CORE else the_plan.replicas[part]
+        planned = (
+            planned_core_replicas(spec.core) if part == names.CORE else the_plan.replicas[part]
+        )
         current = deployments.get(part)
         replicas[part] = applied_replicas(work, planned, exists=current is not None)
         if work.autoscaling is not None and current is not None and current.apply_owns_replicas:
-            name = c.child_name(owner.name, part)
+            name = names.child_name(owner.name, part)
             await _hand_over_replicas(kube, owner.namespace, name, current.observed.replicas or 0)
     autoscaled = {part for part, work in _workloads(spec) if work.autoscaling is not None}
 
@@ -174,7 +180,7 @@ async def _ensure_children(
         written.saw(onion_key(owner.namespace, owner.name), answer)
         if (
             obj["kind"] != "Deployment"
-            or answer["metadata"]["labels"].get(c.LABEL_COMPONENT) != c.COMPONENT_MODEL
+            or answer["metadata"]["labels"].get(names.LABEL_COMPONENT) != names.COMPONENT_MODEL
         ):
             continue
         entry = deployment_entry(answer)
@@ -186,7 +192,7 @@ async def _ensure_children(
 
 async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> list[Event]:
     """Delete what removed layers (or removed autoscaling, pre-pulls, prefetches) left behind."""
-    keep = {c.CORE, c.ROUTER, *(layer.name for layer in spec.managed_layers)}
+    keep = {names.CORE, names.ROUTER, *(layer.name for layer in spec.managed_layers)}
     expected = {(o["kind"], o["metadata"]["name"]) for o in build_children(owner, spec, {})}
     cached: list[tuple[str, CachedDeployment | CachedLease]] = [
         *(("Lease", e) for e in view.leases.values()),
@@ -194,8 +200,8 @@ async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> 
     ]
     doomed = [(kind, e.name, e.layer) for kind, e in cached if e.layer not in keep]
     for kind in LISTED_LAYER_KINDS:
-        for obj in await kube.list(kind, owner.namespace, {c.LABEL_ONION: owner.name}):
-            layer = obj["metadata"]["labels"].get(c.LABEL_LAYER, "")
+        for obj in await kube.list(kind, owner.namespace, {names.LABEL_ONION: owner.name}):
+            layer = obj["metadata"]["labels"].get(names.LABEL_LAYER, "")
             if (kind, obj["metadata"]["name"]) not in expected:
                 doomed.append((kind, obj["metadata"]["name"], layer))
     removed: set[str] = set()
@@ -205,7 +211,9 @@ async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> 
             removed.add(layer)
     if spec.router.http_route is None:  # perhaps removed: its HTTPRoute goes too
         try:
-            await kube.delete("HTTPRoute", owner.namespace, c.child_name(owner.name, c.ROUTER))
+            await kube.delete(
+                "HTTPRoute", owner.namespace, names.child_name(owner.name, names.ROUTER)
+            )
         except ApiError as e:  # no Gateway API installed (404 is ignored), or no RBAC for it
             if e.status != Forbidden:
                 raise
@@ -219,7 +227,7 @@ async def _publish(
     kube: Kube, written: Written, onion: CachedOnion, status: Mapping[str, Any]
 ) -> None:
     answer = await kube.merge_patch(
-        c.KIND, onion.namespace, onion.name, {"status": dict(status)}, sub="status"
+        names.KIND, onion.namespace, onion.name, {"status": dict(status)}, sub="status"
     )
     written.saw(onion.key, answer)
 
@@ -245,7 +253,7 @@ async def reconcile(
     # A generation not yet seen (a spec change, or never reconciled): apply every child.
     new_generation = previous.get("observedGeneration") != generation
     managed = [layer.name for layer in spec.managed_layers]
-    full = full or new_generation or view.missing([c.CORE, *managed], managed)
+    full = full or new_generation or view.missing([names.CORE, *managed], managed)
     owner = Owner(onion.name, onion.namespace, onion.uid)
     demand = view.demand()
     deployments = dict(view.deployments)
@@ -254,7 +262,7 @@ async def reconcile(
         for lease in build_leases(owner, spec):
             answer = await kube.apply(lease)
             written.saw(onion.key, answer)
-            demand[lease["metadata"]["labels"][c.LABEL_LAYER]] = lease_demand(answer)
+            demand[lease["metadata"]["labels"][names.LABEL_LAYER]] = lease_demand(answer)
 
     history = learned(spec, previous, demand)
 
@@ -274,14 +282,14 @@ async def reconcile(
         await _ensure_children(kube, written, owner, spec, the_plan, deployments)
         # Only a spec changed since it was last reconciled leaves objects behind (a new Onion has
         # none; the listing costs two requests), or a layer's Lease or Deployment still there.
-        known = {c.CORE, *managed}
+        known = {names.CORE, *managed}
         stray = not known.issuperset(view.leases) or not known.issuperset(view.deployments)
         if stray or (new_generation and previous.get("observedGeneration") is not None):
             events += await _prune(kube, owner, spec, view)
     observed: dict[str, Observed] = {
         part: entry.observed
         for part, entry in deployments.items()
-        if part == c.CORE or spec.layer(part) is not None
+        if part == names.CORE or spec.layer(part) is not None
     }
     status = build_status(
         spec,

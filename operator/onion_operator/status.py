@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from onion_contract import names
+from onion_contract.spec import OnionSpec
 from onion_operator import constants as c
 from onion_operator.idle import History, busy_gap, learn_gap
 from onion_operator.manifests import tier_url
@@ -17,7 +19,6 @@ from onion_operator.planner import (
     parse_time,
     wake_deadline,
 )
-from onion_operator.spec import OnionSpec
 
 Obj = dict[str, Any]
 
@@ -25,19 +26,19 @@ Obj = dict[str, Any]
 def layer_phase(obs: Observed | None, wake_timeout: float | None, now: datetime) -> tuple[str, str]:
     """Phase of a model Deployment and a one-line reason."""
     if obs is None or obs.replicas is None:
-        return c.PHASE_DORMANT, "not created yet"
+        return names.PHASE_DORMANT, "not created yet"
     if obs.replicas == 0:
         if obs.current_replicas > 0:
-            return c.PHASE_DRAINING, f"{obs.current_replicas} pod(s) stopping"
-        return c.PHASE_DORMANT, "0 replicas"
+            return names.PHASE_DRAINING, f"{obs.current_replicas} pod(s) stopping"
+        return names.PHASE_DORMANT, "0 replicas"
     if obs.ready_replicas >= 1:
-        return c.PHASE_READY, f"{obs.ready_replicas}/{obs.replicas} replicas ready"
+        return names.PHASE_READY, f"{obs.ready_replicas}/{obs.replicas} replicas ready"
     if obs.failure:
-        return c.PHASE_FAILED, obs.failure
+        return names.PHASE_FAILED, obs.failure
     failing_at = wake_deadline(obs, wake_timeout)
     if failing_at is not None and now >= failing_at:  # the planner schedules a pass for then
-        return c.PHASE_FAILED, f"not Ready {wake_timeout:g}s (wakeTimeout) after waking"
-    return c.PHASE_WAKING, "waiting for a Ready pod"
+        return names.PHASE_FAILED, f"not Ready {wake_timeout:g}s (wakeTimeout) after waking"
+    return names.PHASE_WAKING, "waiting for a Ready pod"
 
 
 def set_condition(
@@ -110,18 +111,18 @@ def build_status(
     prev_layers = _previous_layers(previous)
     history = history or {}
     held = {hold.layer: hold.reason for hold in plan.holds()}
-    core_obs = observed.get(c.CORE)
+    core_obs = observed.get(names.CORE)
     core_phase, core_msg = layer_phase(core_obs, None, now)
-    if core_phase == c.PHASE_DORMANT and core_obs is not None and core_obs.replicas:
-        core_phase = c.PHASE_WAKING
+    if core_phase == names.PHASE_DORMANT and core_obs is not None and core_obs.replicas:
+        core_phase = names.PHASE_WAKING
     layers: list[Obj] = [
         {
-            "name": c.CORE,
+            "name": names.CORE,
             "phase": core_phase,
             "managed": False,
             "replicas": core_obs.replicas or 0 if core_obs else 0,
             "readyReplicas": core_obs.ready_replicas if core_obs else 0,
-            "endpoint": c.service_url(onion, c.CORE, namespace),
+            "endpoint": c.service_url(onion, names.CORE, namespace),
             "message": core_msg,
         }
     ]
@@ -133,7 +134,7 @@ def build_status(
         }
         if not layer.managed:
             entry.update(
-                phase=c.PHASE_READY,
+                phase=names.PHASE_READY,
                 replicas=0,
                 readyReplicas=0,
                 message="external endpoint, assumed awake",
@@ -142,7 +143,7 @@ def build_status(
             continue
         obs = observed.get(layer.name)
         phase, message = layer_phase(obs, layer.wake_timeout, now)
-        if layer.name in held and phase == c.PHASE_DORMANT:
+        if layer.name in held and phase == names.PHASE_DORMANT:
             message = f"demand waiting: {held[layer.name]}"
         prev = prev_layers.get(layer.name, {})
         entry.update(
@@ -162,7 +163,7 @@ def build_status(
             entry["wokenAt"] = prev["wokenAt"]
         # A wake finished since we last looked: its cold-start time is now - woken-at.
         learned_here = history.get(layer.name) or History.from_status(prev)
-        if phase == c.PHASE_READY and obs and obs.woken_at and prev.get("wokenAt") != woken_at:
+        if phase == names.PHASE_READY and obs and obs.woken_at and prev.get("wokenAt") != woken_at:
             entry["lastWakeSeconds"] = round((now - obs.woken_at).total_seconds(), 3)
             entry["wokenAt"] = woken_at
             learned_here = learned_here.with_cold_start(
@@ -173,15 +174,15 @@ def build_status(
 
     conditions = set_condition(
         previous.get("conditions") or [],
-        c.COND_INVALID_SPEC,
+        names.COND_INVALID_SPEC,
         False,
         "Valid",
         "spec accepted",
         generation,
         now,
     )
-    core_ready = core_phase == c.PHASE_READY
-    failed = [e["name"] for e in layers if e["phase"] == c.PHASE_FAILED]
+    core_ready = core_phase == names.PHASE_READY
+    failed = [e["name"] for e in layers if e["phase"] == names.PHASE_FAILED]
     if not core_ready:
         reason, message = "CoreNotReady", f"core: {core_msg}"
     elif failed:
@@ -189,7 +190,7 @@ def build_status(
     else:
         reason, message = "CoreReady", "core is Ready; outer layers wake on demand"
     conditions = set_condition(
-        conditions, c.COND_READY, core_ready and not failed, reason, message, generation, now
+        conditions, names.COND_READY, core_ready and not failed, reason, message, generation, now
     )
     managed = [e for e in layers[1:] if e["managed"]]
     return {
@@ -197,7 +198,7 @@ def build_status(
         "layers": layers,
         "layerCount": len(spec.layers),
         "awakeLayers": sum(1 for e in managed if e["replicas"] > 0),
-        "readyLayers": sum(1 for e in managed if e["phase"] == c.PHASE_READY),
+        "readyLayers": sum(1 for e in managed if e["phase"] == names.PHASE_READY),
         "conditions": conditions,
     }
 
@@ -224,7 +225,7 @@ def invalid_status(
     """The previous status with InvalidSpec=True: the cluster is left as it was."""
     conditions = set_condition(
         previous.get("conditions") or [],
-        c.COND_INVALID_SPEC,
+        names.COND_INVALID_SPEC,
         True,
         "InvalidSpec",
         message,
@@ -232,7 +233,13 @@ def invalid_status(
         now,
     )
     conditions = set_condition(
-        conditions, c.COND_READY, False, "InvalidSpec", f"spec rejected: {message}", generation, now
+        conditions,
+        names.COND_READY,
+        False,
+        "InvalidSpec",
+        f"spec rejected: {message}",
+        generation,
+        now,
     )
     out = {k: v for k, v in previous.items() if k != "conditions"}
     out["conditions"] = conditions
@@ -249,7 +256,7 @@ def phase_changes(
         name, phase = entry["name"], entry["phase"]
         if before.get(name) == phase or not entry.get("managed"):
             continue
-        if phase == c.PHASE_READY and entry.get("lastWakeSeconds") is not None:
+        if phase == names.PHASE_READY and entry.get("lastWakeSeconds") is not None:
             out.append(
                 (
                     "Normal",
@@ -257,7 +264,7 @@ def phase_changes(
                     f"layer {name}: Ready after {entry['lastWakeSeconds']:g}s cold start",
                 )
             )
-        elif phase == c.PHASE_FAILED:
+        elif phase == names.PHASE_FAILED:
             out.append(("Warning", "WakeFailed", f"layer {name}: {entry['message']}"))
     return out
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from onion_contract.names import DEFAULT_OPERATOR_IMAGE
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "onion-of-experts"
 
@@ -30,8 +32,7 @@ def test_app_version_matches_the_package_and_the_operator_default_image() -> Non
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     pyproject = (REPO / "pyproject.toml").read_text()
     assert f'version = "{chart["appVersion"]}"' in pyproject
-    constants = (REPO / "operator" / "onion_operator" / "constants.py").read_text()
-    assert f"ghcr.io/onion-of-experts/onion:{chart['appVersion']}" in constants
+    assert f"ghcr.io/onion-of-experts/onion:{chart['appVersion']}" == DEFAULT_OPERATOR_IMAGE
 
 
 def test_every_default_value_is_described_by_the_schema() -> None:

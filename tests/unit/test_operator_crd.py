@@ -1,4 +1,4 @@
-"""The CRD (the API's source of truth) and the operator's spec model agree."""
+"""The CRD (the API's source of truth) and the contract's spec model agree."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 import yaml
 
+from onion_contract import names as c
+from onion_contract.spec import parse_duration, parse_spec
 from onion_lab.paths import REPO
-from onion_operator import constants as c
 from onion_operator.engines import ENGINE_NAMES
-from onion_operator.spec import parse_duration, parse_spec
 
 CRD = yaml.safe_load((REPO / "crds" / "onion.dev_onions.yaml").read_text())
 VERSION = CRD["spec"]["versions"][0]

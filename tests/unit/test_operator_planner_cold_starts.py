@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from onion_contract.spec import parse_spec
 from onion_operator.idle import History
 from onion_operator.planner import ADAPTIVE, SCHEDULE, Observed, Sleep, Wake, plan
-from onion_operator.spec import parse_spec
 from onion_operator.status import build_status, finished_wakes, learned
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)  # a Wednesday

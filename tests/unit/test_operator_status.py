@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from onion_contract.spec import parse_spec
 from onion_operator.planner import Observed, plan
-from onion_operator.spec import parse_spec
 from onion_operator.status import build_status, invalid_status, layer_phase, phase_changes
 
 NOW = datetime(2026, 11, 28, 18, 0, 0, tzinfo=UTC)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from onion_contract.spec import parse_spec
+from onion_contract.status import OnionStatus
 from onion_operator.idle import History
 from onion_operator.planner import ADAPTIVE, SCHEDULE, Observed, Sleep, Wake, plan
 from onion_operator.status import build_status, finished_wakes, learned
@@ -115,7 +116,9 @@ def status_after(spec: Any, previous: dict[str, Any], demand: Any, mid: Observed
     history = learned(spec, previous, demand)
     the_plan = plan(spec, {"mid": mid}, demand, NOW, history)
     args = (spec, "o", "ns", 1, {"core": UP, "mid": mid}, demand, the_plan, previous, NOW)
-    return build_status(*args, history)
+    status = build_status(*args, history)
+    OnionStatus.model_validate(status)  # what the policy learned fits the CRD's status schema
+    return status
 
 
 def test_the_status_keeps_what_the_policy_learned_across_passes() -> None:

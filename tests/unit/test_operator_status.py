@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from onion_contract.spec import parse_spec
+from onion_contract.status import OnionStatus
 from onion_operator.planner import Observed, plan
 from onion_operator.status import build_status, invalid_status, layer_phase, phase_changes
 
@@ -92,6 +93,15 @@ def test_invalid_status_keeps_layers_and_flags_the_spec() -> None:
     assert conds["InvalidSpec"]["observedGeneration"] == 5
     assert conds["Ready"]["status"] == "False"
     assert bad["layers"] == good["layers"] and bad["observedGeneration"] == 4
+
+
+def test_every_status_fits_the_crds_status_schema() -> None:
+    """A key the schema lacks would be pruned by the API server (and lost across a restart)."""
+    woken = NOW - timedelta(seconds=3)
+    waking = status_at(Observed(replicas=1, woken_at=woken, wake_count=2), {})
+    ready = status_at(Observed(replicas=1, ready_replicas=1, woken_at=woken, wake_count=2), waking)
+    for status in (waking, ready, invalid_status(ready, 5, "bad", NOW)):
+        OnionStatus.model_validate(status)
 
 
 def test_phase_changes_become_events() -> None:

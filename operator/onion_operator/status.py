@@ -17,6 +17,7 @@ from onion_operator.planner import (
     format_time,
     idle_window,
     parse_time,
+    timestamp,
     wake_deadline,
 )
 
@@ -72,10 +73,6 @@ def _previous_layers(previous: Mapping[str, Any]) -> dict[str, Mapping[str, Any]
     return {entry.get("name", ""): entry for entry in previous.get("layers") or []}
 
 
-def _stamp(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
 def learned(
     spec: OnionSpec, previous: Mapping[str, Any], demand: Mapping[str, datetime | None]
 ) -> dict[str, History]:
@@ -87,8 +84,8 @@ def learned(
     out: dict[str, History] = {}
     for layer in spec.managed_layers:
         prev = prev_layers.get(layer.name)
-        seen = _stamp(parse_time((prev or {}).get("lastDemandTime")))
-        latest = _stamp(demand.get(layer.name))
+        seen = timestamp(parse_time((prev or {}).get("lastDemandTime")))
+        latest = timestamp(demand.get(layer.name))
         history = History.from_status(prev)
         out[layer.name] = learn_gap(history, seen, latest, busy, layer.adaptive.history)
     return out

@@ -48,6 +48,7 @@ from onion_operator.planner import (
 )
 from onion_operator.planner import plan as make_plan
 from onion_operator.status import (
+    StatusInput,
     build_status,
     finished_wakes,
     invalid_status,
@@ -292,16 +293,18 @@ async def reconcile(
         if part == names.CORE or spec.layer(part) is not None
     }
     status = build_status(
-        spec,
-        onion.name,
-        onion.namespace,
-        generation,
-        observed,
-        demand,
-        the_plan,
-        previous,
-        now,
-        history,
+        StatusInput(
+            spec=spec,
+            onion=onion.name,
+            namespace=onion.namespace,
+            generation=generation,
+            observed=observed,
+            demand=demand,
+            plan=the_plan,
+            previous=previous,
+            now=now,
+            history=history,
+        )
     )
     cold_starts: list[float] = []
     if status != previous:

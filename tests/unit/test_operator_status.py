@@ -9,7 +9,13 @@ import pytest
 from onion_contract.spec import parse_spec
 from onion_contract.status import OnionStatus
 from onion_operator.planner import Observed, plan
-from onion_operator.status import build_status, invalid_status, layer_phase, phase_changes
+from onion_operator.status import (
+    StatusInput,
+    build_status,
+    invalid_status,
+    layer_phase,
+    phase_changes,
+)
 
 NOW = datetime(2026, 11, 28, 18, 0, 0, tzinfo=UTC)
 SPEC = parse_spec(
@@ -47,8 +53,9 @@ def test_layer_phase(obs: Observed | None, phase: str) -> None:
 def status_at(mid: Observed, previous: dict[str, object], now: datetime = NOW) -> dict[str, object]:
     observed = {"core": CORE_UP, "mid": mid}
     demand = {"mid": NOW - timedelta(seconds=5)}
+    the_plan = plan(SPEC, observed, demand, now)
     return build_status(
-        SPEC, "chat", "ns1", 4, observed, demand, plan(SPEC, observed, demand, now), previous, now
+        StatusInput(SPEC, "chat", "ns1", 4, observed, demand, the_plan, previous, now)
     )
 
 

@@ -38,7 +38,7 @@ from onion_operator.kube import RETRYABLE, ApiError, Kube, NotFound
 from onion_operator.metrics import OperatorMetrics
 from onion_operator.planner import Wake
 from onion_operator.probes import Health
-from onion_operator.reconciler import Event, reconcile
+from onion_operator.reconciler import Event, PassApi, reconcile
 from onion_operator.workqueue import WorkQueue, next_repair, spread
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ async def run_pass(state: OperatorState, key: str) -> None:
     kind = "full" if full else "refresh"
     started = asyncio.get_running_loop().time()
     try:
-        outcome = await reconcile(state.kube, view, now, full, state.written)
+        outcome = await reconcile(PassApi(state.kube, state.written, key), view, now, full)
     except RETRYABLE as e:
         metrics.passes.labels(kind, "error").inc()
         metrics.errors.labels("api").inc()

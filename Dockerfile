@@ -10,6 +10,7 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contract/ contract/
 COPY operator/ operator/
 COPY router/ router/
 # A virtualenv copied whole into the final stage: no compilers or pip caches there.

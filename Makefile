@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit test-image fuzz chaos lint fmt cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-scale bench-router bench-instructions bench-ab bench-quality clean
+.PHONY: help install bins engine test test-unit test-image fuzz chaos lint fmt generate generate-check cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-scale bench-router bench-instructions bench-ab bench-quality clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,12 +46,18 @@ chaos: install bins  ## the chaos campaign at length (30 operator kills, router 
 	  ONION_CHAOS_REPORT=results/chaos.json \
 	  $(PY) -m pytest -p no:cacheprovider -s tests/integration/test_chaos.py
 
-lint: install  ## ruff, mypy (strict), import contracts
+lint: install generate-check  ## ruff, mypy (strict), import contracts, no stale generated file
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	cd bench/loadgen && test -z "$$(gofmt -l .)" && go vet .
+
+generate: install  ## write the CRD (and the chart's copy) and the RBAC rules from contract/onion_contract
+	$(PY) -m onion_contract.generate
+
+generate-check: install  ## fail if a generated file differs from what `make generate` writes
+	$(PY) -m onion_contract.generate --check
 
 fmt: install
 	$(VENV)/bin/ruff check --fix .

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from onion_contract.spec import parse_spec
 from onion_lab import bank, bargain, evaluation, quality, wake_sim
 from onion_lab.bargain import Answer, EscalationPolicy
 from onion_lab.paths import REPO, RESULTS
-from onion_operator.spec import parse_spec
 from onion_router.learned import LearnedModel, prompt_features
 
 TRACE = REPO.parent / "shared" / "data" / "azure-llm-inference-2023-conv.csv"

@@ -20,11 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from onion_contract.router_config import Escalation
+from onion_contract.spec import OnionSpec
 from onion_lab import wake_sim
 from onion_lab.evaluation import Cut
-from onion_operator.spec import OnionSpec
 from onion_router.adaptive import Threshold
-from onion_router.config import Escalation
 
 LAYERS = ("core", "mid", "big")
 

@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from onion_contract.spec import parse_spec
 from onion_lab import wake_sim
 from onion_lab.paths import DATA
-from onion_operator.spec import parse_spec
 
 # The Azure LLM inference trace 2023, conversation service (see shared/data/README.md).
 TRACE = DATA / "azure-llm-inference-2023-conv.csv"

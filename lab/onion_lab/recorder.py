@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from onion_contract.router_config import Escalation
 from onion_lab import bank, llamaserver, signals
 from onion_lab.datasets import DATASETS, Dataset, Item
 from onion_lab.paths import CACHE
-from onion_router.config import Escalation
 from onion_router.policies import self_instruction, verify_messages
 
 

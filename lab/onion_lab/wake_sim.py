@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from onion_contract.spec import OnionSpec
 from onion_operator.idle import History, busy_gap, learn_gap
 from onion_operator.planner import Observed, plan
-from onion_operator.spec import OnionSpec
 
 T0 = datetime(2023, 11, 16, 18, 15, tzinfo=UTC)  # the Azure traces' first hour
 

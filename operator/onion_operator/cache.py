@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from onion_contract import names
 from onion_operator import constants as c
 from onion_operator.planner import Observed, lease_demand, observe_deployment
 
@@ -40,7 +41,9 @@ def key_of_onion(body: Mapping[str, Any]) -> str:
 def key_of_child(body: Mapping[str, Any]) -> str:
     """The Onion a demand Lease or model Deployment belongs to (its label says which)."""
     meta = _meta(body)
-    return onion_key(meta.get("namespace", ""), (meta.get("labels") or {}).get(c.LABEL_ONION, ""))
+    return onion_key(
+        meta.get("namespace", ""), (meta.get("labels") or {}).get(names.LABEL_ONION, "")
+    )
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class CachedOnion:
     def ref(self) -> Obj:
         """Enough of the Onion to post an Event about it."""
         meta = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
-        return {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": meta}
+        return {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": meta}
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ def owns_field(
 def _child(body: Mapping[str, Any]) -> dict[str, str]:
     meta = _meta(body)
     return {
-        "layer": (meta.get("labels") or {}).get(c.LABEL_LAYER, ""),
+        "layer": (meta.get("labels") or {}).get(names.LABEL_LAYER, ""),
         "name": meta.get("name", ""),
         "resource_version": str(meta.get("resourceVersion", "")),
     }
@@ -226,12 +229,12 @@ class Written:
     def saw(self, key: str, obj: Mapping[str, Any]) -> None:
         """Remember what a write returned (an Onion, a model Deployment or a demand Lease)."""
         kind = obj.get("kind")
-        if kind == c.KIND:
+        if kind == names.KIND:
             self._onions[key] = onion_entry(obj)
-        elif kind == "Deployment" and _is(obj, c.COMPONENT_MODEL):
+        elif kind == "Deployment" and _is(obj, names.COMPONENT_MODEL):
             entry = deployment_entry(obj)
             self._deployments.setdefault(key, {})[entry.layer] = entry
-        elif kind == "Lease" and _is(obj, c.COMPONENT_DEMAND):
+        elif kind == "Lease" and _is(obj, names.COMPONENT_DEMAND):
             lease = lease_entry(obj)
             self._leases.setdefault(key, {})[lease.layer] = lease
 
@@ -271,7 +274,7 @@ class Written:
 
 
 def _is(obj: Mapping[str, Any], component: str) -> bool:
-    return (_meta(obj).get("labels") or {}).get(c.LABEL_COMPONENT) == component
+    return (_meta(obj).get("labels") or {}).get(names.LABEL_COMPONENT) == component
 
 
 def _merge(overlays: dict[str, dict[str, Any]], key: str, seen: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import kopf
 
-from onion_operator import constants as c
+from onion_contract import names
 from onion_operator.cache import (
     CachedDeployment,
     CachedLease,
@@ -38,7 +38,7 @@ from onion_operator.kube import RETRYABLE, ApiError, Kube, NotFound
 from onion_operator.metrics import OperatorMetrics
 from onion_operator.planner import Wake
 from onion_operator.probes import Health
-from onion_operator.reconciler import Event, reconcile
+from onion_operator.reconciler import Event, PassApi, reconcile
 from onion_operator.workqueue import WorkQueue, next_repair, spread
 
 log = logging.getLogger(__name__)
@@ -127,13 +127,13 @@ async def _gone(state: OperatorState, onion: CachedOnion) -> bool:
     is missing."""
     kube = state.kube
     try:
-        if await kube.get(c.KIND, onion.namespace, onion.name) is None:
+        if await kube.get(names.KIND, onion.namespace, onion.name) is None:
             log.info("%s is gone: dropped from the cache", onion.key)
             state.onions.discard(onion.key, onion.name)
             state.forget(onion.key)
             return True
         for store, kind, labels in _cached_kinds(state)[1:]:  # its Leases and Deployments
-            selector = {**labels, c.LABEL_ONION: onion.name}
+            selector = {**labels, names.LABEL_ONION: onion.name}
             store.replace(onion.key, await kube.list(kind, onion.namespace, selector))
     except RETRYABLE as e:
         log.warning("re-reading %s after a 404 failed: %s", onion.key, e)
@@ -160,7 +160,7 @@ async def run_pass(state: OperatorState, key: str) -> None:
     kind = "full" if full else "refresh"
     started = asyncio.get_running_loop().time()
     try:
-        outcome = await reconcile(state.kube, view, now, full, state.written)
+        outcome = await reconcile(PassApi(state.kube, state.written, key), view, now, full)
     except RETRYABLE as e:
         metrics.passes.labels(kind, "error").inc()
         metrics.errors.labels("api").inc()
@@ -209,8 +209,8 @@ async def run_pass(state: OperatorState, key: str) -> None:
 # --- what the watches select -------------------------------------------------------------------
 
 Labels = dict[str, Any]  # kopf.PRESENT is a filter token, not a str
-_DEMAND: Labels = {c.LABEL_COMPONENT: c.COMPONENT_DEMAND, c.LABEL_ONION: kopf.PRESENT}
-_MODEL: Labels = {c.LABEL_COMPONENT: c.COMPONENT_MODEL, c.LABEL_ONION: kopf.PRESENT}
+_DEMAND: Labels = {names.LABEL_COMPONENT: names.COMPONENT_DEMAND, names.LABEL_ONION: kopf.PRESENT}
+_MODEL: Labels = {names.LABEL_COMPONENT: names.COMPONENT_MODEL, names.LABEL_ONION: kopf.PRESENT}
 
 
 def _selector(labels: Labels) -> str:
@@ -221,7 +221,7 @@ def _selector(labels: Labels) -> str:
 def _cached_kinds(state: OperatorState) -> list[tuple[Store[Any], str, Labels]]:
     """Each cache, the kind it holds and the labels its watch selects (as the handlers below)."""
     return [
-        (state.onions, c.KIND, {}),
+        (state.onions, names.KIND, {}),
         (state.leases, "Lease", _DEMAND),
         (state.deployments, "Deployment", _MODEL),
     ]
@@ -275,7 +275,7 @@ class _NoDiffBase(kopf.DiffBaseStorage):
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Settings, the API client, the caches (listed before kopf starts its watches) and the
     work queue. `memo.namespaces` is the operator's scope: a list, or None for all."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = _NoDiffBase()
     settings.posting.enabled = False  # our own Events say what happened; not kopf's per handler
     settings.watching.server_timeout = 300
@@ -304,7 +304,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 # --- events: every change of something a pass depends on queues its Onion ---------------------
 
 
-@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
 async def onion_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
     state: OperatorState = memo["state"]
     if type == "DELETED":  # children go by owner references
@@ -335,18 +335,18 @@ def _deleted(type: str, **_: Any) -> bool:
     return type == "DELETED"
 
 
-@kopf.on.event("", "v1", "services", labels={c.LABEL_ONION: kopf.PRESENT}, when=_deleted)
-@kopf.on.event("", "v1", "configmaps", labels={c.LABEL_ONION: kopf.PRESENT}, when=_deleted)
+@kopf.on.event("", "v1", "services", labels={names.LABEL_ONION: kopf.PRESENT}, when=_deleted)
+@kopf.on.event("", "v1", "configmaps", labels={names.LABEL_ONION: kopf.PRESENT}, when=_deleted)
 @kopf.on.event(
     "autoscaling",
     "v2",
     "horizontalpodautoscalers",
-    labels={c.LABEL_ONION: kopf.PRESENT},
+    labels={names.LABEL_ONION: kopf.PRESENT},
     when=_deleted,
 )
 async def other_child_deleted(
     labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
     """A Service, the router ConfigMap or an HPA deleted by hand is re-created at once."""
-    key = onion_key(namespace or "", labels[c.LABEL_ONION])
+    key = onion_key(namespace or "", labels[names.LABEL_ONION])
     memo["state"].changed(key, child_deleted=True)

@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from onion_contract.spec import AdaptiveIdle
+
 # A learned keep-alive is doubled: the next gap is longer than every one of n seen before with
 # probability 1/(n+1), and on a busy layer each such gap costs several waiting requests (on the
 # trace bench, a 10% margin had adaptive dominated by fixed timeouts; docs/cold-starts.md).
@@ -56,6 +58,12 @@ class Params:
     min_samples: int = 16
     history: int = 64
     prewarm: bool = True
+
+    @classmethod
+    def of(cls, adaptive: AdaptiveIdle) -> Params:
+        return cls(
+            adaptive.cold_start_cost, adaptive.min_samples, adaptive.history, adaptive.prewarm
+        )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from onion_contract import names
 from onion_operator import constants as c
 from onion_operator.metrics import OperatorMetrics
 
@@ -36,7 +37,7 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "HTTPRoute": (f"/apis/{c.HTTPROUTE_API_VERSION}", "httproutes"),
-    c.KIND: (f"/apis/{c.API_VERSION}", c.PLURAL),
+    names.KIND: (f"/apis/{names.API_VERSION}", names.PLURAL),
 }
 
 # Kinds the operator lists to garbage-collect them itself when a layer (or its autoscaling, its
@@ -217,8 +218,8 @@ class Kube:
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": regarding.get("apiVersion", c.API_VERSION),
-                "kind": regarding.get("kind", c.KIND),
+                "apiVersion": regarding.get("apiVersion", names.API_VERSION),
+                "kind": regarding.get("kind", names.KIND),
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta.get("uid"),

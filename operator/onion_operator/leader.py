@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from onion_operator import constants as c
+from onion_contract import names
 from onion_operator.kube import RETRYABLE, ApiError, Kube
 from onion_operator.planner import format_time, parse_time
 
@@ -38,7 +38,7 @@ class LeaderElection:
         return {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {**meta, "name": c.LEADER_LEASE, "namespace": self.namespace},
+            "metadata": {**meta, "name": names.LEADER_LEASE, "namespace": self.namespace},
             "spec": {
                 **spec,
                 "holderIdentity": self.identity,
@@ -49,7 +49,7 @@ class LeaderElection:
 
     async def try_acquire(self, now: datetime) -> bool:
         """Take or renew the Lease if it is ours, free or expired; False if someone holds it."""
-        current = await self.kube.get("Lease", self.namespace, c.LEADER_LEASE)
+        current = await self.kube.get("Lease", self.namespace, names.LEADER_LEASE)
         try:
             if current is None:
                 new = self._lease(now, {"acquireTime": format_time(now), "leaseTransitions": 0}, {})
@@ -85,7 +85,9 @@ class LeaderElection:
                 if await self.try_acquire(datetime.now(UTC)):
                     break
                 if not announced:
-                    log.info("waiting for leadership (Lease %s/%s)", self.namespace, c.LEADER_LEASE)
+                    log.info(
+                        "waiting for leadership (Lease %s/%s)", self.namespace, names.LEADER_LEASE
+                    )
                     announced = True
             except RETRYABLE as e:  # starting while the API server restarts: wait, not crash
                 if str(e) != unreachable:
@@ -115,7 +117,7 @@ class LeaderElection:
 
     async def release(self) -> None:
         """Give the Lease up so a successor need not wait for it to expire."""
-        current = await self.kube.get("Lease", self.namespace, c.LEADER_LEASE)
+        current = await self.kube.get("Lease", self.namespace, names.LEADER_LEASE)
         if current is None or (current.get("spec") or {}).get("holderIdentity") != self.identity:
             return
         current["spec"]["holderIdentity"] = None

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from onion_operator import constants as c
-from onion_operator.spec import (
+from onion_contract import names
+from onion_contract.spec import (
     Autoscaling,
     Core,
     HTTPRoute,
@@ -19,6 +19,8 @@ from onion_operator.spec import (
     ModelCache,
     OnionSpec,
 )
+from onion_operator import constants as c
+from onion_operator.engines import ENGINES
 
 Obj = dict[str, Any]
 
@@ -33,8 +35,8 @@ class Owner:
 
     def reference(self) -> Obj:
         return {
-            "apiVersion": c.API_VERSION,
-            "kind": c.KIND,
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
             "name": self.name,
             "uid": self.uid,
             "controller": True,
@@ -44,10 +46,10 @@ class Owner:
 
 def labels(onion: str, part: str, component: str) -> dict[str, str]:
     return {
-        c.LABEL_ONION: onion,
-        c.LABEL_LAYER: part,
-        c.LABEL_COMPONENT: component,
-        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        names.LABEL_ONION: onion,
+        names.LABEL_LAYER: part,
+        names.LABEL_COMPONENT: component,
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
     }
 
 
@@ -61,14 +63,14 @@ def _meta(owner: Owner, name: str, part: str, component: str) -> Obj:
 
 
 def _selector(onion: str, part: str, component: str) -> dict[str, str]:
-    return {c.LABEL_ONION: onion, c.LABEL_LAYER: part, c.LABEL_COMPONENT: component}
+    return {names.LABEL_ONION: onion, names.LABEL_LAYER: part, names.LABEL_COMPONENT: component}
 
 
 def tier_url(spec_layer: Layer | Core, onion: str, namespace: str) -> str:
     """Where the router reaches a tier: its Service, or an external layer's endpoint."""
     if isinstance(spec_layer, Layer) and spec_layer.endpoint is not None:
         return spec_layer.endpoint
-    part = spec_layer.name if isinstance(spec_layer, Layer) else c.CORE
+    part = spec_layer.name if isinstance(spec_layer, Layer) else names.CORE
     return c.service_url(onion, part, namespace)
 
 
@@ -127,7 +129,7 @@ def build_model_deployment(
     model_cache: ModelCache | None,
 ) -> Obj:
     """The engine Deployment of the core or a managed layer, at `replicas` (None: unset)."""
-    engine = work.engine_info
+    engine = ENGINES[work.engine]
     model = work.model or ""
     args = (
         list(work.args)
@@ -138,7 +140,7 @@ def build_model_deployment(
     volumes: list[Obj] = []
     mounts: list[Obj] = []
     if model_cache is not None:
-        claim = model_cache.pvc_name or c.model_cache_pvc_name(owner.name)
+        claim = model_cache.pvc_name or names.model_cache_pvc_name(owner.name)
         volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}})
     else:
         volumes.append({"name": "model-cache", "emptyDir": {}})
@@ -167,11 +169,11 @@ def build_model_deployment(
     }
     if work.pod_security_context is not None:
         pod_spec["securityContext"] = dict(work.pod_security_context)
-    selector = _selector(owner.name, part, c.COMPONENT_MODEL)
+    selector = _selector(owner.name, part, names.COMPONENT_MODEL)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(owner, c.child_name(owner.name, part), part, c.COMPONENT_MODEL),
+        "metadata": _meta(owner, names.child_name(owner.name, part), part, names.COMPONENT_MODEL),
         "spec": {
             **({} if replicas is None else {"replicas": replicas}),
             # A big model may load for longer than the 600s default before it is Ready.
@@ -186,7 +188,7 @@ def build_model_deployment(
             },
             "template": {
                 "metadata": {
-                    "labels": labels(owner.name, part, c.COMPONENT_MODEL),
+                    "labels": labels(owner.name, part, names.COMPONENT_MODEL),
                     "annotations": dict(work.pod_annotations),
                 },
                 "spec": pod_spec,
@@ -207,7 +209,7 @@ def default_load_metric(onion: str, part: str, per_replica: float) -> Obj:
         "type": "External",
         "external": {
             "metric": {
-                "name": c.LAYER_REQUESTS_METRIC,
+                "name": names.LAYER_REQUESTS_METRIC,
                 "selector": {"matchLabels": {"onion": onion, "layer": part}},
             },
             "target": {"type": "AverageValue", "averageValue": _quantity(per_replica)},
@@ -217,7 +219,7 @@ def default_load_metric(onion: str, part: str, per_replica: float) -> Obj:
 
 def build_autoscaler(owner: Owner, part: str, auto: Autoscaling) -> Obj:
     """The autoscaling/v2 HorizontalPodAutoscaler of the core's or a layer's Deployment."""
-    name = c.child_name(owner.name, part)
+    name = names.child_name(owner.name, part)
     metrics = [dict(m) for m in auto.metrics] or [
         default_load_metric(owner.name, part, auto.target_requests_per_replica)
     ]
@@ -232,7 +234,7 @@ def build_autoscaler(owner: Owner, part: str, auto: Autoscaling) -> Obj:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _meta(owner, name, part, c.COMPONENT_AUTOSCALER),
+        "metadata": _meta(owner, name, part, names.COMPONENT_AUTOSCALER),
         "spec": spec,
     }
 
@@ -252,7 +254,7 @@ def build_service(owner: Owner, part: str, component: str, target_port: str = "h
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(owner, c.child_name(owner.name, part), part, component),
+        "metadata": _meta(owner, names.child_name(owner.name, part), part, component),
         "spec": {
             "type": "ClusterIP",
             "selector": _selector(owner.name, part, component),
@@ -273,7 +275,9 @@ def build_demand_lease(owner: Owner, layer: str) -> Obj:
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": _meta(owner, c.lease_name(owner.name, layer), layer, c.COMPONENT_DEMAND),
+        "metadata": _meta(
+            owner, names.lease_name(owner.name, layer), layer, names.COMPONENT_DEMAND
+        ),
         "spec": {},
     }
 
@@ -288,7 +292,7 @@ def build_model_cache_pvc(owner: Owner, cache: ModelCache) -> Obj | None:
     }
     if cache.storage_class_name:
         spec["storageClassName"] = cache.storage_class_name
-    meta = _meta(owner, c.model_cache_pvc_name(owner.name), c.CORE, c.COMPONENT_CACHE)
+    meta = _meta(owner, names.model_cache_pvc_name(owner.name), names.CORE, names.COMPONENT_CACHE)
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
 
 
@@ -300,7 +304,7 @@ def _escalation(work: Core | Layer) -> Obj:
     if e.policy == "self":
         out["via"] = e.via
         out["toolName"] = e.tool_name
-    if e.policy == "verify" and e.verify_prompt is not None:
+    if e.policy == "verify" and "verify_prompt" in e.model_fields_set:  # else the router's default
         out["verifyPrompt"] = e.verify_prompt
     if e.target_rate is not None:
         out.update(targetRate=e.target_rate, window=e.window, minSamples=e.min_samples)
@@ -355,12 +359,12 @@ def _layer_secret_volumes(spec: OnionSpec) -> tuple[list[Obj], list[Obj]]:
 
 
 def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
-    """The router's config.yaml (camelCase), parsed by onion_router.config.RouterConfig."""
+    """The router's config.yaml (camelCase), parsed by onion_contract.router_config.RouterConfig."""
     r = spec.router
     tiers: list[Obj] = [
         {
-            "name": c.CORE,
-            "url": c.service_url(onion, c.CORE, namespace),
+            "name": names.CORE,
+            "url": c.service_url(onion, names.CORE, namespace),
             "model": spec.core.upstream_model,
             "engine": spec.core.engine,
             "managed": False,
@@ -378,7 +382,7 @@ def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
                 "model": layer.upstream_model or layer.name,
                 "engine": layer.engine,
                 "managed": layer.managed,
-                "lease": c.lease_name(onion, layer.name) if layer.managed else None,
+                "lease": names.lease_name(onion, layer.name) if layer.managed else None,
                 # An endpoint's 429/503 with Retry-After (another Onion waking) are retried so long.
                 "wakeTimeoutSeconds": layer.wake_timeout,
                 "escalation": _escalation(layer),
@@ -408,11 +412,11 @@ def render_router_config(spec: OnionSpec, namespace: str, onion: str) -> str:
 
 
 def build_router_configmap(owner: Owner, config_yaml: str) -> Obj:
-    name = c.router_config_name(owner.name)
+    name = names.router_config_name(owner.name)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(owner, name, c.ROUTER, c.COMPONENT_ROUTER),
+        "metadata": _meta(owner, name, names.ROUTER, names.COMPONENT_ROUTER),
         "data": {c.ROUTER_CONFIG_KEY: config_yaml},
     }
 
@@ -420,10 +424,10 @@ def build_router_configmap(owner: Owner, config_yaml: str) -> Obj:
 def build_router_deployment(owner: Owner, spec: OnionSpec, config_yaml: str) -> Obj:
     """The router: `onion-router --config /etc/onion/config.yaml`, restarted on config change."""
     router = spec.router
-    name = c.child_name(owner.name, c.ROUTER)
+    name = names.child_name(owner.name, names.ROUTER)
     digest = hashlib.sha256(config_yaml.encode()).hexdigest()[:16]
     volumes: list[Obj] = [
-        {"name": "config", "configMap": {"name": c.router_config_name(owner.name)}}
+        {"name": "config", "configMap": {"name": names.router_config_name(owner.name)}}
     ]
     mounts: list[Obj] = [{"name": "config", "mountPath": c.ROUTER_CONFIG_DIR, "readOnly": True}]
     if router.auth_secret_name:
@@ -435,7 +439,7 @@ def build_router_deployment(owner: Owner, spec: OnionSpec, config_yaml: str) -> 
     probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 2}
     container: Obj = {
         "name": "router",
-        "image": router.image or c.DEFAULT_OPERATOR_IMAGE,
+        "image": router.image or names.DEFAULT_OPERATOR_IMAGE,
         "command": ["onion-router", "--config", f"{c.ROUTER_CONFIG_DIR}/{c.ROUTER_CONFIG_KEY}"],
         "ports": [{"name": "http", "containerPort": c.ROUTER_PORT, "protocol": "TCP"}],
         "resources": dict(router.resources),
@@ -454,14 +458,16 @@ def build_router_deployment(owner: Owner, spec: OnionSpec, config_yaml: str) -> 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(owner, name, c.ROUTER, c.COMPONENT_ROUTER),
+        "metadata": _meta(owner, name, names.ROUTER, names.COMPONENT_ROUTER),
         "spec": {
             "replicas": router.replicas,
-            "selector": {"matchLabels": _selector(owner.name, c.ROUTER, c.COMPONENT_ROUTER)},
+            "selector": {
+                "matchLabels": _selector(owner.name, names.ROUTER, names.COMPONENT_ROUTER)
+            },
             "template": {
                 "metadata": {
-                    "labels": labels(owner.name, c.ROUTER, c.COMPONENT_ROUTER),
-                    "annotations": {c.ANNOTATION_CONFIG_HASH: digest},
+                    "labels": labels(owner.name, names.ROUTER, names.COMPONENT_ROUTER),
+                    "annotations": {names.ANNOTATION_CONFIG_HASH: digest},
                 },
                 "spec": {
                     "serviceAccountName": name,
@@ -478,10 +484,14 @@ def build_router_deployment(owner: Owner, spec: OnionSpec, config_yaml: str) -> 
 
 def build_router_rbac(owner: Owner, spec: OnionSpec) -> list[Obj]:
     """ServiceAccount, Role and RoleBinding: read Onions, renew only this Onion's demand Leases."""
-    name = c.child_name(owner.name, c.ROUTER)
-    leases = [c.lease_name(owner.name, layer.name) for layer in spec.managed_layers]
+    name = names.child_name(owner.name, names.ROUTER)
+    leases = [names.lease_name(owner.name, layer.name) for layer in spec.managed_layers]
     rules: list[Obj] = [
-        {"apiGroups": [c.GROUP], "resources": [c.PLURAL], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": [names.GROUP],
+            "resources": [names.PLURAL],
+            "verbs": ["get", "list", "watch"],
+        },
     ]
     if leases:
         rules.append(
@@ -494,7 +504,7 @@ def build_router_rbac(owner: Owner, spec: OnionSpec) -> list[Obj]:
         )
 
     def meta() -> Obj:
-        return _meta(owner, name, c.ROUTER, c.COMPONENT_ROUTER)
+        return _meta(owner, name, names.ROUTER, names.COMPONENT_ROUTER)
 
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta()},
@@ -516,7 +526,7 @@ def build_router_rbac(owner: Owner, spec: OnionSpec) -> list[Obj]:
 
 def build_router_httproute(owner: Owner, route: HTTPRoute) -> Obj:
     """A Gateway API HTTPRoute from the given Gateways (and hostnames) to the router's Service."""
-    name = c.child_name(owner.name, c.ROUTER)
+    name = names.child_name(owner.name, names.ROUTER)
     parents = [
         {k: v for k, v in ref.model_dump(by_alias=True).items() if v is not None}
         for ref in route.parent_refs
@@ -530,7 +540,7 @@ def build_router_httproute(owner: Owner, route: HTTPRoute) -> Obj:
     return {
         "apiVersion": c.HTTPROUTE_API_VERSION,
         "kind": "HTTPRoute",
-        "metadata": _meta(owner, name, c.ROUTER, c.COMPONENT_ROUTER),
+        "metadata": _meta(owner, name, names.ROUTER, names.COMPONENT_ROUTER),
         "spec": spec,
     }
 
@@ -553,10 +563,10 @@ def build_prepull_daemonset(owner: Owner, layer: Layer) -> Obj:
     container keeps the pod, and so the image, in use. Same nodeSelector and tolerations as the
     layer's pods, so exactly the nodes a wake could land on pull it."""
     part = layer.name
-    selector = _selector(owner.name, part, c.COMPONENT_PREPULL)
+    selector = _selector(owner.name, part, names.COMPONENT_PREPULL)
     pull = {
         "name": "pull",
-        "image": layer.image or layer.engine_info.image,
+        "image": layer.image or ENGINES[layer.engine].image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["/bin/sh", "-c", "exit 0"],
         "resources": _SMALL,
@@ -571,7 +581,9 @@ def build_prepull_daemonset(owner: Owner, layer: Layer) -> Obj:
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": _meta(owner, c.prepull_name(owner.name, part), part, c.COMPONENT_PREPULL),
+        "metadata": _meta(
+            owner, names.prepull_name(owner.name, part), part, names.COMPONENT_PREPULL
+        ),
         "spec": {
             "selector": {"matchLabels": selector},
             "updateStrategy": {
@@ -579,7 +591,7 @@ def build_prepull_daemonset(owner: Owner, layer: Layer) -> Obj:
                 "rollingUpdate": {"maxUnavailable": "100%"},
             },
             "template": {
-                "metadata": {"labels": labels(owner.name, part, c.COMPONENT_PREPULL)},
+                "metadata": {"labels": labels(owner.name, part, names.COMPONENT_PREPULL)},
                 "spec": {
                     "initContainers": [pull],
                     "containers": [pause],
@@ -609,8 +621,8 @@ def build_prefetch_job(owner: Owner, layer: Layer, cache: ModelCache, image: str
     same volume at the same path and the same HF_HOME as the engine, so the engine finds every
     file in place and downloads nothing. It runs as the engine would (its security contexts),
     with its env (a gated model's HF_TOKEN), and asks for no GPU."""
-    engine = layer.engine_info
-    claim = cache.pvc_name or c.model_cache_pvc_name(owner.name)
+    engine = ENGINES[layer.engine]
+    claim = cache.pvc_name or names.model_cache_pvc_name(owner.name)
     includes = [arg for pattern in PREFETCH_PATTERNS for arg in ("--include", pattern)]
     container: Obj = {
         "name": "prefetch",
@@ -636,11 +648,11 @@ def build_prefetch_job(owner: Owner, layer: Layer, cache: ModelCache, image: str
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _meta(owner, name, layer.name, c.COMPONENT_PREFETCH),
+        "metadata": _meta(owner, name, layer.name, names.COMPONENT_PREFETCH),
         "spec": {
             "backoffLimit": 6,
             "template": {
-                "metadata": {"labels": labels(owner.name, layer.name, c.COMPONENT_PREFETCH)},
+                "metadata": {"labels": labels(owner.name, layer.name, names.COMPONENT_PREFETCH)},
                 "spec": pod,
             },
         },
@@ -654,8 +666,12 @@ def build_cold_start_helpers(owner: Owner, spec: OnionSpec) -> list[Obj]:
     for layer in spec.managed_layers:
         if cold.pre_pull_images:
             objs.append(build_prepull_daemonset(owner, layer))
-        if cold.prefetch_weights and spec.model_cache is not None and layer.engine_info.hub_cache:
-            image = cold.prefetch_image or spec.router.image or c.DEFAULT_OPERATOR_IMAGE
+        if (
+            cold.prefetch_weights
+            and spec.model_cache is not None
+            and ENGINES[layer.engine].hub_cache
+        ):
+            image = cold.prefetch_image or spec.router.image or names.DEFAULT_OPERATOR_IMAGE
             objs.append(build_prefetch_job(owner, layer, spec.model_cache, image))
     return objs
 
@@ -673,21 +689,21 @@ def build_children(owner: Owner, spec: OnionSpec, replicas: Mapping[str, int | N
         pvc = build_model_cache_pvc(owner, spec.model_cache)
         if pvc is not None:
             objs.append(pvc)
-    workloads: list[tuple[str, Core | Layer]] = [(c.CORE, spec.core)]
+    workloads: list[tuple[str, Core | Layer]] = [(names.CORE, spec.core)]
     workloads += [(layer.name, layer) for layer in spec.managed_layers]
     for part, work in workloads:
-        default = planned_core_replicas(spec.core) if part == c.CORE else 0
+        default = planned_core_replicas(spec.core) if part == names.CORE else 0
         objs.append(
             build_model_deployment(owner, part, work, replicas.get(part, default), spec.model_cache)
         )
-        objs.append(build_service(owner, part, c.COMPONENT_MODEL))
+        objs.append(build_service(owner, part, names.COMPONENT_MODEL))
         if work.autoscaling is not None:
             objs.append(build_autoscaler(owner, part, work.autoscaling))
     config_yaml = render_router_config(spec, owner.namespace, owner.name)
     objs.append(build_router_configmap(owner, config_yaml))
     objs.extend(build_router_rbac(owner, spec))
     objs.append(build_router_deployment(owner, spec, config_yaml))
-    objs.append(build_service(owner, c.ROUTER, c.COMPONENT_ROUTER))
+    objs.append(build_service(owner, names.ROUTER, names.COMPONENT_ROUTER))
     if spec.router.http_route is not None:
         objs.append(build_router_httproute(owner, spec.router.http_route))
     objs.extend(build_cold_start_helpers(owner, spec))

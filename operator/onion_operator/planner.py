@@ -12,19 +12,26 @@ A layer's idle policy says how long it stays awake after its last demand: `idleT
 to sleep sooner and wake it again before the demand it expects (a pre-warm). A warm schedule
 (schedule.py) holds a layer awake in its windows. Pre-warms take only free slots of the
 maxAwakeLayers budget and never evict; scheduled layers are served like warm ones.
+
+`plan` is its phases in order: what each layer's policies say now (`_situation`), the layers
+wanted awake (`_wanted`) and pre-warmed (`_prewarms`), those that fit the budget (`_fit_budget`),
+the wakes and sleeps that get there (`_wakes_and_sleeps`) and when the answer changes
+(`_deadlines`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from onion_operator import constants as c
-from onion_operator.idle import History, Window, busy_gap, decide
+from onion_contract import names
+from onion_contract.spec import Layer, OnionSpec
+from onion_operator.idle import History, Params, Window, busy_gap, decide
 from onion_operator.schedule import Scheduled, scheduled
-from onion_operator.spec import Layer, OnionSpec
+from onion_operator.schedule import windows as windows_of
 
 
 @dataclass(frozen=True)
@@ -70,14 +77,14 @@ def observe_deployment(obj: Mapping[str, Any]) -> Observed:
         ):
             failure = f"ProgressDeadlineExceeded: {cond.get('message')}"
     try:
-        wake_count = int(annotations.get(c.ANNOTATION_WAKE_COUNT, "0"))
+        wake_count = int(annotations.get(names.ANNOTATION_WAKE_COUNT, "0"))
     except ValueError:
         wake_count = 0
     return Observed(
         replicas=int(spec.get("replicas", 1)),
         ready_replicas=int(status.get("readyReplicas") or 0),
         current_replicas=int(status.get("replicas") or 0),
-        woken_at=parse_time(annotations.get(c.ANNOTATION_WOKEN_AT)),
+        woken_at=parse_time(annotations.get(names.ANNOTATION_WOKEN_AT)),
         wake_count=wake_count,
         failure=failure,
     )
@@ -165,20 +172,201 @@ class Plan:
         return self.deadlines[0] if self.deadlines else None
 
 
+def timestamp(value: datetime | None) -> float | None:
+    """POSIX seconds of a time; None stays None (never)."""
+    return None if value is None else value.timestamp()
+
+
 def _age(demand: datetime | None, now: datetime) -> float | None:
     return None if demand is None else (now - demand).total_seconds()
-
-
-def _stamp(demand: datetime | None) -> float:
-    return demand.timestamp() if demand is not None else 0.0
 
 
 def idle_window(layer: Layer, history: History | None, renew_seconds: float) -> Window:
     """How long `layer` stays awake after its last demand, by its idle policy."""
     if layer.idle_policy == "adaptive":
         busy = busy_gap(renew_seconds)
-        return decide(history or History(), layer.adaptive.params, layer.idle_timeout, busy)
+        return decide(history or History(), Params.of(layer.adaptive), layer.idle_timeout, busy)
     return Window(layer.idle_timeout)
+
+
+@dataclass(frozen=True)
+class _Situation:
+    """What a plan decides from, for each managed layer, read once."""
+
+    spec: OnionSpec
+    observed: Mapping[str, Observed]
+    demand: Mapping[str, datetime | None]
+    now: datetime
+    awake: dict[str, int]  # replicas now (0: asleep or not created)
+    windows: dict[str, Window]  # how long its idle policy keeps it awake after a demand
+    schedules: dict[str, Scheduled]  # what its warm schedule says now
+    minimum: frozenset[str]  # minReplicas: 1
+    warm: frozenset[str]  # the minimum, and the layers their schedule holds awake
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        return self.spec.managed_layers
+
+    def fresh(self, name: str, window: float) -> bool:
+        """Whether the layer's last demand is less than `window` seconds old."""
+        age = _age(self.demand.get(name), self.now)
+        return age is not None and age < window
+
+    def prewarming(self, name: str) -> bool:
+        age = _age(self.demand.get(name), self.now)
+        return age is not None and name not in self.warm and self.windows[name].prewarming(age)
+
+    def last_used(self, name: str) -> float:
+        """The last demand's time as a sort key; a layer never used sorts before every other."""
+        stamp = timestamp(self.demand.get(name))
+        return -math.inf if stamp is None else stamp
+
+
+def _situation(
+    spec: OnionSpec,
+    observed: Mapping[str, Observed],
+    demand: Mapping[str, datetime | None],
+    now: datetime,
+    learned: Mapping[str, History],
+) -> _Situation:
+    """Each managed layer's replicas, idle window and warm schedule, read once for the plan."""
+    layers = spec.managed_layers
+    schedules = {
+        lay.name: scheduled(windows_of(lay), now, (learned.get(lay.name) or History()).lead())
+        for lay in layers
+    }
+    minimum = frozenset(lay.name for lay in layers if lay.min_replicas >= 1)
+    return _Situation(
+        spec=spec,
+        observed=observed,
+        demand=demand,
+        now=now,
+        awake={lay.name: (observed.get(lay.name) or Observed()).replicas or 0 for lay in layers},
+        windows={
+            lay.name: idle_window(lay, learned.get(lay.name), spec.demand_renew_seconds)
+            for lay in layers
+        },
+        schedules=schedules,
+        minimum=minimum,
+        warm=minimum | {name for name, sched in schedules.items() if sched.awake},
+    )
+
+
+def _wanted(s: _Situation) -> set[str]:
+    """The layers that should be awake: warm ones, and those with demand inside their keep-alive."""
+    return {
+        lay.name
+        for lay in s.layers
+        if lay.name in s.warm or s.fresh(lay.name, s.windows[lay.name].keep_alive)
+    }
+
+
+def _prewarms(s: _Situation, wanted: set[str]) -> set[str]:
+    """The layers the adaptive policy wakes before the demand it expects (none is wanted)."""
+    return {lay.name for lay in s.layers if lay.name not in wanted and s.prewarming(lay.name)}
+
+
+@dataclass(frozen=True)
+class _Budgeted:
+    """The layers awake within maxAwakeLayers, who waits for a slot, and who was evicted."""
+
+    desired: set[str]
+    holds: tuple[Hold, ...] = ()
+    evicted: frozenset[str] = frozenset()
+
+
+def _fit_budget(s: _Situation, wanted: set[str], prewarms: set[str]) -> _Budgeted:
+    """Admit wanted layers into maxAwakeLayers slots, evicting the least recently used awake
+    layer that is not in use; a pre-warm takes only a free slot and never evicts."""
+    budget = s.spec.max_awake_layers
+    if budget is None:
+        return _Budgeted(wanted | prewarms)
+    grace = s.spec.eviction_grace_period
+    names = [lay.name for lay in s.layers]
+    keep = [n for n in names if (n in wanted or n in prewarms) and s.awake[n] > 0]
+    # An asleep layer competes for a slot only while someone waits for it: the router renews
+    # demand for held requests, so their demand stays within the grace period. Older demand
+    # (for example of a layer the budget just evicted) must not wake it again, or two layers
+    # with demand inside their idle timeout evict each other on every pass.
+    newcomers = [
+        n for n in names if n in wanted and s.awake[n] == 0 and (n in s.warm or s.fresh(n, grace))
+    ]
+    # Warm layers first, then the most recent demand first.
+    newcomers.sort(key=lambda n: (n not in s.warm, -s.last_used(n)))
+    admitted: list[str] = []
+    holds: list[Hold] = []
+    evicted: set[str] = set()
+
+    def evictable() -> list[str]:
+        # In use = renewed within the grace period: never put to sleep for the budget.
+        cands = [n for n in keep if n not in s.warm and not s.fresh(n, grace)]
+        # Pre-warmed layers first (no demand at all), then the least recently used.
+        return sorted(cands, key=lambda n: (n not in prewarms, s.last_used(n)))
+
+    for name in newcomers:
+        if len(keep) + len(admitted) < budget:
+            admitted.append(name)
+            continue
+        victims = evictable()
+        if victims:
+            keep.remove(victims[0])
+            evicted.add(victims[0])
+            admitted.append(name)
+        else:
+            holds.append(
+                Hold(name, f"maxAwakeLayers={budget} reached; all awake layers are in use")
+            )
+    for name in sorted(prewarms - set(keep), key=lambda n: -s.last_used(n)):
+        if s.awake[name] == 0 and len(keep) + len(admitted) < budget:
+            admitted.append(name)
+    # A lowered budget: put the least recently used awake layers to sleep.
+    while len(keep) + len(admitted) > budget and evictable():
+        victim = evictable()[0]
+        keep.remove(victim)
+        evicted.add(victim)
+    return _Budgeted(set(keep) | set(admitted), tuple(holds), frozenset(evicted))
+
+
+def _wakes_and_sleeps(s: _Situation, budgeted: _Budgeted) -> list[Action]:
+    """What changes the layers' replicas to the desired ones, each with its reason."""
+    actions: list[Action] = []
+    for lay in s.layers:
+        name = lay.name
+        if name in budgeted.desired and not s.awake[name]:
+            actions.append(Wake(name, *_wake_reason(s, name)))
+        elif name not in budgeted.desired and s.awake[name]:
+            if name in budgeted.evicted:
+                reason = f"least recently used; maxAwakeLayers={s.spec.max_awake_layers}"
+                actions.append(Sleep(name, reason, BUDGET))
+            else:
+                actions.append(Sleep(name, *_sleep_reason(s, lay)))
+    return actions
+
+
+def _deadlines(s: _Situation, budgeted: _Budgeted) -> tuple[Deadline, ...]:
+    """The future times at which this plan changes by itself, earliest first."""
+    deadlines: list[Deadline] = []
+    for lay in s.layers:
+        name, last = lay.name, s.demand.get(lay.name)
+        want = name in budgeted.desired
+        schedule = s.schedules[name]
+        if schedule.changes_at is not None and name not in s.minimum:
+            deadlines.append(Deadline(schedule.changes_at, name, SCHEDULE))
+        if name not in s.warm and last is not None:
+            why = ADAPTIVE if lay.idle_policy == "adaptive" else IDLE_TIMEOUT
+            # Only the ages still to come: a fixed layer awake until idleTimeout, an adaptive one
+            # also asleep until its pre-warm (which wakes it) and awake until that ends.
+            for age in s.windows[name].changes() if (want or why == ADAPTIVE) else ():
+                deadlines.append(Deadline(last + timedelta(seconds=age), name, why))
+        # While a layer waits for a slot, the plan changes when an awake layer stops being in use
+        # (it becomes evictable) or when the waiting layer's own demand stops being recent.
+        if budgeted.holds and last is not None:
+            grace = timedelta(seconds=s.spec.eviction_grace_period)
+            deadlines.append(Deadline(last + grace, name, GRACE_PERIOD))
+        failing_at = wake_deadline(s.observed.get(name), lay.wake_timeout)
+        if want and failing_at is not None:
+            deadlines.append(Deadline(failing_at, name, WAKE_TIMEOUT))
+    return tuple(sorted(d for d in deadlines if d.at > s.now))
 
 
 def plan(
@@ -191,141 +379,22 @@ def plan(
     """Desired replicas per managed layer, the wakes, sleeps and holds that get there, and the
     deadlines at which this answer changes by itself. `history` is what each layer's idle
     policy learned (idle.py); without it an adaptive layer falls back to its idleTimeout."""
-    layers = spec.managed_layers
-    learned = history or {}
-    awake_now = {lay.name: (observed.get(lay.name) or Observed()).replicas or 0 for lay in layers}
-    windows = {
-        lay.name: idle_window(lay, learned.get(lay.name), spec.demand_renew_seconds)
-        for lay in layers
-    }
-    schedules: dict[str, Scheduled] = {
-        lay.name: scheduled(lay.warm_windows, now, (learned.get(lay.name) or History()).lead())
-        for lay in layers
-    }
-    minimum = {lay.name for lay in layers if lay.min_replicas >= 1}
-    warm = minimum | {name for name, s in schedules.items() if s.awake}
-
-    def fresh(name: str, window: float) -> bool:
-        age = _age(demand.get(name), now)
-        return age is not None and age < window
-
-    def prewarming(name: str) -> bool:
-        age = _age(demand.get(name), now)
-        return age is not None and name not in warm and windows[name].prewarming(age)
-
-    wanted = {
-        lay.name
-        for lay in layers
-        if lay.name in warm or fresh(lay.name, windows[lay.name].keep_alive)
-    }
-    # A pre-warm is not demand: it takes only a free slot of the budget, and never evicts.
-    prewarms = {lay.name for lay in layers if lay.name not in wanted and prewarming(lay.name)}
-    desired = wanted | prewarms
-    holds: list[Hold] = []
-    budget_sleeps: set[str] = set()
-
-    if spec.max_awake_layers is not None:
-        budget = spec.max_awake_layers
-        keep = [
-            n
-            for n in (lay.name for lay in layers)
-            if (n in wanted or n in prewarms) and awake_now[n] > 0
-        ]
-        # An asleep layer competes for a slot only while someone waits for it: the router renews
-        # demand for held requests, so their demand stays within the grace period. Older demand
-        # (for example of a layer the budget just evicted) must not wake it again, or two layers
-        # with demand inside their idle timeout evict each other on every pass.
-        newcomers = [
-            n
-            for n in (lay.name for lay in layers)
-            if n in wanted
-            and awake_now[n] == 0
-            and (n in warm or fresh(n, spec.eviction_grace_period))
-        ]
-        # Warm layers first, then the most recent demand first.
-        newcomers.sort(key=lambda n: (n not in warm, -_stamp(demand.get(n))))
-        admitted: list[str] = []
-
-        def evictable() -> list[str]:
-            # In use = renewed within the grace period: never put to sleep for the budget.
-            cands = [n for n in keep if n not in warm and not fresh(n, spec.eviction_grace_period)]
-            # Pre-warmed layers first (no demand at all), then the least recently used.
-            return sorted(cands, key=lambda n: (n not in prewarms, _stamp(demand.get(n))))
-
-        for name in newcomers:
-            if len(keep) + len(admitted) < budget:
-                admitted.append(name)
-                continue
-            victims = evictable()
-            if victims:
-                keep.remove(victims[0])
-                budget_sleeps.add(victims[0])
-                admitted.append(name)
-            else:
-                holds.append(
-                    Hold(name, f"maxAwakeLayers={budget} reached; all awake layers are in use")
-                )
-        for name in sorted(prewarms - set(keep), key=lambda n: -_stamp(demand.get(n))):
-            if awake_now[name] == 0 and len(keep) + len(admitted) < budget:
-                admitted.append(name)
-        # A lowered budget: put the least recently used awake layers to sleep.
-        while len(keep) + len(admitted) > budget and evictable():
-            victim = evictable()[0]
-            keep.remove(victim)
-            budget_sleeps.add(victim)
-        desired = set(keep) | set(admitted)
-
-    actions: list[Action] = []
-    replicas: dict[str, int] = {}
-    deadlines: list[Deadline] = []
-    for lay in layers:
-        name = lay.name
-        want = 1 if name in desired else 0
-        replicas[name] = want
-        window, schedule = windows[name], schedules[name]
-        last = demand.get(name)
-        if want and not awake_now[name]:
-            actions.append(Wake(name, *_wake_reason(name, minimum, schedule, window, last, now)))
-        elif not want and awake_now[name]:
-            if name in budget_sleeps:
-                reason = f"least recently used; maxAwakeLayers={spec.max_awake_layers}"
-                actions.append(Sleep(name, reason, BUDGET))
-            else:
-                actions.append(Sleep(name, *_sleep_reason(lay, window, schedule, last, now)))
-        if schedule.changes_at is not None and name not in minimum:
-            deadlines.append(Deadline(schedule.changes_at, name, SCHEDULE))
-        if name not in warm and last is not None:
-            why = ADAPTIVE if lay.idle_policy == "adaptive" else IDLE_TIMEOUT
-            # Only the ages still to come: a fixed layer awake until idleTimeout, an adaptive one
-            # also asleep until its pre-warm (which wakes it) and awake until that ends.
-            for age in window.changes() if (want or why == ADAPTIVE) else ():
-                deadlines.append(Deadline(last + timedelta(seconds=age), name, why))
-        # While a layer waits for a slot, the plan changes when an awake layer stops being in use
-        # (it becomes evictable) or when the waiting layer's own demand stops being recent.
-        if holds and last is not None:
-            deadlines.append(
-                Deadline(last + timedelta(seconds=spec.eviction_grace_period), name, GRACE_PERIOD)
-            )
-        failing_at = wake_deadline(observed.get(name), lay.wake_timeout)
-        if want and failing_at is not None:
-            deadlines.append(Deadline(failing_at, name, WAKE_TIMEOUT))
-    actions.extend(holds)
-    future = sorted(d for d in deadlines if d.at > now)
-    return Plan(replicas=replicas, actions=tuple(actions), deadlines=tuple(future))
+    s = _situation(spec, observed, demand, now, history or {})
+    wanted = _wanted(s)
+    budgeted = _fit_budget(s, wanted, _prewarms(s, wanted))
+    return Plan(
+        replicas={lay.name: int(lay.name in budgeted.desired) for lay in s.layers},
+        actions=(*_wakes_and_sleeps(s, budgeted), *budgeted.holds),
+        deadlines=_deadlines(s, budgeted),
+    )
 
 
-def _wake_reason(
-    name: str,
-    minimum: set[str],
-    schedule: Scheduled,
-    window: Window,
-    last: datetime | None,
-    now: datetime,
-) -> tuple[str, str]:
+def _wake_reason(s: _Situation, name: str) -> tuple[str, str]:
     """The Event's sentence and the metrics' cause of a wake."""
-    if name in minimum:
+    window, schedule = s.windows[name], s.schedules[name]
+    if name in s.minimum:
         return "warm minimum", WARM
-    age = _age(last, now)
+    age = _age(s.demand.get(name), s.now)
     if age is not None and age < window.keep_alive:
         return "demand recorded", DEMAND
     if schedule.awake:
@@ -338,11 +407,10 @@ def _wake_reason(
     )
 
 
-def _sleep_reason(
-    layer: Layer, window: Window, schedule: Scheduled, last: datetime | None, now: datetime
-) -> tuple[str, str]:
+def _sleep_reason(s: _Situation, layer: Layer) -> tuple[str, str]:
     """The Event's sentence and the metrics' cause of a sleep that the budget did not force."""
-    age = _age(last, now)
+    window, schedule = s.windows[layer.name], s.schedules[layer.name]
+    age = _age(s.demand.get(layer.name), s.now)
     idle = "never" if age is None else f"{age:.0f}s ago"
     cause = IDLE
     if layer.idle_policy == "fixed":

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from onion_contract import names
+from onion_contract.spec import Core, InvalidSpec, Layer, OnionSpec, parse_spec
 from onion_operator import constants as c
 from onion_operator.cache import (
     CachedDeployment,
@@ -24,7 +26,6 @@ from onion_operator.cache import (
     OnionView,
     Written,
     deployment_entry,
-    onion_key,
 )
 from onion_operator.kube import LISTED_LAYER_KINDS, ApiError, Conflict, Forbidden, Kube
 from onion_operator.manifests import (
@@ -45,8 +46,8 @@ from onion_operator.planner import (
     lease_demand,
 )
 from onion_operator.planner import plan as make_plan
-from onion_operator.spec import Core, InvalidSpec, Layer, OnionSpec, parse_spec
 from onion_operator.status import (
+    StatusInput,
     build_status,
     finished_wakes,
     invalid_status,
@@ -77,20 +78,48 @@ class Outcome:
     cold_starts: tuple[float, ...] = ()  # seconds, of the wakes that finished (a Ready pod)
 
 
+@dataclass(frozen=True)
+class PassApi:
+    """The API as one pass for one Onion uses it: requests go to `kube`, and what the API
+    answers to a write (or to a Lease read again) is kept in `written` under the Onion's `key`,
+    so that the next pass plans from it even before the watch has shown it."""
+
+    kube: Kube
+    written: Written
+    key: str  # the Onion's (cache.onion_key)
+
+    async def apply(self, obj: Obj) -> Obj:
+        answer = await self.kube.apply(obj)
+        self.written.saw(self.key, answer)
+        return answer
+
+    async def merge_patch(
+        self, kind: str, namespace: str, name: str, body: Obj, sub: str | None = None
+    ) -> Obj:
+        answer = await self.kube.merge_patch(kind, namespace, name, body, sub=sub)
+        self.written.saw(self.key, answer)
+        return answer
+
+    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        found = await self.kube.get(kind, namespace, name)
+        if found is not None:
+            self.written.saw(self.key, found)
+        return found
+
+
 def _workloads(spec: OnionSpec) -> list[tuple[str, Core | Layer]]:
-    return [(c.CORE, spec.core), *((layer.name, layer) for layer in spec.managed_layers)]
+    return [(names.CORE, spec.core), *((layer.name, layer) for layer in spec.managed_layers)]
 
 
 async def _confirm_idle(
-    kube: Kube, written: Written, key: str, onion: CachedOnion, demand: Demand, the_plan: Plan
+    api: PassApi, onion: CachedOnion, demand: Demand, the_plan: Plan
 ) -> tuple[Demand, bool]:
     """Read the Lease of every layer the plan puts to sleep; True if any showed newer demand."""
     changed = False
     for sleep in the_plan.sleeps():
-        lease = await kube.get("Lease", onion.namespace, c.lease_name(onion.name, sleep.layer))
+        lease = await api.get("Lease", onion.namespace, names.lease_name(onion.name, sleep.layer))
         if lease is None:
             continue
-        written.saw(key, lease)
         seen = lease_demand(lease)
         if seen != demand.get(sleep.layer):
             demand[sleep.layer] = seen
@@ -99,8 +128,7 @@ async def _confirm_idle(
 
 
 async def _wake_and_sleep(
-    kube: Kube,
-    written: Written,
+    api: PassApi,
     onion: CachedOnion,
     the_plan: Plan,
     deployments: dict[str, CachedDeployment],
@@ -111,9 +139,8 @@ async def _wake_and_sleep(
     done: list[Wake | Sleep] = []
 
     async def patch(layer: str, body: Obj) -> None:
-        name = c.child_name(onion.name, layer)
-        answer = await kube.merge_patch("Deployment", onion.namespace, name, body)
-        written.saw(onion.key, answer)
+        name = names.child_name(onion.name, layer)
+        answer = await api.merge_patch("Deployment", onion.namespace, name, body)
         deployments[layer] = deployment_entry(answer)
 
     # Sleeps first: a budget eviction frees its GPU before the newcomer asks for one.
@@ -128,7 +155,10 @@ async def _wake_and_sleep(
         if current is None:
             continue  # created by the full pass at the planned replicas
         count = current.observed.wake_count + 1
-        annotations = {c.ANNOTATION_WOKEN_AT: format_time(now), c.ANNOTATION_WAKE_COUNT: str(count)}
+        annotations = {
+            names.ANNOTATION_WOKEN_AT: format_time(now),
+            names.ANNOTATION_WAKE_COUNT: str(count),
+        }
         await patch(wake.layer, {"metadata": {"annotations": annotations}, "spec": {"replicas": 1}})
         done.append(wake)
         events.append(
@@ -148,8 +178,7 @@ async def _hand_over_replicas(kube: Kube, namespace: str, name: str, replicas: i
 
 
 async def _ensure_children(
-    kube: Kube,
-    written: Written,
+    api: PassApi,
     owner: Owner,
     spec: OnionSpec,
     the_plan: Plan,
@@ -159,34 +188,36 @@ async def _ensure_children(
     `spec.replicas` is handed over before the first apply that leaves it out."""
     replicas: dict[str, int | None] = {}
     for part, work in _workloads(spec):
-        planned = planned_core_replicas(spec.core) if part == c.CORE else the_plan.replicas[part]
+        planned = (
+            planned_core_replicas(spec.core) if part == names.CORE else the_plan.replicas[part]
+        )
         current = deployments.get(part)
         replicas[part] = applied_replicas(work, planned, exists=current is not None)
         if work.autoscaling is not None and current is not None and current.apply_owns_replicas:
-            name = c.child_name(owner.name, part)
-            await _hand_over_replicas(kube, owner.namespace, name, current.observed.replicas or 0)
+            name = names.child_name(owner.name, part)
+            replicas_now = current.observed.replicas or 0
+            await _hand_over_replicas(api.kube, owner.namespace, name, replicas_now)
     autoscaled = {part for part, work in _workloads(spec) if work.autoscaling is not None}
 
     # One after another: creating 1,000 Onions is bound by the API server (measured: applying
     # an Onion's children at once made no difference), and a short queue there keeps wakes fast.
     for obj in build_children(owner, spec, replicas):
-        answer = await kube.apply(obj)
-        written.saw(onion_key(owner.namespace, owner.name), answer)
+        answer = await api.apply(obj)
         if (
             obj["kind"] != "Deployment"
-            or answer["metadata"]["labels"].get(c.LABEL_COMPONENT) != c.COMPONENT_MODEL
+            or answer["metadata"]["labels"].get(names.LABEL_COMPONENT) != names.COMPONENT_MODEL
         ):
             continue
         entry = deployment_entry(answer)
         deployments[entry.layer] = entry
         if entry.layer in autoscaled and entry.apply_owns_replicas:  # just created
             replicas_now = entry.observed.replicas or 0
-            await _hand_over_replicas(kube, owner.namespace, entry.name, replicas_now)
+            await _hand_over_replicas(api.kube, owner.namespace, entry.name, replicas_now)
 
 
 async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> list[Event]:
     """Delete what removed layers (or removed autoscaling, pre-pulls, prefetches) left behind."""
-    keep = {c.CORE, c.ROUTER, *(layer.name for layer in spec.managed_layers)}
+    keep = {names.CORE, names.ROUTER, *(layer.name for layer in spec.managed_layers)}
     expected = {(o["kind"], o["metadata"]["name"]) for o in build_children(owner, spec, {})}
     cached: list[tuple[str, CachedDeployment | CachedLease]] = [
         *(("Lease", e) for e in view.leases.values()),
@@ -194,8 +225,8 @@ async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> 
     ]
     doomed = [(kind, e.name, e.layer) for kind, e in cached if e.layer not in keep]
     for kind in LISTED_LAYER_KINDS:
-        for obj in await kube.list(kind, owner.namespace, {c.LABEL_ONION: owner.name}):
-            layer = obj["metadata"]["labels"].get(c.LABEL_LAYER, "")
+        for obj in await kube.list(kind, owner.namespace, {names.LABEL_ONION: owner.name}):
+            layer = obj["metadata"]["labels"].get(names.LABEL_LAYER, "")
             if (kind, obj["metadata"]["name"]) not in expected:
                 doomed.append((kind, obj["metadata"]["name"], layer))
     removed: set[str] = set()
@@ -205,7 +236,9 @@ async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> 
             removed.add(layer)
     if spec.router.http_route is None:  # perhaps removed: its HTTPRoute goes too
         try:
-            await kube.delete("HTTPRoute", owner.namespace, c.child_name(owner.name, c.ROUTER))
+            await kube.delete(
+                "HTTPRoute", owner.namespace, names.child_name(owner.name, names.ROUTER)
+            )
         except ApiError as e:  # no Gateway API installed (404 is ignored), or no RBAC for it
             if e.status != Forbidden:
                 raise
@@ -215,18 +248,12 @@ async def _prune(kube: Kube, owner: Owner, spec: OnionSpec, view: OnionView) -> 
     ]
 
 
-async def _publish(
-    kube: Kube, written: Written, onion: CachedOnion, status: Mapping[str, Any]
-) -> None:
-    answer = await kube.merge_patch(
-        c.KIND, onion.namespace, onion.name, {"status": dict(status)}, sub="status"
-    )
-    written.saw(onion.key, answer)
+async def _publish(api: PassApi, onion: CachedOnion, status: Mapping[str, Any]) -> None:
+    body = {"status": dict(status)}
+    await api.merge_patch(names.KIND, onion.namespace, onion.name, body, sub="status")
 
 
-async def reconcile(
-    kube: Kube, view: OnionView, now: datetime, full: bool, written: Written
-) -> Outcome:
+async def reconcile(api: PassApi, view: OnionView, now: datetime, full: bool) -> Outcome:
     """Bring one Onion's layers (and, if `full`, all its children) to the desired state."""
     onion = view.onion
     if onion.deleting:
@@ -239,22 +266,21 @@ async def reconcile(
         status = invalid_status(previous, generation, str(e), now)
         if status == previous:  # already reported for this generation
             return Outcome(onion)
-        await _publish(kube, written, onion, status)
+        await _publish(api, onion, status)
         return Outcome(onion, (Event("Warning", "InvalidSpec", str(e)),))
 
     # A generation not yet seen (a spec change, or never reconciled): apply every child.
     new_generation = previous.get("observedGeneration") != generation
     managed = [layer.name for layer in spec.managed_layers]
-    full = full or new_generation or view.missing([c.CORE, *managed], managed)
+    full = full or new_generation or view.missing([names.CORE, *managed], managed)
     owner = Owner(onion.name, onion.namespace, onion.uid)
     demand = view.demand()
     deployments = dict(view.deployments)
     events: list[Event] = []
     if full:
         for lease in build_leases(owner, spec):
-            answer = await kube.apply(lease)
-            written.saw(onion.key, answer)
-            demand[lease["metadata"]["labels"][c.LABEL_LAYER]] = lease_demand(answer)
+            answer = await api.apply(lease)
+            demand[lease["metadata"]["labels"][names.LABEL_LAYER]] = lease_demand(answer)
 
     history = learned(spec, previous, demand)
 
@@ -264,40 +290,42 @@ async def reconcile(
 
     the_plan = planned()
     if the_plan.sleeps():
-        demand, changed = await _confirm_idle(kube, written, onion.key, onion, demand, the_plan)
+        demand, changed = await _confirm_idle(api, onion, demand, the_plan)
         if changed:
             history = learned(spec, previous, demand)
             the_plan = planned()
-    scaled, done = await _wake_and_sleep(kube, written, onion, the_plan, deployments, now)
+    scaled, done = await _wake_and_sleep(api, onion, the_plan, deployments, now)
     events += scaled
     if full:
-        await _ensure_children(kube, written, owner, spec, the_plan, deployments)
+        await _ensure_children(api, owner, spec, the_plan, deployments)
         # Only a spec changed since it was last reconciled leaves objects behind (a new Onion has
         # none; the listing costs two requests), or a layer's Lease or Deployment still there.
-        known = {c.CORE, *managed}
+        known = {names.CORE, *managed}
         stray = not known.issuperset(view.leases) or not known.issuperset(view.deployments)
         if stray or (new_generation and previous.get("observedGeneration") is not None):
-            events += await _prune(kube, owner, spec, view)
+            events += await _prune(api.kube, owner, spec, view)
     observed: dict[str, Observed] = {
         part: entry.observed
         for part, entry in deployments.items()
-        if part == c.CORE or spec.layer(part) is not None
+        if part == names.CORE or spec.layer(part) is not None
     }
     status = build_status(
-        spec,
-        onion.name,
-        onion.namespace,
-        generation,
-        observed,
-        demand,
-        the_plan,
-        previous,
-        now,
-        history,
+        StatusInput(
+            spec=spec,
+            onion=onion.name,
+            namespace=onion.namespace,
+            generation=generation,
+            observed=observed,
+            demand=demand,
+            plan=the_plan,
+            previous=previous,
+            now=now,
+            history=history,
+        )
     )
     cold_starts: list[float] = []
     if status != previous:
-        await _publish(kube, written, onion, status)
+        await _publish(api, onion, status)
         events += [Event(*change) for change in phase_changes(previous, status)]
         cold_starts = finished_wakes(previous, status)
     return Outcome(

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from cronsim import CronSim, CronSimError
+from cronsim import CronSim
+
+from onion_contract.spec import Layer
 
 
 @dataclass(frozen=True)
@@ -26,16 +28,9 @@ class WarmWindow:
         return f"{self.cron!r} for {self.duration:g}s ({self.time_zone})"
 
 
-def check(cron: str, time_zone: str) -> None:
-    """Raise ValueError with a message a user can act on if either is not usable."""
-    try:
-        zone = ZoneInfo(time_zone)
-    except (ValueError, KeyError) as e:  # ZoneInfoNotFoundError is a KeyError
-        raise ValueError(f"timeZone {time_zone!r} is not an IANA time zone") from e
-    try:
-        CronSim(cron, datetime(2000, 1, 1, tzinfo=zone))
-    except CronSimError as e:
-        raise ValueError(f"cron {cron!r} is not a cron expression: {e}") from None
+def windows(layer: Layer) -> tuple[WarmWindow, ...]:
+    """A layer's warm schedule (its spec's `warmSchedule`; the spec checked each cron)."""
+    return tuple(WarmWindow(w.cron, w.duration, w.time_zone) for w in layer.warm_schedule)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from onion_contract import names
+from onion_contract.spec import Layer, OnionSpec
 from onion_operator import constants as c
 from onion_operator.idle import History, busy_gap, learn_gap
 from onion_operator.manifests import tier_url
@@ -15,9 +18,9 @@ from onion_operator.planner import (
     format_time,
     idle_window,
     parse_time,
+    timestamp,
     wake_deadline,
 )
-from onion_operator.spec import OnionSpec
 
 Obj = dict[str, Any]
 
@@ -25,19 +28,19 @@ Obj = dict[str, Any]
 def layer_phase(obs: Observed | None, wake_timeout: float | None, now: datetime) -> tuple[str, str]:
     """Phase of a model Deployment and a one-line reason."""
     if obs is None or obs.replicas is None:
-        return c.PHASE_DORMANT, "not created yet"
+        return names.PHASE_DORMANT, "not created yet"
     if obs.replicas == 0:
         if obs.current_replicas > 0:
-            return c.PHASE_DRAINING, f"{obs.current_replicas} pod(s) stopping"
-        return c.PHASE_DORMANT, "0 replicas"
+            return names.PHASE_DRAINING, f"{obs.current_replicas} pod(s) stopping"
+        return names.PHASE_DORMANT, "0 replicas"
     if obs.ready_replicas >= 1:
-        return c.PHASE_READY, f"{obs.ready_replicas}/{obs.replicas} replicas ready"
+        return names.PHASE_READY, f"{obs.ready_replicas}/{obs.replicas} replicas ready"
     if obs.failure:
-        return c.PHASE_FAILED, obs.failure
+        return names.PHASE_FAILED, obs.failure
     failing_at = wake_deadline(obs, wake_timeout)
     if failing_at is not None and now >= failing_at:  # the planner schedules a pass for then
-        return c.PHASE_FAILED, f"not Ready {wake_timeout:g}s (wakeTimeout) after waking"
-    return c.PHASE_WAKING, "waiting for a Ready pod"
+        return names.PHASE_FAILED, f"not Ready {wake_timeout:g}s (wakeTimeout) after waking"
+    return names.PHASE_WAKING, "waiting for a Ready pod"
 
 
 def set_condition(
@@ -71,10 +74,6 @@ def _previous_layers(previous: Mapping[str, Any]) -> dict[str, Mapping[str, Any]
     return {entry.get("name", ""): entry for entry in previous.get("layers") or []}
 
 
-def _stamp(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
 def learned(
     spec: OnionSpec, previous: Mapping[str, Any], demand: Mapping[str, datetime | None]
 ) -> dict[str, History]:
@@ -86,102 +85,41 @@ def learned(
     out: dict[str, History] = {}
     for layer in spec.managed_layers:
         prev = prev_layers.get(layer.name)
-        seen = _stamp(parse_time((prev or {}).get("lastDemandTime")))
-        latest = _stamp(demand.get(layer.name))
+        seen = timestamp(parse_time((prev or {}).get("lastDemandTime")))
+        latest = timestamp(demand.get(layer.name))
         history = History.from_status(prev)
         out[layer.name] = learn_gap(history, seen, latest, busy, layer.adaptive.history)
     return out
 
 
-def build_status(
-    spec: OnionSpec,
-    onion: str,
-    namespace: str,
-    generation: int,
-    observed: Mapping[str, Observed],
-    demand: Mapping[str, datetime | None],
-    plan: Plan,
-    previous: Mapping[str, Any],
-    now: datetime,
-    history: Mapping[str, History] | None = None,
-) -> Obj:
-    """The whole status: the core first, then each layer inside -> out, and conditions.
-    `history` is what each layer's idle policy learned before this pass (see `learned`)."""
-    prev_layers = _previous_layers(previous)
-    history = history or {}
-    held = {hold.layer: hold.reason for hold in plan.holds()}
-    core_obs = observed.get(c.CORE)
-    core_phase, core_msg = layer_phase(core_obs, None, now)
-    if core_phase == c.PHASE_DORMANT and core_obs is not None and core_obs.replicas:
-        core_phase = c.PHASE_WAKING
-    layers: list[Obj] = [
-        {
-            "name": c.CORE,
-            "phase": core_phase,
-            "managed": False,
-            "replicas": core_obs.replicas or 0 if core_obs else 0,
-            "readyReplicas": core_obs.ready_replicas if core_obs else 0,
-            "endpoint": c.service_url(onion, c.CORE, namespace),
-            "message": core_msg,
-        }
-    ]
-    for layer in spec.layers:
-        entry: Obj = {
-            "name": layer.name,
-            "managed": layer.managed,
-            "endpoint": tier_url(layer, onion, namespace),
-        }
-        if not layer.managed:
-            entry.update(
-                phase=c.PHASE_READY,
-                replicas=0,
-                readyReplicas=0,
-                message="external endpoint, assumed awake",
-            )
-            layers.append(entry)
-            continue
-        obs = observed.get(layer.name)
-        phase, message = layer_phase(obs, layer.wake_timeout, now)
-        if layer.name in held and phase == c.PHASE_DORMANT:
-            message = f"demand waiting: {held[layer.name]}"
-        prev = prev_layers.get(layer.name, {})
-        entry.update(
-            phase=phase,
-            message=message,
-            replicas=obs.replicas or 0 if obs else 0,
-            readyReplicas=obs.ready_replicas if obs else 0,
-            wakeCount=obs.wake_count if obs else 0,
-        )
-        last_demand = demand.get(layer.name)
-        if last_demand is not None:
-            entry["lastDemandTime"] = format_time(last_demand)
-        woken_at = format_time(obs.woken_at) if obs and obs.woken_at else None
-        if prev.get("lastWakeSeconds") is not None:
-            entry["lastWakeSeconds"] = prev["lastWakeSeconds"]
-        if prev.get("wokenAt"):
-            entry["wokenAt"] = prev["wokenAt"]
-        # A wake finished since we last looked: its cold-start time is now - woken-at.
-        learned_here = history.get(layer.name) or History.from_status(prev)
-        if phase == c.PHASE_READY and obs and obs.woken_at and prev.get("wokenAt") != woken_at:
-            entry["lastWakeSeconds"] = round((now - obs.woken_at).total_seconds(), 3)
-            entry["wokenAt"] = woken_at
-            learned_here = learned_here.with_cold_start(
-                entry["lastWakeSeconds"], layer.adaptive.history
-            )
-        entry["idle"] = _idle_entry(spec, layer.name, learned_here)
-        layers.append(entry)
+@dataclass(frozen=True)
+class StatusInput:
+    """What a pass knows when it writes the Onion's status."""
 
-    conditions = set_condition(
-        previous.get("conditions") or [],
-        c.COND_INVALID_SPEC,
-        False,
-        "Valid",
-        "spec accepted",
-        generation,
-        now,
-    )
-    core_ready = core_phase == c.PHASE_READY
-    failed = [e["name"] for e in layers if e["phase"] == c.PHASE_FAILED]
+    spec: OnionSpec
+    onion: str
+    namespace: str
+    generation: int
+    observed: Mapping[str, Observed]  # the core's and each managed layer's Deployment
+    demand: Mapping[str, datetime | None]  # each managed layer's last demand
+    plan: Plan
+    previous: Mapping[str, Any]  # the status as the Onion has it now
+    now: datetime
+    # What each layer's idle policy learned before this pass (see `learned`); none: read back
+    # from `previous`.
+    history: Mapping[str, History] = field(default_factory=dict)
+
+
+def build_status(inp: StatusInput) -> Obj:
+    """The whole status: the core first, then each layer inside -> out, and conditions."""
+    core, core_phase, core_msg = _core_entry(inp)
+    held = {hold.layer: hold.reason for hold in inp.plan.holds()}
+    prev_layers = _previous_layers(inp.previous)
+    layers = [core]
+    for layer in inp.spec.layers:
+        layers.append(_layer_entry(inp, layer, prev_layers.get(layer.name, {}), held))
+    core_ready = core_phase == names.PHASE_READY
+    failed = [e["name"] for e in layers if e["phase"] == names.PHASE_FAILED]
     if not core_ready:
         reason, message = "CoreNotReady", f"core: {core_msg}"
     elif failed:
@@ -189,17 +127,99 @@ def build_status(
     else:
         reason, message = "CoreReady", "core is Ready; outer layers wake on demand"
     conditions = set_condition(
-        conditions, c.COND_READY, core_ready and not failed, reason, message, generation, now
+        inp.previous.get("conditions") or [],
+        names.COND_INVALID_SPEC,
+        False,
+        "Valid",
+        "spec accepted",
+        inp.generation,
+        inp.now,
+    )
+    conditions = set_condition(
+        conditions,
+        names.COND_READY,
+        core_ready and not failed,
+        reason,
+        message,
+        inp.generation,
+        inp.now,
     )
     managed = [e for e in layers[1:] if e["managed"]]
     return {
-        "observedGeneration": generation,
+        "observedGeneration": inp.generation,
         "layers": layers,
-        "layerCount": len(spec.layers),
+        "layerCount": len(inp.spec.layers),
         "awakeLayers": sum(1 for e in managed if e["replicas"] > 0),
-        "readyLayers": sum(1 for e in managed if e["phase"] == c.PHASE_READY),
+        "readyLayers": sum(1 for e in managed if e["phase"] == names.PHASE_READY),
         "conditions": conditions,
     }
+
+
+def _core_entry(inp: StatusInput) -> tuple[Obj, str, str]:
+    """The core's entry, its phase and the reason for it."""
+    obs = inp.observed.get(names.CORE)
+    phase, message = layer_phase(obs, None, inp.now)
+    if phase == names.PHASE_DORMANT and obs is not None and obs.replicas:
+        phase = names.PHASE_WAKING
+    entry = {
+        "name": names.CORE,
+        "phase": phase,
+        "managed": False,
+        "replicas": obs.replicas or 0 if obs else 0,
+        "readyReplicas": obs.ready_replicas if obs else 0,
+        "endpoint": c.service_url(inp.onion, names.CORE, inp.namespace),
+        "message": message,
+    }
+    return entry, phase, message
+
+
+def _layer_entry(
+    inp: StatusInput, layer: Layer, prev: Mapping[str, Any], held: Mapping[str, str]
+) -> Obj:
+    """A layer's entry: an endpoint's is fixed; a managed one's says its phase, its demand, its
+    wakes (a cold start measured when it turns Ready) and what its idle policy learned."""
+    entry: Obj = {
+        "name": layer.name,
+        "managed": layer.managed,
+        "endpoint": tier_url(layer, inp.onion, inp.namespace),
+    }
+    if not layer.managed:
+        entry.update(
+            phase=names.PHASE_READY,
+            replicas=0,
+            readyReplicas=0,
+            message="external endpoint, assumed awake",
+        )
+        return entry
+    obs = inp.observed.get(layer.name)
+    phase, message = layer_phase(obs, layer.wake_timeout, inp.now)
+    if layer.name in held and phase == names.PHASE_DORMANT:
+        message = f"demand waiting: {held[layer.name]}"
+    entry.update(
+        phase=phase,
+        message=message,
+        replicas=obs.replicas or 0 if obs else 0,
+        readyReplicas=obs.ready_replicas if obs else 0,
+        wakeCount=obs.wake_count if obs else 0,
+    )
+    last_demand = inp.demand.get(layer.name)
+    if last_demand is not None:
+        entry["lastDemandTime"] = format_time(last_demand)
+    woken_at = format_time(obs.woken_at) if obs and obs.woken_at else None
+    if prev.get("lastWakeSeconds") is not None:
+        entry["lastWakeSeconds"] = prev["lastWakeSeconds"]
+    if prev.get("wokenAt"):
+        entry["wokenAt"] = prev["wokenAt"]
+    # A wake finished since we last looked: its cold-start time is now - woken-at.
+    learned_here = inp.history.get(layer.name) or History.from_status(prev)
+    if phase == names.PHASE_READY and obs and obs.woken_at and prev.get("wokenAt") != woken_at:
+        entry["lastWakeSeconds"] = round((inp.now - obs.woken_at).total_seconds(), 3)
+        entry["wokenAt"] = woken_at
+        learned_here = learned_here.with_cold_start(
+            entry["lastWakeSeconds"], layer.adaptive.history
+        )
+    entry["idle"] = _idle_entry(inp.spec, layer.name, learned_here)
+    return entry
 
 
 def _idle_entry(spec: OnionSpec, name: str, history: History) -> Obj:
@@ -224,7 +244,7 @@ def invalid_status(
     """The previous status with InvalidSpec=True: the cluster is left as it was."""
     conditions = set_condition(
         previous.get("conditions") or [],
-        c.COND_INVALID_SPEC,
+        names.COND_INVALID_SPEC,
         True,
         "InvalidSpec",
         message,
@@ -232,7 +252,13 @@ def invalid_status(
         now,
     )
     conditions = set_condition(
-        conditions, c.COND_READY, False, "InvalidSpec", f"spec rejected: {message}", generation, now
+        conditions,
+        names.COND_READY,
+        False,
+        "InvalidSpec",
+        f"spec rejected: {message}",
+        generation,
+        now,
     )
     out = {k: v for k, v in previous.items() if k != "conditions"}
     out["conditions"] = conditions
@@ -249,7 +275,7 @@ def phase_changes(
         name, phase = entry["name"], entry["phase"]
         if before.get(name) == phase or not entry.get("managed"):
             continue
-        if phase == c.PHASE_READY and entry.get("lastWakeSeconds") is not None:
+        if phase == names.PHASE_READY and entry.get("lastWakeSeconds") is not None:
             out.append(
                 (
                     "Normal",
@@ -257,7 +283,7 @@ def phase_changes(
                     f"layer {name}: Ready after {entry['lastWakeSeconds']:g}s cold start",
                 )
             )
-        elif phase == c.PHASE_FAILED:
+        elif phase == names.PHASE_FAILED:
             out.append(("Warning", "WakeFailed", f"layer {name}: {entry['message']}"))
     return out
 

@@ -8,8 +8,8 @@ import sys
 
 import uvicorn
 
+from onion_contract.router_config import ConfigError, load_config
 from onion_router.app import create_app
-from onion_router.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from onion_router.config import Escalation
+from onion_contract.router_config import Escalation
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onion_router.config import RouterConfig
+from onion_contract.router_config import RouterConfig
 from onion_router.credentials import Keys
 from onion_router.escalation import Answering, Escalator, Holding, StreamEvent
 from onion_router.layers import LayerLink, Layers, Refused, StaticLink

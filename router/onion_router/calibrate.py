@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import yaml
 
+from onion_contract.router_config import ConfigError, RouterConfig, load_config
 from onion_router.adaptive import distribution
-from onion_router.config import ConfigError, RouterConfig, load_config
 from onion_router.escalation import Escalator
 from onion_router.layers import Layers, StaticLink
 from onion_router.metrics import Metrics

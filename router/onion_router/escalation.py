@@ -11,8 +11,8 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from onion_contract.router_config import RouterConfig, Tier
 from onion_router.adaptive import Live, Threshold
-from onion_router.config import RouterConfig, Tier
 from onion_router.layers import READY, Layers
 from onion_router.metrics import Metrics
 from onion_router.policies import (

@@ -13,13 +13,10 @@ from typing import Any
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from onion_contract.names import GROUP, PLURAL, VERSION
 from onion_router.layers import LeaseMissing, PhaseSink
 
 log = logging.getLogger("onion_router.kube")
-
-GROUP = "onion.dev"  # mirrors onion_operator.constants; the router does not import the operator
-VERSION = "v1alpha1"
-PLURAL = "onions"
 
 
 def holder_identity() -> str:

@@ -14,12 +14,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from onion_router.config import RouterConfig, Tier
+from onion_contract.names import PHASE_FAILED, PHASE_READY
+from onion_contract.router_config import RouterConfig, Tier
 
 log = logging.getLogger("onion_router.layers")
 
-READY = "Ready"
-FAILED = "Failed"
+READY = PHASE_READY  # the phase the operator publishes for a layer that serves
+FAILED = PHASE_FAILED
 UNKNOWN = "Unknown"
 
 PhaseSink = Callable[[dict[str, str]], None]

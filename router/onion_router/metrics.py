@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+# The load signal for autoscaling a tier (the operator's default HPA metric, through an adapter).
+from onion_contract.names import LAYER_REQUESTS_METRIC as LAYER_REQUESTS
 from onion_router.adaptive import Live
 
 RECENT_SECONDS = 300.0
-# The load signal for autoscaling a tier (the operator's default HPA metric, through an adapter).
-LAYER_REQUESTS = "onion_router_layer_requests"
 Snapshot = Callable[[], Sequence[dict[str, object]]]
 
 

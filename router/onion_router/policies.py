@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from onion_router.config import (
+from onion_contract.router_config import (
     DEFAULT_INSTRUCTION,
     DEFAULT_TOOL_INSTRUCTION,
     Escalation,

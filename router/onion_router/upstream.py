@@ -15,7 +15,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 from huggingface_hub.inference._providers import get_provider_helper
 
-from onion_router.config import Tier
+from onion_contract.router_config import Tier
 from onion_router.credentials import ApiKey
 from onion_router.protocol import (
     Answer,

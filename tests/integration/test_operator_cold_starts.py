@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from onion_contract.names import ANNOTATION_WOKEN_AT
 from onion_lab.cluster import Cluster
 from onion_lab.operator import OperatorProcess, apply_crd
 from onion_lab.waiting import wait_until
-from onion_operator.constants import ANNOTATION_WOKEN_AT
 from onion_operator.planner import parse_time
 from tests.support.operator import (
     layer_status,

@@ -14,11 +14,11 @@ import pytest
 from onion_lab.cluster import Cluster
 from onion_lab.operator import OperatorProcess, apply_crd
 from onion_lab.waiting import wait_until
-from onion_operator.cache import Written, deployment_entry, lease_entry, onion_entry
+from onion_operator.cache import Written, deployment_entry, lease_entry, onion_entry, onion_key
 from onion_operator.handlers import OperatorState, Tuning, fill, run_pass
 from onion_operator.kube import Kube
 from onion_operator.metrics import OperatorMetrics
-from onion_operator.reconciler import reconcile
+from onion_operator.reconciler import PassApi, reconcile
 from tests.support.operator import (
     managed_layer,
     onion_yaml,
@@ -94,19 +94,20 @@ async def test_a_missed_watch_event_is_found_by_the_periodic_repair(
     )
     kube = await Kube.connect(cluster.kubeconfig)
     try:
-        written = Written()
-        first = await reconcile(
-            kube, await api_view(kube, ns, "chat"), datetime.now(UTC), True, written
-        )
+
+        def fresh() -> PassApi:  # a pass with nothing of its own written yet
+            return PassApi(kube, Written(), onion_key(ns, "chat"))
+
+        first = await reconcile(fresh(), await api_view(kube, ns, "chat"), datetime.now(UTC), True)
         assert first.full and replicas(cluster, ns, "chat-mid") == 0
 
         stale = await api_view(kube, ns, "chat")  # what the cache holds ...
         renew_demand(cluster, ns, "chat-mid-demand")  # ... when the router renews: missed
 
-        quick = await reconcile(kube, stale, datetime.now(UTC), False, Written())
+        quick = await reconcile(fresh(), stale, datetime.now(UTC), False)
         assert not quick.full and replicas(cluster, ns, "chat-mid") == 0  # blind to it
 
-        repair = await reconcile(kube, stale, datetime.now(UTC), True, Written())
+        repair = await reconcile(fresh(), stale, datetime.now(UTC), True)
         assert repair.full and replicas(cluster, ns, "chat-mid") == 1  # found and woken
         assert repair.next_deadline is not None and repair.next_deadline.reason == "idle timeout"
 
@@ -115,7 +116,7 @@ async def test_a_missed_watch_event_is_found_by_the_periodic_repair(
         awake = await api_view(kube, ns, "chat")
         later = datetime.now(UTC) + timedelta(seconds=120)
         renew_demand(cluster, ns, "chat-mid-demand", when=later - timedelta(seconds=1))
-        kept = await reconcile(kube, awake, later, False, Written())
+        kept = await reconcile(fresh(), awake, later, False)
         assert replicas(cluster, ns, "chat-mid") == 1
         assert not any(e.reason == "Sleeping" for e in kept.events)
     finally:

@@ -225,7 +225,7 @@ class BankReplay:
 
 
 def main() -> None:
-    from onion_router.config import DEFAULT_SENTINEL
+    from onion_contract.router_config import DEFAULT_SENTINEL
 
     parser = argparse.ArgumentParser(description="bank replay engine (a test double of a model)")
     parser.add_argument("--layer", required=True, help="whose recorded answers to give")

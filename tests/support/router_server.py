@@ -22,10 +22,10 @@ import openai
 import uvicorn
 import yaml
 
+from onion_contract.router_config import RouterConfig, parse_config
 from onion_lab.sockets import free_port
 from onion_lab.waiting import wait_until
 from onion_router.app import create_app
-from onion_router.config import RouterConfig, parse_config
 from onion_router.layers import LayerLink, LeaseMissing, PhaseSink
 
 ROUTER_BIN = Path(sys.executable).with_name("onion-router")

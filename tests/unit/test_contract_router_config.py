@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from onion_operator import constants as c
+from onion_contract import names
+from onion_contract.router_config import Escalation, parse_config
+from onion_contract.spec import parse_spec
 from onion_operator.manifests import build_router_config
-from onion_operator.spec import parse_spec
-from onion_router.config import Escalation, parse_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
@@ -28,11 +28,14 @@ def test_rendered_router_config_of_every_example_parses_in_the_router(path: Path
         spec = parse_spec(name, doc["spec"])
         rendered = build_router_config(spec, "team-a", name)
         config = parse_config(yaml.safe_load(yaml.safe_dump(rendered)))
-        assert [t.name for t in config.tiers] == [c.CORE, *(layer.name for layer in spec.layers)]
+        assert [t.name for t in config.tiers] == [
+            names.CORE,
+            *(layer.name for layer in spec.layers),
+        ]
         assert config.kubernetes.enabled and config.kubernetes.onion == name
         for tier, layer in zip(config.tiers[1:], spec.layers, strict=True):
             assert tier.managed == layer.managed
-            assert tier.lease == (c.lease_name(name, layer.name) if layer.managed else None)
+            assert tier.lease == (names.lease_name(name, layer.name) if layer.managed else None)
 
 
 def test_self_policy_tool_call_reaches_the_router() -> None:
@@ -47,7 +50,29 @@ def test_self_policy_tool_call_reaches_the_router() -> None:
     assert (plain.via, plain.tool_name) == ("sentinel", "escalate")
 
 
-def test_the_default_hpa_metric_is_the_one_the_router_exports() -> None:
-    from onion_router.metrics import LAYER_REQUESTS
+def test_one_escalation_model_with_each_sides_default() -> None:
+    # An Onion that names no policy escalates on confidence, and its router is told so.
+    spec = parse_spec("o", {"core": {"model": "m"}, "layers": [{"name": "l", "model": "m"}]})
+    assert spec.core.escalation.policy == spec.layers[0].escalation.policy == "confidence"
+    rendered = build_router_config(spec, "team-a", "o")
+    assert [t["escalation"]["policy"] for t in rendered["tiers"]] == ["confidence", "confidence"]
+    # A tier of a router config file that names none does not escalate.
+    tiers = [
+        {"name": "core", "url": "http://a", "model": "m"},
+        {"name": "mid", "url": "http://b", "model": "m", "escalation": {"threshold": -1.0}},
+        {"name": "big", "url": "http://c", "model": "m", "escalation": {"policy": "self"}},
+    ]
+    config = parse_config({"tiers": tiers})
+    assert [t.escalation.policy for t in config.tiers] == ["none", "none", "self"]
+    assert config.tiers[1].escalation.threshold == -1.0
 
-    assert c.LAYER_REQUESTS_METRIC == LAYER_REQUESTS
+
+def test_verify_prompt_is_rendered_only_when_the_onion_sets_it() -> None:
+    def rendered(escalation: dict[str, str]) -> dict[str, object]:
+        spec = parse_spec("o", {"core": {"model": "m", "escalation": escalation}})
+        return build_router_config(spec, "team-a", "o")["tiers"][0]["escalation"]  # type: ignore[no-any-return]
+
+    assert "verifyPrompt" not in rendered({"policy": "verify"})
+    assert rendered({"policy": "verify", "verifyPrompt": "ok? {answer}"})["verifyPrompt"] == (
+        "ok? {answer}"
+    )

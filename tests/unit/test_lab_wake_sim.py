@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from onion_contract.spec import parse_spec
 from onion_lab import wake_sim
-from onion_operator.spec import parse_spec
 
 SPEC = {
     "core": {"model": "core"},

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from onion_contract import names
+from onion_contract.spec import InvalidSpec, parse_spec
 from onion_operator import constants as c
 from onion_operator.manifests import (
     Owner,
@@ -14,7 +16,6 @@ from onion_operator.manifests import (
     build_model_deployment,
     prefetch_job_name,
 )
-from onion_operator.spec import InvalidSpec, parse_spec
 
 OWNER = Owner("chat", "ns1", "uid-1")
 GPU_NODES = {
@@ -85,7 +86,7 @@ def test_pre_pull_runs_each_layers_image_where_its_pods_can_run_and_asks_for_no_
         assert "nvidia.com/gpu" not in str(container["resources"])
         assert container["securityContext"]["runAsNonRoot"] is True
     assert pod["containers"][0]["image"] == c.PAUSE_IMAGE
-    assert mid["metadata"]["labels"][c.LABEL_COMPONENT] == c.COMPONENT_PREPULL
+    assert mid["metadata"]["labels"][names.LABEL_COMPONENT] == names.COMPONENT_PREPULL
     assert mid["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     big = sets["chat-big-pull"]["spec"]["template"]["spec"]
     assert big["initContainers"][0]["image"] == "registry.example/tgi:custom"
@@ -100,7 +101,7 @@ def test_prefetch_fills_the_model_cache_as_the_engine_reads_it_once_per_revision
     ]
     spec = spec_of(layers, modelCache={"size": "500Gi"}, coldStart={"prefetchWeights": True})
     jobs = {
-        o["metadata"]["labels"][c.LABEL_LAYER]: o
+        o["metadata"]["labels"][names.LABEL_LAYER]: o
         for o in build_children(OWNER, spec, {})
         if o["kind"] == "Job"
     }
@@ -114,7 +115,7 @@ def test_prefetch_fills_the_model_cache_as_the_engine_reads_it_once_per_revision
     assert env["HF_HOME"]["value"] == "/data" and env["HF_TOKEN"] == token
     assert container["volumeMounts"] == [{"name": "model-cache", "mountPath": "/data"}]
     claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
-    assert claim == c.model_cache_pvc_name("chat")
+    assert claim == names.model_cache_pvc_name("chat")
     assert "nvidia.com/gpu" not in str(container["resources"])
     assert pod["restartPolicy"] == "OnFailure"
     big_env = {

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
+from onion_contract.router_config import parse_config
+from onion_contract.spec import InvalidSpec, parse_spec
 from onion_operator.manifests import (
     Owner,
     applied_replicas,
@@ -17,8 +19,6 @@ from onion_operator.manifests import (
     build_router_config,
     planned_core_replicas,
 )
-from onion_operator.spec import InvalidSpec, parse_spec
-from onion_router.config import parse_config
 
 OWNER = Owner("chat", "ns1", "uid-1")
 

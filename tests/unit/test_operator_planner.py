@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from onion_contract.spec import parse_spec
 from onion_operator.planner import (
     Hold,
     Observed,
@@ -17,7 +18,6 @@ from onion_operator.planner import (
     plan,
     wake_deadline,
 )
-from onion_operator.spec import parse_spec
 
 NOW = datetime(2026, 11, 28, 18, 0, 0, tzinfo=UTC)
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from onion_contract.spec import parse_spec
+from onion_contract.status import OnionStatus
 from onion_operator.idle import History
 from onion_operator.planner import ADAPTIVE, SCHEDULE, Observed, Sleep, Wake, plan
-from onion_operator.spec import parse_spec
-from onion_operator.status import build_status, finished_wakes, learned
+from onion_operator.status import StatusInput, build_status, finished_wakes, learned
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)  # a Wednesday
 UP = Observed(replicas=1, ready_replicas=1, current_replicas=1)
@@ -114,8 +115,12 @@ def test_a_warm_schedule_keeps_a_layer_awake_and_then_lets_it_sleep() -> None:
 def status_after(spec: Any, previous: dict[str, Any], demand: Any, mid: Observed) -> Any:
     history = learned(spec, previous, demand)
     the_plan = plan(spec, {"mid": mid}, demand, NOW, history)
-    args = (spec, "o", "ns", 1, {"core": UP, "mid": mid}, demand, the_plan, previous, NOW)
-    return build_status(*args, history)
+    observed = {"core": UP, "mid": mid}
+    status = build_status(
+        StatusInput(spec, "o", "ns", 1, observed, demand, the_plan, previous, NOW, history)
+    )
+    OnionStatus.model_validate(status)  # what the policy learned fits the CRD's status schema
+    return status
 
 
 def test_the_status_keeps_what_the_policy_learned_across_passes() -> None:

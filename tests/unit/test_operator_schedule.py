@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from onion_operator.schedule import WarmWindow, scheduled
-from onion_operator.spec import InvalidSpec, parse_spec
+from onion_contract.spec import InvalidSpec, parse_spec
+from onion_operator.schedule import WarmWindow, scheduled, windows
 
 WEEKDAYS_9_TO_5 = WarmWindow("0 9 * * 1-5", 8 * 3600, "Europe/Berlin")
 
@@ -79,4 +79,4 @@ def test_a_bad_schedule_is_a_clear_error(window: dict[str, Any], message: str) -
 
 def test_a_good_schedule_parses_with_utc_by_default() -> None:
     spec = spec_with({"cron": "0 9 * * 1-5", "duration": "8h"})
-    assert spec.layers[0].warm_windows == (WarmWindow("0 9 * * 1-5", 28800.0, "UTC"),)
+    assert windows(spec.layers[0]) == (WarmWindow("0 9 * * 1-5", 28800.0, "UTC"),)

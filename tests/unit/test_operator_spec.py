@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from onion_operator.spec import InvalidSpec, parse_duration, parse_spec
+from onion_contract.spec import InvalidSpec, parse_duration, parse_spec
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from onion_contract.spec import parse_spec
+from onion_contract.status import OnionStatus
 from onion_operator.planner import Observed, plan
-from onion_operator.spec import parse_spec
-from onion_operator.status import build_status, invalid_status, layer_phase, phase_changes
+from onion_operator.status import (
+    StatusInput,
+    build_status,
+    invalid_status,
+    layer_phase,
+    phase_changes,
+)
 
 NOW = datetime(2026, 11, 28, 18, 0, 0, tzinfo=UTC)
 SPEC = parse_spec(
@@ -46,8 +53,9 @@ def test_layer_phase(obs: Observed | None, phase: str) -> None:
 def status_at(mid: Observed, previous: dict[str, object], now: datetime = NOW) -> dict[str, object]:
     observed = {"core": CORE_UP, "mid": mid}
     demand = {"mid": NOW - timedelta(seconds=5)}
+    the_plan = plan(SPEC, observed, demand, now)
     return build_status(
-        SPEC, "chat", "ns1", 4, observed, demand, plan(SPEC, observed, demand, now), previous, now
+        StatusInput(SPEC, "chat", "ns1", 4, observed, demand, the_plan, previous, now)
     )
 
 
@@ -92,6 +100,15 @@ def test_invalid_status_keeps_layers_and_flags_the_spec() -> None:
     assert conds["InvalidSpec"]["observedGeneration"] == 5
     assert conds["Ready"]["status"] == "False"
     assert bad["layers"] == good["layers"] and bad["observedGeneration"] == 4
+
+
+def test_every_status_fits_the_crds_status_schema() -> None:
+    """A key the schema lacks would be pruned by the API server (and lost across a restart)."""
+    woken = NOW - timedelta(seconds=3)
+    waking = status_at(Observed(replicas=1, woken_at=woken, wake_count=2), {})
+    ready = status_at(Observed(replicas=1, ready_replicas=1, woken_at=woken, wake_count=2), waking)
+    for status in (waking, ready, invalid_status(ready, 5, "bad", NOW)):
+        OnionStatus.model_validate(status)
 
 
 def test_phase_changes_become_events() -> None:

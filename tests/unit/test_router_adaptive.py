@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from onion_contract.router_config import ConfigError, Escalation, parse_config
 from onion_router.adaptive import Threshold, distribution, quantile
-from onion_router.config import ConfigError, Escalation, parse_config
 from onion_router.policies import judge
 
 # A replayed stream is judged as the router judges it: escalate when score < live threshold.

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from onion_router.config import ConfigError, load_config, parse_config
+from onion_contract.router_config import ConfigError, load_config, parse_config
 
 RENDERED = """
 listen: {host: 0.0.0.0, port: 8080}

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from onion_router.config import parse_config
+from onion_contract.router_config import parse_config
 from onion_router.layers import LayerLink, Layers, LeaseMissing, PhaseSink, Refused
 
 

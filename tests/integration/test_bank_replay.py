@@ -17,8 +17,8 @@ import openai
 import pytest
 
 from onion_lab import bank
-from onion_lab.sockets import free_port
 from onion_lab.paths import REPO
+from onion_lab.sockets import free_port
 from tests.support.bank_replay import pieces_of
 
 MESSAGES = [

@@ -111,6 +111,14 @@ def features(row: Mapping[str, Any], embed: Embed | None, with_verify: bool) -> 
     return out
 
 
+def stands(row: Mapping[str, Any], next_row: Mapping[str, Any]) -> int:
+    """What a learned policy predicts of a layer's answer: 1 when escalating it would not help
+    (it is right, or the next layer is wrong too), as RouteLLM's routers learn from preferences;
+    the bank has every layer's answer, so it knows. (Trained on a decision log, where only the
+    answering layer's grade is known, the label is that grade.)"""
+    return int(bool(row["correct"]) or not bool(next_row["correct"]))
+
+
 def learned_scores(
     questions: Mapping[str, list[Question]], embed: Embed | None
 ) -> tuple[dict[tuple[str, str, str, str], float], dict[str, Any]]:
@@ -121,11 +129,13 @@ def learned_scores(
 
     scores: dict[tuple[str, str, str, str], float] = {}
     models: dict[str, Any] = {}
-    for layer in LAYERS[:-1]:
-        rows = [q.rows[layer] for qs in questions.values() for q in qs]
-        train_rows = [r for r in rows if r["split"] == "train"]
-        test_rows = [r for r in rows if r["split"] == "test"]
-        labels = [int(r["correct"]) for r in train_rows]
+    for index, layer in enumerate(LAYERS[:-1]):
+        nxt = LAYERS[index + 1]
+        pairs = [(q.rows[layer], q.rows[nxt]) for qs in questions.values() for q in qs]
+        train_pairs = [p for p in pairs if p[0]["split"] == "train"]
+        train_rows = [r for r, _ in train_pairs]
+        test_rows = [r for r, _ in pairs if r["split"] == "test"]
+        labels = [stands(r, n) for r, n in train_pairs]
         for name, with_verify in (("learned", False), ("learnedVerify", True)):
             x_train = [features(r, embed, with_verify) for r in train_rows]
             if len(set(labels)) < 2:
@@ -546,6 +556,12 @@ def report(
         test = as_split([q for q in qs if q.split == "test"])
         splits[name] = (train, test)
     datasets = {name: dataset_figures(*parts) for name, parts in splits.items()}
+    # All datasets' questions as one traffic (what one router sees), each question once.
+    pooled = [q for qs in questions.values() for q in qs]
+    mixed = dataset_figures(
+        as_split([q for q in pooled if q.split == "train"]),
+        as_split([q for q in pooled if q.split == "test"]),
+    )
     summary = {
         "method": "signals, cuts, learned weights and the early-wake cut chosen on train; every "
         "figure under `test` measured on the test split only; 95% bootstrap intervals over "
@@ -566,6 +582,7 @@ def report(
             k: {kk: vv for kk, vv in v.items() if kk != "model"} for k, v in models.items()
         },
         "datasets": datasets,
+        "pooled": mixed,
         "earlyWake": early_wake_figures(questions, embed),
     }
     files = {

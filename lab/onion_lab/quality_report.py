@@ -54,6 +54,14 @@ def _ci(pair: Sequence[float] | None) -> str:
     return "-" if not pair else f"[{pair[0]:.2f}, {pair[1]:.2f}]"
 
 
+def _sets(summary: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Each dataset, then all of them pooled as one traffic."""
+    out = list(summary["datasets"].items())
+    if summary.get("pooled"):
+        out.append(("pooled", summary["pooled"]))
+    return out
+
+
 def markdown(summary: Mapping[str, Any]) -> str:
     """The tables: accuracy per layer; per pair the signal chosen on train and its test APGR;
     the cascade's operating points; early wake."""
@@ -63,7 +71,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
         "| dataset (n test) | core | mid | big | cap hits (core, mid, big) |",
         "|---|---|---|---|---|",
     ]
-    for name, d in summary["datasets"].items():
+    for name, d in _sets(summary):
         acc = d["accuracy"]
         tests = [acc[layer]["test"] for layer in LAYERS]
         cells = [f"{_f(t['value'])} {_ci(t['ci'])}" for t in tests]
@@ -75,7 +83,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
         "at 30% on train's cut: accuracy [95%], escalated, minus big [95%], compute, wall |",
         "|---|---|---|---|---|---|",
     ]
-    for name, d in summary["datasets"].items():
+    for name, d in _sets(summary):
         for pair, p in d["pairs"].items():
             chosen = p.get("chosenOnTrain")
             if chosen is None:
@@ -95,7 +103,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
         "| dataset | test APGR of every signal, core->big (p) | mid->big (p) |",
         "|---|---|---|",
     ]
-    for name, d in summary["datasets"].items():
+    for name, d in _sets(summary):
         cells = []
         for pair in ("core->big", "mid->big"):
             sig = d["pairs"][pair]["signals"]
@@ -112,7 +120,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
         "[95%] | answered by core / mid / big | compute | wall |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, d in summary["datasets"].items():
+    for name, d in _sets(summary):
         c = d["cascade"]
         for rate, row in c["atRates"].items():
             by = " / ".join(f"{row['answeredBy'][layer]:.0%}" for layer in LAYERS)

@@ -63,6 +63,8 @@ DEFAULT_OPERATOR_IMAGE = "ghcr.io/onion-of-experts/onion:0.1.0"
 
 # One active operator: a coordination.k8s.io Lease held by the leader.
 LEADER_LEASE = "onion-operator-leader"
+# On the thresholds Lease: one annotation per judged layer, its live cut as JSON.
+ANNOTATION_THRESHOLD_PREFIX = f"{GROUP}/threshold."
 
 
 def child_name(onion: str, part: str) -> str:
@@ -73,6 +75,12 @@ def child_name(onion: str, part: str) -> str:
 def lease_name(onion: str, layer: str) -> str:
     """The demand Lease the router renews and the operator watches, one per managed layer."""
     return f"{onion}-{layer}-demand"
+
+
+def thresholds_lease_name(onion: str) -> str:
+    """The Lease on which the routers publish their live targetRate thresholds (annotations),
+    so a restarted or added replica starts from them; not watched by the operator."""
+    return f"{onion}-thresholds"
 
 
 def prepull_name(onion: str, layer: str) -> str:

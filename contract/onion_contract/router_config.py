@@ -77,6 +77,53 @@ class Auth(_Model):
     keys_file: str
 
 
+class ModelFile(_Model):
+    """A learned policy's model: the JSON file `onion-router train` writes. In an Onion, a key of
+    a ConfigMap in its namespace (the operator mounts it into the router); in a router config
+    file, its path."""
+
+    # `path` is the router config's alone, so in the CRD the ConfigMap is required.
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.configMap)", "a learned model in an Onion names its configMap")
+        )
+    )
+
+    config_map: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="The ConfigMap holding the model (in the Onion's namespace).",
+    )
+    key: str = Field(
+        default="model.json",
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        max_length=253,
+        description="The ConfigMap's key holding the model (default model.json).",
+    )
+    path: str | None = Field(default=None, min_length=1, json_schema_extra=ROUTER_ONLY)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelFile:
+        if (self.config_map is None) == (self.path is None):
+            raise ValueError("a model file is exactly one of configMap (in an Onion) or path")
+        return self
+
+
+class EarlyWake(_Model):
+    """Wake the next layer out before this one has answered, when a prompt model says the
+    request will likely be escalated: its cold start then overlaps this layer's answer."""
+
+    model: ModelFile = Field(description="The prompt model (onion-router train --prompt-out).")
+    probability: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Wake the next layer when P(escalated) is at least this (the model file's "
+        "meta.probability is the one chosen on its training data).",
+    )
+
+
 class Escalation(_Model):
     """How a tier's own answer is judged; a rejected answer goes one tier out.
 
@@ -87,8 +134,12 @@ class Escalation(_Model):
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                "!has(self.targetRate) || self.policy in ['confidence', 'verify']",
-                "targetRate needs policy confidence or verify (a score to rank)",
+                "!has(self.targetRate) || self.policy in ['confidence', 'verify', 'learned']",
+                "targetRate needs policy confidence, verify or learned (a score to rank)",
+            ),
+            cel(
+                "!has(self.policy) || self.policy != 'learned' || has(self.model)",
+                "policy learned needs model (the ConfigMap of onion-router train's file)",
             ),
             cel(
                 "!has(self.minSamples) || !has(self.window) || self.minSamples <= self.window",
@@ -102,10 +153,11 @@ class Escalation(_Model):
         )
     )
 
-    policy: Literal["none", "confidence", "self", "verify"] = Field(
+    policy: Literal["none", "confidence", "self", "verify", "learned"] = Field(
         default="confidence",
         description="confidence (token logprobs), self (the model asks for help), verify (the "
-        "layer is asked whether its own answer is correct; P(yes) is the score), or none.",
+        "layer is asked whether its own answer is correct; P(yes) is the score), learned (a "
+        "trained model scores the answer from its logprobs and the prompt), or none.",
     )
     # confidence: a score of token logprobs (<= 0); verify: P(yes) in [0, 1]. Escalate below it.
     threshold: float = Field(
@@ -123,6 +175,16 @@ class Escalation(_Model):
         description="Hold this fraction of escalated answers instead of a fixed threshold: the "
         "router sets the threshold at this quantile of the layer's last `window` scores, once it "
         "has `minSamples` of them.",
+    )
+    model: ModelFile | None = Field(
+        default=None,
+        description="Policy learned: the model that scores this layer's answers, P(the answer "
+        "stands), to which threshold or targetRate applies.",
+    )
+    early_wake: EarlyWake | None = Field(
+        default=None,
+        description="Wake the next layer out at once when a prompt model predicts this "
+        "layer's answer will be escalated (any policy).",
     )
     # Not defaulted by the API server: the CEL rule above compares them only when both are set.
     window: int = Field(
@@ -177,10 +239,13 @@ class Escalation(_Model):
 
     @model_validator(mode="after")
     def _adaptive_needs_a_score(self) -> Escalation:
-        if self.target_rate is not None and self.policy not in ("confidence", "verify"):
+        if self.target_rate is not None and not self.scored:
             raise ValueError(
-                f"targetRate needs policy confidence or verify (a score to rank), not {self.policy}"
+                "targetRate needs policy confidence, verify or learned (a score to rank), "
+                f"not {self.policy}"
             )
+        if self.policy == "learned" and self.model is None:
+            raise ValueError("policy learned needs model (onion-router train's file)")
         if self.min_samples > self.window:
             raise ValueError(f"minSamples ({self.min_samples}) exceeds window ({self.window})")
         lo, hi = self.min_threshold, self.max_threshold
@@ -191,7 +256,7 @@ class Escalation(_Model):
     @property
     def scored(self) -> bool:
         """Whether this policy turns an answer into a number compared with a threshold."""
-        return self.policy in ("confidence", "verify")
+        return self.policy in ("confidence", "verify", "learned")
 
 
 # A tier of a router config file that names no policy does not escalate.
@@ -310,6 +375,14 @@ class Tier(_Model):
         return self
 
 
+class DecisionLog(_Model):
+    """Per request, what the router saw and decided at each judged layer, one JSON line each:
+    the data `onion-router train --log` learns from once labels are added."""
+
+    path: str = Field(default="-", min_length=1)  # "-": stdout, where `kubectl logs` reads it
+    prompts: bool = False  # the prompt's text too (off: features and decisions only)
+
+
 class RouterConfig(_Model):
     listen: Listen = Listen()
     kubernetes: Kubernetes = Kubernetes()
@@ -324,6 +397,13 @@ class RouterConfig(_Model):
     # of the shortest idle timeout).
     demand_renew_seconds: float = Field(default=3, gt=0)
     auth: Auth | None = None
+    # The prompt embedder's folder (all-MiniLM-L6-v2) for learned models that use the prompt's
+    # embedding; the image ships one there (docs/learned.md).
+    embedder: str = "/opt/onion-of-experts/embedders/all-minilm-l6-v2"
+    decision_log: DecisionLog | None = None
+    # Kubernetes mode: the Lease the router publishes its live targetRate thresholds on, so a
+    # restarted or added replica starts from them (the operator creates it).
+    thresholds_lease: str | None = None
     tiers: tuple[Tier, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

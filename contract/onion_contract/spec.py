@@ -438,6 +438,15 @@ class HTTPRoute(_Model):
     )
 
 
+class RouterDecisionLog(_Model):
+    """The router writes one JSON line per request to its stdout (`kubectl logs`): what each
+    judged layer scored and decided, the data to train a learned policy on."""
+
+    prompts: bool = Field(
+        default=False, description="Include the prompt's text (off: features and decisions)."
+    )
+
+
 class RouterSettings(_Model):
     replicas: int = Field(default=1, ge=0)
     http_route: HTTPRoute | None = Field(
@@ -463,6 +472,9 @@ class RouterSettings(_Model):
     )
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: tuple[FreeForm, ...] = ()
+    decision_log: RouterDecisionLog | None = Field(
+        default=None, description="Log every escalation decision (for onion-router train)."
+    )
 
 
 class ModelCache(_Model):

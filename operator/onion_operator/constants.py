@@ -26,6 +26,8 @@ ROUTER_CONFIG_DIR = "/etc/onion"
 ROUTER_AUTH_DIR = "/etc/onion/auth"
 # An endpoint layer's Secrets are mounted in the router at <dir>/<layer>/{api-key,ca.crt}.
 ROUTER_LAYERS_DIR = "/etc/onion/layers"
+# A learned policy's model ConfigMaps are mounted in the router at <dir>/<configmap>/<key>.
+ROUTER_LEARNED_DIR = "/etc/onion/learned"
 API_KEY_FILE = "api-key"
 CA_FILE = "ca.crt"
 ROUTER_PORT = 8080
@@ -38,6 +40,11 @@ HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 def service_url(onion: str, part: str, namespace: str) -> str:
     """In-cluster URL of the Service in front of the core or a layer."""
     return f"http://{child_name(onion, part)}.{namespace}.svc:{SERVICE_PORT}"
+
+
+def learned_model_path(config_map: str, key: str) -> str:
+    """Where the router reads a learned policy's model (a mounted ConfigMap key)."""
+    return f"{ROUTER_LEARNED_DIR}/{config_map}/{key}"
 
 
 def layer_secret_path(layer: str, file: str) -> str:

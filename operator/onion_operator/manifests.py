@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from onion_contract import names
+from onion_contract.router_config import ModelFile
 from onion_contract.spec import (
     Autoscaling,
     Core,
@@ -296,9 +297,22 @@ def build_model_cache_pvc(owner: Owner, cache: ModelCache) -> Obj | None:
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
 
 
+def _model_file(model: ModelFile) -> Obj:
+    """A learned model's ConfigMap key, as the path where the router finds it mounted."""
+    assert model.config_map is not None  # an Onion's names its ConfigMap (the CRD says so)
+    return {"path": c.learned_model_path(model.config_map, model.key)}
+
+
 def _escalation(work: Core | Layer) -> Obj:
     e = work.escalation
     out: Obj = {"policy": e.policy, "threshold": e.threshold, "score": e.score, "firstK": e.first_k}
+    if e.model is not None:
+        out["model"] = _model_file(e.model)
+    if e.early_wake is not None:
+        out["earlyWake"] = {
+            "model": _model_file(e.early_wake.model),
+            "probability": e.early_wake.probability,
+        }
     if e.policy == "self" or isinstance(work, Core):
         out["sentinel"] = e.sentinel
     if e.policy == "self":
@@ -358,6 +372,48 @@ def _layer_secret_volumes(spec: OnionSpec) -> tuple[list[Obj], list[Obj]]:
     return volumes, mounts
 
 
+def _learned_config_maps(spec: OnionSpec) -> list[str]:
+    """The ConfigMaps of every learned model the Onion's escalations name, in order, once."""
+    out: list[str] = []
+    for work in (spec.core, *spec.layers):
+        e = work.escalation
+        models = [e.model, e.early_wake.model if e.early_wake else None]
+        for model in models:
+            if model is not None and model.config_map and model.config_map not in out:
+                out.append(model.config_map)
+    return out
+
+
+def _learned_volumes(spec: OnionSpec) -> tuple[list[Obj], list[Obj]]:
+    """Each learned model's ConfigMap, mounted read-only as a directory. A missing ConfigMap
+    keeps the router pod from starting, and its events name it."""
+    volumes: list[Obj] = []
+    mounts: list[Obj] = []
+    for index, name in enumerate(_learned_config_maps(spec)):
+        volume = f"learned-{index}"
+        volumes.append({"name": volume, "configMap": {"name": name}})
+        mounts.append(
+            {"name": volume, "mountPath": f"{c.ROUTER_LEARNED_DIR}/{name}", "readOnly": True}
+        )
+    return volumes, mounts
+
+
+def publishes_thresholds(spec: OnionSpec) -> bool:
+    """Whether a layer holds a targetRate (its routers then share their thresholds)."""
+    return any(w.escalation.target_rate is not None for w in (spec.core, *spec.layers))
+
+
+def build_thresholds_lease(owner: Owner) -> Obj:
+    """Where the routers publish their live targetRate thresholds (annotations they patch)."""
+    name = names.thresholds_lease_name(owner.name)
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": _meta(owner, name, names.ROUTER, names.COMPONENT_ROUTER),
+        "spec": {},
+    }
+
+
 def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
     """The router's config.yaml (camelCase), parsed by onion_contract.router_config.RouterConfig."""
     r = spec.router
@@ -403,6 +459,10 @@ def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
         config["demandRenewSeconds"] = spec.demand_renew_seconds
     if r.auth_secret_name:
         config["auth"] = {"keysFile": f"{c.ROUTER_AUTH_DIR}/keys"}
+    if r.decision_log is not None:  # to stdout, where `kubectl logs` collects it
+        config["decisionLog"] = {"path": "-", "prompts": r.decision_log.prompts}
+    if publishes_thresholds(spec):
+        config["thresholdsLease"] = names.thresholds_lease_name(onion)
     config["tiers"] = tiers
     return config
 
@@ -433,9 +493,9 @@ def build_router_deployment(owner: Owner, spec: OnionSpec, config_yaml: str) -> 
     if router.auth_secret_name:
         volumes.append({"name": "auth", "secret": {"secretName": router.auth_secret_name}})
         mounts.append({"name": "auth", "mountPath": c.ROUTER_AUTH_DIR, "readOnly": True})
-    layer_volumes, layer_mounts = _layer_secret_volumes(spec)
-    volumes += layer_volumes
-    mounts += layer_mounts
+    for extra_volumes, extra_mounts in (_layer_secret_volumes(spec), _learned_volumes(spec)):
+        volumes += extra_volumes
+        mounts += extra_mounts
     probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 2}
     container: Obj = {
         "name": "router",
@@ -486,6 +546,8 @@ def build_router_rbac(owner: Owner, spec: OnionSpec) -> list[Obj]:
     """ServiceAccount, Role and RoleBinding: read Onions, renew only this Onion's demand Leases."""
     name = names.child_name(owner.name, names.ROUTER)
     leases = [names.lease_name(owner.name, layer.name) for layer in spec.managed_layers]
+    if publishes_thresholds(spec):
+        leases.append(names.thresholds_lease_name(owner.name))
     rules: list[Obj] = [
         {
             "apiGroups": [names.GROUP],
@@ -702,6 +764,8 @@ def build_children(owner: Owner, spec: OnionSpec, replicas: Mapping[str, int | N
     config_yaml = render_router_config(spec, owner.namespace, owner.name)
     objs.append(build_router_configmap(owner, config_yaml))
     objs.extend(build_router_rbac(owner, spec))
+    if publishes_thresholds(spec):
+        objs.append(build_thresholds_lease(owner))
     objs.append(build_router_deployment(owner, spec, config_yaml))
     objs.append(build_service(owner, names.ROUTER, names.COMPONENT_ROUTER))
     if spec.router.http_route is not None:

@@ -96,12 +96,32 @@ LAYER = {"name": "mid", "model": "m"}
         (
             [{**LAYER, "escalation": {"policy": "self", "targetRate": 0.2}}],
             {},
-            "targetRate needs policy confidence or verify",
+            "targetRate needs policy confidence, verify or learned",
         ),
         (
             [{**LAYER, "escalation": {"targetRate": 0.2, "window": 10, "minSamples": 20}}],
             {},
             "minSamples must not exceed window",
+        ),
+        (
+            [{**LAYER, "escalation": {"policy": "learned", "threshold": 0.5}}],
+            {},
+            "policy learned needs model",
+        ),
+        (
+            [{**LAYER, "escalation": {"policy": "learned", "model": {"key": "m.json"}}}],
+            {},
+            "a learned model in an Onion names its configMap",
+        ),
+        (
+            [
+                {
+                    **LAYER,
+                    "escalation": {"earlyWake": {"model": {"configMap": "p"}, "probability": 2}},
+                }
+            ],
+            {},
+            "escalation.earlyWake.probability in body should be less than or equal to 1",
         ),
     ],
 )

@@ -501,3 +501,47 @@ def test_demand_is_renewed_well_inside_the_shortest_idle_timeout(idle: str, rene
     assert parse_config(config).demand_renew_seconds == renew
     core_only = build_router_config(parse_spec("c", {"core": {"model": "c"}}), "ns1", "c")
     assert "demandRenewSeconds" not in core_only
+
+
+def test_a_learned_policy_mounts_its_models_and_the_router_publishes_its_thresholds() -> None:
+    spec = parse_spec(
+        "a",
+        {
+            "core": {
+                "model": "m",
+                "escalation": {
+                    "policy": "learned",
+                    "model": {"configMap": "core-learned"},
+                    "targetRate": 0.3,
+                    "earlyWake": {"model": {"configMap": "core-prompt", "key": "p.json"}},
+                },
+            },
+            "layers": [{"name": "mid", "model": "x"}],
+            "router": {"decisionLog": {}},
+        },
+    )
+    config = build_router_config(spec, "ns", "a")
+    core = config["tiers"][0]["escalation"]
+    assert core["model"] == {"path": "/etc/onion/learned/core-learned/model.json"}
+    assert core["earlyWake"]["model"] == {"path": "/etc/onion/learned/core-prompt/p.json"}
+    assert config["decisionLog"] == {"path": "-", "prompts": False}
+    assert config["thresholdsLease"] == "a-thresholds"
+    objs = build_children(Owner("a", "ns", "uid"), spec, {})
+    router = next(
+        o for o in objs if o["metadata"]["name"] == "a-router" and o["kind"] == "Deployment"
+    )
+    pod = router["spec"]["template"]["spec"]
+    assert {"name": "learned-1", "configMap": {"name": "core-prompt"}} in pod["volumes"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {
+        "name": "learned-0",
+        "mountPath": "/etc/onion/learned/core-learned",
+        "readOnly": True,
+    } in mounts
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "Lease"] == ["a-thresholds"]
+    role = next(o for o in objs if o["kind"] == "Role")
+    assert "a-thresholds" in role["rules"][1]["resourceNames"]
+    # Without targetRate there is nothing to publish, and no Lease for it.
+    plain = parse_spec("b", {"core": {"model": "m"}, "layers": [{"name": "mid", "model": "x"}]})
+    assert "thresholdsLease" not in build_router_config(plain, "ns", "b")
+    assert not [o for o in build_children(Owner("b", "ns", "u"), plain, {}) if o["kind"] == "Lease"]

@@ -112,7 +112,10 @@ def test_quantile_cuts_between_scores() -> None:
 @pytest.mark.parametrize(
     ("escalation", "message"),
     [
-        ({"policy": "self", "targetRate": 0.2}, "targetRate needs policy confidence or verify"),
+        (
+            {"policy": "self", "targetRate": 0.2},
+            "targetRate needs policy confidence, verify or learned",
+        ),
         ({"policy": "confidence", "targetRate": 1.0}, "targetRate"),
         ({"policy": "confidence", "targetRate": 0}, "targetRate"),
         ({"policy": "verify", "window": 10, "minSamples": 20}, r"minSamples \(20\) exceeds window"),

@@ -11,7 +11,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,19 +29,13 @@ from onion_router.credentials import Keys
 from onion_router.escalation import Answering, Escalator, Holding, StreamEvent
 from onion_router.layers import LayerLink, Layers, Refused, StaticLink
 from onion_router.metrics import Metrics
-from onion_router.protocol import (
-    ChatRequest,
-    Meta,
-    ProtocolError,
-    StreamShaper,
-    error_body,
-    heartbeat,
-    parse_chat,
-    parse_completions,
-    parse_tgi,
-    render_answer,
-    tgi_error_body,
-)
+from onion_router.protocol.chat import CHAT
+from onion_router.protocol.completions import COMPLETIONS
+from onion_router.protocol.dialect import Dialect
+from onion_router.protocol.errors import ProtocolError, error_body
+from onion_router.protocol.sse import heartbeat
+from onion_router.protocol.tgi import GENERATE, GENERATE_STREAM, TGI_ROOT
+from onion_router.protocol.types import ChatRequest, Meta
 from onion_router.transport import Client, HTTP11Transport, tls_context
 from onion_router.upstream import Upstream, UpstreamError
 
@@ -116,24 +110,14 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
-def _tgi(kind: str) -> bool:
-    return kind in ("tgi", "tgi_list")
-
-
-def _failure(err: Exception, kind: str) -> Response:
-    """One mapping from our exceptions to HTTP errors, in the client protocol's error shape."""
+def _failure(err: ProtocolError | Refused | UpstreamError, dialect: Dialect) -> Response:
+    """One mapping from our exceptions to HTTP errors, in the client dialect's error shape."""
     headers: dict[str, str] = {}
-    param = None
-    if isinstance(err, ProtocolError):
-        status, message, code, param = err.status, err.message, err.code, err.param
-    elif isinstance(err, Refused | UpstreamError):
-        status, message, code = err.status, err.message, err.code
-        if err.retry_after is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
-    else:
-        raise err
-    body = tgi_error_body(message, code) if _tgi(kind) else error_body(status, message, code, param)
-    return _json(body, status, headers)
+    param = err.param if isinstance(err, ProtocolError) else None
+    if not isinstance(err, ProtocolError) and err.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
+    body = dialect.error(err.status, err.message, err.code, param)
+    return _json(body, err.status, headers)
 
 
 async def _read_json(request: Request, limit: int) -> Any:
@@ -265,37 +249,35 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
         log.exception("internal error on %s %s", request.method, request.url.path, exc_info=err)
         return _json(error_body(500, f"internal router error: {err!r}", "internal_error"), 500)
 
-    async def serve(
-        request: Request,
-        parse: Callable[[Any], ChatRequest],
-        endpoint: str,
-    ) -> Response:
+    async def serve(request: Request, dialect: Dialect, endpoint: str) -> Response:
         s = svc()
-        kind = "tgi" if endpoint.startswith("/generate") else "chat"
         started = time.perf_counter()
         try:
-            chat = parse(await _read_json(request, config.max_request_bytes))
-            kind = chat.kind
+            chat = dialect.parse(await _read_json(request, config.max_request_bytes))
             chat = chat.with_id(request.state.request_id)
             plan = s.escalator.plan(chat)
             if chat.stream:
-                return await stream(request, chat, s.escalator.stream(chat, plan), endpoint)
+                events = s.escalator.stream(chat, plan)
+                return await stream(request, dialect, chat, events, endpoint)
             outcome = await _until_disconnect(request.receive, s.escalator.complete(chat, plan))
         except ClientGone:
             s.metrics.requests.labels(endpoint, "", "client_gone").inc()
             return Response(status_code=499)
         except (ProtocolError, Refused, UpstreamError) as err:
             s.metrics.requests.labels(endpoint, "", "error").inc()
-            s.metrics.refusals.labels(getattr(err, "code", "error")).inc()
-            return _failure(err, kind)
+            s.metrics.refusals.labels(err.code).inc()
+            return _failure(err, dialect)
         s.metrics.requests.labels(endpoint, outcome.meta.layer, "ok").inc()
         s.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return _json(
-            render_answer(chat, outcome.answer, outcome.meta), headers=outcome.meta.headers()
-        )
+        body = dialect.render(chat, outcome.answer, outcome.meta)
+        return _json(body, headers=outcome.meta.headers())
 
     async def stream(
-        request: Request, chat: ChatRequest, events: AsyncGenerator[StreamEvent], endpoint: str
+        request: Request,
+        dialect: Dialect,
+        chat: ChatRequest,
+        events: AsyncGenerator[StreamEvent],
+        endpoint: str,
     ) -> Response:
         s = svc()
         try:
@@ -309,7 +291,7 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
             headers = {"X-Onion-Layer": first.tier, "X-Onion-Path": "", "X-Onion-Held": "true"}
         else:  # pragma: no cover - the escalator always announces the answering tier first
             raise AssertionError(f"unexpected first stream event {first!r}")
-        shaper = StreamShaper(chat)
+        shaper = dialect.shaper(chat)
 
         async def body() -> AsyncIterator[bytes]:
             meta = Meta("", ())
@@ -350,21 +332,19 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
         return EventStream(body(), media_type="text/event-stream", headers=headers)
 
     async def chat_completions(request: Request) -> Response:
-        return await serve(request, parse_chat, "/v1/chat/completions")
+        return await serve(request, CHAT, "/v1/chat/completions")
 
     async def completions(request: Request) -> Response:
-        return await serve(request, parse_completions, "/v1/completions")
+        return await serve(request, COMPLETIONS, "/v1/completions")
 
     async def generate(request: Request) -> Response:
-        return await serve(request, lambda b: parse_tgi(b, stream=False), "/generate")
+        return await serve(request, GENERATE, "/generate")
 
     async def generate_stream(request: Request) -> Response:
-        return await serve(request, lambda b: parse_tgi(b, stream=True), "/generate_stream")
+        return await serve(request, GENERATE_STREAM, "/generate_stream")
 
     async def tgi_root(request: Request) -> Response:
-        return await serve(
-            request, lambda b: parse_tgi(b, stream=None, kind="tgi_list"), "/generate"
-        )
+        return await serve(request, TGI_ROOT, "/generate")
 
     # The model endpoints are plain Starlette routes: they read and validate their own bodies, so
     # FastAPI's per-request dependency solving would be pure overhead on the hot path.

@@ -19,7 +19,9 @@ from onion_router.adaptive import distribution
 from onion_router.escalation import Escalator
 from onion_router.layers import Layers, StaticLink
 from onion_router.metrics import Metrics
-from onion_router.protocol import ChatRequest, ProtocolError, parse_chat
+from onion_router.protocol.chat import parse_chat
+from onion_router.protocol.errors import ProtocolError
+from onion_router.protocol.types import ChatRequest
 from onion_router.transport import Client, HTTP11Transport
 from onion_router.upstream import Upstream, UpstreamError
 

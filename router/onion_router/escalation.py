@@ -32,19 +32,9 @@ from onion_router.policies import (
     strip_sentinel,
     verify_messages,
 )
-from onion_router.protocol import (
-    Answer,
-    Call,
-    CallFilter,
-    ChatRequest,
-    Chunk,
-    Holding,
-    Meta,
-    ProtocolError,
-    call_json,
-    merged_calls,
-    without_calls,
-)
+from onion_router.protocol.calls import CallFilter, call_json, merged_calls, without_calls
+from onion_router.protocol.errors import ProtocolError
+from onion_router.protocol.types import Answer, Call, ChatRequest, Chunk, Holding, Meta
 from onion_router.retries import retry_delay
 from onion_router.upstream import Upstream, UpstreamError, UpstreamStream
 

@@ -17,16 +17,9 @@ from huggingface_hub.inference._providers import get_provider_helper
 
 from onion_contract.router_config import Tier
 from onion_router.credentials import ApiKey
-from onion_router.protocol import (
-    Answer,
-    Call,
-    ChatRequest,
-    Chunk,
-    Holding,
-    Token,
-    parse_heartbeat,
-    retry_after_seconds,
-)
+from onion_router.protocol.sse import parse_heartbeat
+from onion_router.protocol.types import Answer, Call, ChatRequest, Chunk, Holding, Token
+from onion_router.retries import retry_after_seconds
 
 # Sent as the bearer token to model servers without a key of their own (apiKeyFile). With no
 # key, huggingface_hub would look up the host's Hugging Face token on every call (files and env)

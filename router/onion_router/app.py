@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx2
 import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -36,8 +35,7 @@ from onion_router.protocol.errors import ProtocolError, error_body
 from onion_router.protocol.sse import heartbeat
 from onion_router.protocol.tgi import GENERATE, GENERATE_STREAM, TGI_ROOT
 from onion_router.protocol.types import ChatRequest, Meta
-from onion_router.transport import Client, HTTP11Transport, tls_context
-from onion_router.upstream import Upstream, UpstreamError
+from onion_router.upstream import Upstream, UpstreamError, upstreams
 
 log = logging.getLogger("onion_router")
 T = TypeVar("T")
@@ -177,17 +175,6 @@ class EventStream(StreamingResponse):
             await _until_disconnect(receive, self.stream_response(send))
 
 
-def _pool(config: RouterConfig, ca_file: str | None) -> Client:
-    """The HTTP client the tiers trusting `ca_file` (None: only the system's CAs) share.
-    Redirects are never followed, so a tier's key never goes to another host."""
-    limits = httpx2.Limits(max_connections=1024, max_keepalive_connections=256)
-    return Client(
-        transport=HTTP11Transport(limits, tls=tls_context(ca_file)),
-        timeout=config.upstream_timeout_seconds,
-        follow_redirects=False,
-    )
-
-
 def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAPI:
     """The router app. `link` replaces the Kubernetes (or static) layer link, e.g. in tests."""
     services: Services | None = None
@@ -207,19 +194,11 @@ def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAP
                 ) from None
             chosen = KubeLink(config.kubernetes.namespace, config.kubernetes.onion)
         layers = Layers(config, chosen or StaticLink(config.tiers))
-        async with contextlib.AsyncExitStack() as stack:
-            # One connection pool per CA to trust (most often only the system's bundle).
-            pools: dict[str | None, Client] = {}
-            for ca in dict.fromkeys(t.ca_file for t in config.tiers):
-                pools[ca] = await stack.enter_async_context(_pool(config, ca))
-            upstreams = {
-                t.name: Upstream(t, pools[t.ca_file], config.upstream_timeout_seconds)
-                for t in config.tiers
-            }
+        async with upstreams(config) as clients:
             metrics = Metrics()
             metrics.track_layers(config.kubernetes.onion, layers.snapshot)
             services = Services(
-                Escalator(config, layers, upstreams, metrics), layers, upstreams, metrics
+                Escalator(config, layers, clients, metrics), layers, clients, metrics
             )
             await layers.start()
             try:

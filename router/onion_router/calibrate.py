@@ -19,9 +19,10 @@ from onion_router.adaptive import distribution
 from onion_router.escalation import Escalator
 from onion_router.layers import Layers, StaticLink
 from onion_router.metrics import Metrics
-from onion_router.protocol import ChatRequest, ProtocolError, parse_chat
-from onion_router.transport import Client, HTTP11Transport
-from onion_router.upstream import Upstream, UpstreamError
+from onion_router.protocol.chat import parse_chat
+from onion_router.protocol.errors import ProtocolError
+from onion_router.protocol.types import ChatRequest
+from onion_router.upstream import UpstreamError, upstreams
 
 
 def read_prompts(path: Path, max_tokens: int) -> list[ChatRequest]:
@@ -49,11 +50,9 @@ def read_prompts(path: Path, max_tokens: int) -> list[ChatRequest]:
 async def measure(config: RouterConfig, requests: list[ChatRequest]) -> dict[str, list[float]]:
     """Each judged layer's scores on the prompts (layers that are never judged are skipped)."""
     scores: dict[str, list[float]] = {}
-    timeout = config.upstream_timeout_seconds
-    async with Client(transport=HTTP11Transport(), timeout=timeout) as pool:
-        upstreams = {t.name: Upstream(t, pool, timeout) for t in config.tiers}
+    async with upstreams(config) as clients:  # each layer's key and CA file, as the router's
         layers = Layers(config, StaticLink(config.tiers))
-        escalator = Escalator(config, layers, upstreams, Metrics())
+        escalator = Escalator(config, layers, clients, Metrics())
         for index, tier in enumerate(config.tiers[:-1]):  # the outermost answer always stands
             if not tier.escalation.scored:
                 continue

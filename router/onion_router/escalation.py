@@ -1,5 +1,6 @@
-"""The escalation loop: ask a tier, judge its answer by that tier's policy, go one tier out
-when it is rejected; wake and hold tiers on the way. Non-streaming and streaming."""
+"""The escalation loop: ask a tier, judge what it said by that tier's policy, go one tier out
+when it is rejected; wake and hold tiers on the way. One loop serves both paths: a complete
+answer takes the decided reply whole, a stream sends its first chunks and then the rest."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 
 from onion_contract.router_config import RouterConfig, Tier
 from onion_router.adaptive import Live, Threshold
@@ -24,27 +24,15 @@ from onion_router.policies import (
     judge,
     judge_prefix,
     looks_uncertain,
-    own_tool,
     p_yes,
     resolve_model,
     self_instruction,
     start_tier,
-    strip_sentinel,
     verify_messages,
 )
-from onion_router.protocol import (
-    Answer,
-    Call,
-    CallFilter,
-    ChatRequest,
-    Chunk,
-    Holding,
-    Meta,
-    ProtocolError,
-    call_json,
-    merged_calls,
-    without_calls,
-)
+from onion_router.protocol.errors import ProtocolError
+from onion_router.protocol.types import Answer, ChatRequest, Chunk, Holding, Meta
+from onion_router.replies import Decided, Heard, Reply
 from onion_router.retries import retry_delay
 from onion_router.upstream import Upstream, UpstreamError, UpstreamStream
 
@@ -90,8 +78,6 @@ class Escalator:
             if tier.escalation.scored:
                 metrics.live(tier.name, self.thresholds[tier.name].live())
 
-    # --- planning --------------------------------------------------------------------------
-
     def plan(self, request: ChatRequest) -> Plan:
         choice = resolve_model(request.model, [t.name for t in self.tiers])
         if not choice.known:
@@ -105,6 +91,194 @@ class Escalator:
         if choice.pinned is not None:
             return Plan(self.config.index(choice.pinned), pinned=True)
         return Plan(start_tier(self.tiers, request.prompt), pinned=False)
+
+    def live(self) -> dict[str, Live]:
+        """The live threshold and escalation rate of every layer whose policy scores answers."""
+        return {t.name: self.thresholds[t.name].live() for t in self.tiers if t.escalation.scored}
+
+    # --- the two paths ---------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest, plan: Plan) -> Outcome:
+        async with contextlib.aclosing(self._escalate(request, plan, streaming=False)) as steps:
+            async for step in steps:
+                if isinstance(step, Decided):
+                    answer = step.answer()
+                    return Outcome(answer, step.meta.within(answer.raw.get("onion")))
+        raise AssertionError("the escalation loop ends in a decision or an error")
+
+    async def stream(self, request: ChatRequest, plan: Plan) -> AsyncGenerator[StreamEvent]:
+        """Events for one streaming answer: Holding while a tier is waited for, Answering once
+        one stands, then its chunks."""
+        async with contextlib.aclosing(self._escalate(request, plan, streaming=True)) as steps:
+            async for step in steps:
+                if isinstance(step, Holding):
+                    yield step
+                    continue
+                assert step.reply.stream is not None
+                buffered = step.reply.heard.chunks
+                async with contextlib.aclosing(step.reply.stream.items()) as items:
+                    if not buffered:  # the first chunk names the layer if it is an Onion
+                        async for item in items:
+                            if isinstance(item, Holding):
+                                yield item  # an Onion router holding the request
+                                continue
+                            buffered = [item]
+                            break
+                    remote = buffered[0].raw.get("onion") if buffered else None
+                    yield Answering(step.meta.within(remote))
+                    clean = step.cleaner()
+                    for chunk in buffered:
+                        yield clean(chunk)
+                    async for item in items:
+                        yield item if isinstance(item, Holding) else clean(item)
+                return
+
+    async def judge_once(self, index: int, request: ChatRequest) -> tuple[Answer, Verdict]:
+        """Ask tier `index` and judge its answer by its policy and configured threshold, as the
+        router would, without escalating or recording anything (`onion-router calibrate`)."""
+        tier = self._tier(index, request)
+        logprobs = tier.escalation.policy == "confidence"
+        answer = await self.upstreams[tier.name].complete(
+            self._prepare(tier, request, judged=True), logprobs=logprobs
+        )
+        reply = Reply(Heard.of(answer), done=True, answer=answer)
+        return answer, await self._judge(tier, request, reply, threshold=None)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def _escalate(
+        self, request: ChatRequest, plan: Plan, *, streaming: bool
+    ) -> AsyncGenerator[Holding | Decided]:
+        """Holding while a tier wakes or asked to come back later, then the reply that stands.
+        The decided reply's tier stays admitted (in use) until this generator is closed."""
+        path: list[str] = []
+        index = plan.start
+        degraded = False
+        # A rejected answer heard whole: it stands if the next tier fails (whileWaking fallback).
+        kept: Decided | None = None
+        while True:
+            fallback = self._fallback_from(index)
+            if fallback is not None:
+                if kept is not None:
+                    yield kept.degraded()
+                    return
+                index, degraded = fallback, True
+            tier = self._tier(index, request)
+            judged = not degraded and self._judges(plan, index, tier)
+            try:
+                async with self.layers.admit(tier.name) as admission:
+                    while not await admission.wait(self.config.heartbeat_seconds):
+                        yield Holding(
+                            tier.name, admission.phase, admission.waited, admission.timeout
+                        )
+                    path.append(tier.name)
+                    reply: Reply | None = None
+                    async for step in self._ask(tier, index, request, judged, streaming):
+                        if isinstance(step, Holding):
+                            yield step
+                        else:
+                            reply = step
+                    assert reply is not None
+                    async with contextlib.aclosing(reply):
+                        meta = Meta(tier.name, tuple(path), degraded)
+                        decided = Decided(reply, tier, judged, meta)
+                        # Policy verify asks again while the tier is admitted (in use).
+                        limit = self._limit(tier)
+                        verdict = await self._judge(tier, request, reply, limit) if judged else None
+                        if verdict is None or verdict.accept:
+                            if verdict is not None:
+                                self._record(tier, verdict, None)
+                            yield decided
+                            return
+                        if self._fallback_from(index + 1) is not None:
+                            self._record(tier, verdict, None)  # the next tier sleeps: this stands
+                            yield decided.degraded()
+                            return
+                        self._record(tier, verdict, self.tiers[index + 1].name)
+                        kept = decided if reply.done else None
+            except UpstreamError:
+                if kept is not None and self.config.while_waking == "fallback":
+                    yield kept.degraded()
+                    return
+                raise
+            index += 1
+
+    async def _ask(
+        self, tier: Tier, index: int, request: ChatRequest, judged: bool, streaming: bool
+    ) -> AsyncGenerator[Holding | Reply]:
+        """The tier's reply; while a tier that said "not now" (429/503 with Retry-After) is
+        waited for, a Holding every heartbeat so that a streaming client hears from us."""
+        prepared = self._prepare(tier, request, judged)
+        started = time.monotonic()
+        while True:
+            try:
+                yield await self._reply(tier, index, prepared, judged, streaming)
+                return
+            except UpstreamError as err:
+                delay = self._retry_delay(tier, err, started)
+                if delay is None:
+                    raise
+                phase = f"HTTP {err.status}, retrying"
+            until = time.monotonic() + delay
+            while (left := until - time.monotonic()) > 0:
+                waited = time.monotonic() - started
+                yield Holding(tier.name, phase, waited, tier.wake_timeout_seconds)
+                await asyncio.sleep(min(left, self.config.heartbeat_seconds))
+
+    async def _reply(
+        self, tier: Tier, index: int, prepared: ChatRequest, judged: bool, streaming: bool
+    ) -> Reply:
+        upstream = self.upstreams[tier.name]
+        # Logprobs only for an answer that is judged: parsing them is the costliest part of it.
+        logprobs = judged and tier.escalation.policy == "confidence"
+        # A complete answer is streamed internally only to wake the next tier early (it sleeps).
+        early = judged and self._next_sleeping(index) is not None
+        if not streaming and not early:
+            answer = await upstream.complete(prepared, logprobs=logprobs)
+            return Reply(Heard.of(answer), done=True, answer=answer)
+        stream = await upstream.open_stream(prepared, logprobs=logprobs)
+        try:
+            reply = await self._hear(tier, index, stream, judged, whole=not streaming)
+        except BaseException:
+            await stream.aclose()
+            raise
+        if not streaming:
+            await stream.aclose()
+            reply.answer = reply.heard.answer()
+        return reply
+
+    async def _hear(
+        self, tier: Tier, index: int, stream: UpstreamStream, judged: bool, *, whole: bool
+    ) -> Reply:
+        """Read the tier's stream until its policy can decide (or to its end when `whole`, or
+        for policy verify), waking the next tier early on uncertain first tokens. A stream that
+        is not judged is not read here: it goes straight through."""
+        heard = Heard()
+        if not judged:
+            return Reply(heard, done=False, stream=stream)
+        woke = False
+        async for chunk in stream:
+            heard.add(chunk)
+            if not woke:
+                woke = self._early_wake(tier, index, heard)
+            if whole:
+                continue
+            # A request for help decides at once; anything else after enough tokens.
+            asked = asked_for_help(tier.escalation, heard.text, heard.calls)
+            if asked or heard.count >= self.config.stream_buffer_tokens:
+                verdict = judge_prefix(
+                    tier.escalation,
+                    heard.text,
+                    heard.logprobs,
+                    done=False,
+                    calls=heard.calls,
+                    threshold=self._limit(tier),
+                )
+                if verdict is not None:
+                    return Reply(heard, done=False, stream=stream, verdict=verdict)
+        return Reply(heard, done=True, stream=stream)
+
+    # --- the steps' parts ------------------------------------------------------------------
 
     def _tier(self, index: int, request: ChatRequest) -> Tier:
         """Tier `index` with the escalation policy that judges this request."""
@@ -153,19 +327,37 @@ class Escalator:
         waited = time.monotonic() - started
         return retry_delay(err.status, err.retry_after, waited, tier.wake_timeout_seconds)
 
-    def _record(self, tier: Tier, verdict: Verdict, escalated_to: str | None) -> None:
-        self.metrics.judged(tier.name, verdict.accept, escalated_to)
-        if tier.escalation.scored:
-            threshold = self.thresholds[tier.name]
-            threshold.observe(verdict.score, not verdict.accept)
-            self.metrics.live(tier.name, threshold.live())
-
-    def live(self) -> dict[str, Live]:
-        """The live threshold and escalation rate of every layer whose policy scores answers."""
-        return {t.name: self.thresholds[t.name].live() for t in self.tiers if t.escalation.scored}
+    def _early_wake(self, tier: Tier, index: int, heard: Heard) -> bool:
+        nxt = self._next_sleeping(index)
+        if nxt is None or not looks_uncertain(
+            tier.escalation, heard.text, heard.logprobs, heard.calls, self._limit(tier)
+        ):
+            return False
+        self.metrics.early_wake(nxt.name)
+        self.layers.demand(nxt.name)
+        return True
 
     def _limit(self, tier: Tier) -> float:
         return self.thresholds[tier.name].value
+
+    async def _judge(
+        self, tier: Tier, request: ChatRequest, reply: Reply, threshold: float | None
+    ) -> Verdict:
+        """The tier's verdict on its reply: decided on the first chunks, or on the whole
+        answer (for policy verify after asking the tier about it); `threshold` None is the
+        configured one."""
+        if reply.verdict is not None:
+            return reply.verdict
+        heard = reply.heard
+        score = await self._verify(tier, request, heard.text)
+        return judge(
+            tier.escalation,
+            heard.text,
+            heard.logprobs,
+            heard.calls,
+            threshold=threshold,
+            score=score,
+        )
 
     async def _verify(self, tier: Tier, request: ChatRequest, answer: str) -> float | None:
         """Policy verify: ask the layer whether its own answer is correct; P(yes) is the score.
@@ -192,260 +384,12 @@ class Escalator:
             self.metrics.verified(tier.name, time.perf_counter() - started)
         return p_yes(verdict.tokens[0].top) if verdict.tokens else None
 
-    # --- non-streaming ---------------------------------------------------------------------
-
-    async def complete(self, request: ChatRequest, plan: Plan) -> Outcome:
-        path: list[str] = []
-        index = plan.start
-        rejected: Outcome | None = None
-        degraded = False
-        while True:
-            fallback = self._fallback_from(index)
-            if fallback is not None:
-                if rejected is not None:
-                    return replace(rejected, meta=replace(rejected.meta, degraded=True))
-                index, degraded = fallback, True
-            tier = self._tier(index, request)
-            judged = not degraded and self._judges(plan, index, tier)
-            try:
-                async with self.layers.admit(tier.name) as admission:
-                    while not await admission.wait():
-                        pass  # timer wake-ups can come a hair early; wait() raises at the deadline
-                    path.append(tier.name)
-                    prepared = self._prepare(tier, request, judged)
-                    started = time.monotonic()
-                    while True:
-                        try:
-                            answer = await self._ask(tier, index, prepared, judged)
-                            break
-                        except UpstreamError as err:
-                            delay = self._retry_delay(tier, err, started)
-                            if delay is None:
-                                raise
-                            await asyncio.sleep(delay)
-                    # Policy verify: still admitted, so the layer counts as in use.
-                    score = await self._verify(tier, request, answer.text) if judged else None
-            except UpstreamError:
-                if rejected is not None and self.config.while_waking == "fallback":
-                    return replace(rejected, meta=replace(rejected.meta, degraded=True))
-                raise
-            names = [c.name for c in answer.calls if c.name]
-            logprobs = [t.logprob for t in answer.tokens]
-            verdict = judge(
-                tier.escalation,
-                answer.text,
-                logprobs,
-                names,
-                threshold=self._limit(tier),
-                score=score,
-            )
-            answer.text = strip_sentinel(tier.escalation, answer.text)
-            tool = own_tool(tier.escalation) if judged else None
-            if tool is not None:
-                answer = without_calls(answer, tool)
-            meta = Meta(tier.name, tuple(path), degraded).within(answer.raw.get("onion"))
-            outcome = Outcome(answer, meta)
-            if not judged:
-                return outcome
-            if verdict.accept:
-                self._record(tier, verdict, None)
-                return outcome
-            self._record(tier, verdict, self.tiers[index + 1].name)
-            rejected, index = outcome, index + 1
-
-    async def judge_once(self, index: int, request: ChatRequest) -> tuple[Answer, Verdict]:
-        """Ask tier `index` and judge its answer by its policy and configured threshold, as the
-        router would, without escalating or recording anything (`onion-router calibrate`)."""
-        tier = self._tier(index, request)
-        logprobs = tier.escalation.policy == "confidence"
-        answer = await self.upstreams[tier.name].complete(
-            self._prepare(tier, request, judged=True), logprobs=logprobs
-        )
-        names = [c.name for c in answer.calls if c.name]
-        score = await self._verify(tier, request, answer.text)
-        lps = [t.logprob for t in answer.tokens]
-        return answer, judge(tier.escalation, answer.text, lps, names, score=score)
-
-    async def _ask(self, tier: Tier, index: int, prepared: ChatRequest, judged: bool) -> Answer:
-        upstream = self.upstreams[tier.name]
-        # Logprobs only for an answer that is judged: parsing them is the costliest part of it.
-        logprobs = judged and tier.escalation.policy == "confidence"
-        if not judged or tier.escalation.policy == "none" or self._next_sleeping(index) is None:
-            return await upstream.complete(prepared, logprobs=logprobs)
-        # The next tier sleeps: stream internally so its wake can start on the first tokens.
-        stream = await upstream.open_stream(prepared, logprobs=logprobs)
-        async with contextlib.aclosing(stream):
-            return await self._collect(tier, index, stream)
-
-    async def _collect(self, tier: Tier, index: int, stream: UpstreamStream) -> Answer:
-        text, tokens, finish, usage, first = "", [], None, None, None
-        pieces: list[Call] = []
-        woke = False
-        async for chunk in stream:
-            first = first or chunk.raw
-            text += chunk.text
-            tokens.extend(chunk.tokens)
-            pieces.extend(chunk.calls)
-            finish = chunk.finish_reason or finish
-            usage = chunk.usage or usage
-            if not woke:
-                names = [c.name for c in pieces if c.name]
-                woke = self._early_wake(tier, index, text, [t.logprob for t in tokens], names)
-        calls = merged_calls(pieces)
-        # As the model server would answer: content null when there are only tool calls.
-        message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
-        if calls:
-            message["tool_calls"] = [call_json(c) for c in calls]
-        raw = {
-            "id": (first or {}).get("id"),
-            "object": "chat.completion",
-            "created": (first or {}).get("created") or int(time.time()),
-            "model": (first or {}).get("model"),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": usage,
-        }
-        return Answer(text, tokens, finish, usage, raw, calls)
-
-    def _early_wake(
-        self, tier: Tier, index: int, text: str, logprobs: list[float], calls: list[str]
-    ) -> bool:
-        nxt = self._next_sleeping(index)
-        limit = self._limit(tier)
-        if nxt is None or not looks_uncertain(tier.escalation, text, logprobs, calls, limit):
-            return False
-        self.metrics.early_wake(nxt.name)
-        self.layers.demand(nxt.name)
-        return True
-
-    # --- streaming -------------------------------------------------------------------------
-
-    async def stream(self, request: ChatRequest, plan: Plan) -> AsyncGenerator[StreamEvent]:
-        """Events for one streaming answer; buffers each judged tier's first tokens to decide."""
-        path: list[str] = []
-        index = plan.start
-        degraded = False
-        heartbeat = self.config.heartbeat_seconds
-        while True:
-            fallback = self._fallback_from(index)
-            if fallback is not None:
-                index, degraded = fallback, True
-            tier = self._tier(index, request)
-            async with self.layers.admit(tier.name) as admission:
-                while not await admission.wait(heartbeat):
-                    yield Holding(tier.name, admission.phase, admission.waited, admission.timeout)
-                path.append(tier.name)
-                judges = self._judges(plan, index, tier) and not degraded
-                opened: list[UpstreamStream] = []
-                async for held in self._open_stream(tier, request, judges, opened):
-                    yield held
-                upstream = opened[0]
-                async with contextlib.aclosing(upstream):
-                    buffered, verdict = await self._buffer(tier, index, request, upstream, judges)
-                    if verdict is not None and not verdict.accept:
-                        nxt = self.tiers[index + 1]
-                        if self._fallback_from(index + 1) is None:
-                            self._record(tier, verdict, nxt.name)
-                            index += 1
-                            continue
-                        degraded = True  # the outer tier sleeps: keep this answer, marked
-                    elif verdict is not None:
-                        self._record(tier, verdict, None)
-                    async with contextlib.aclosing(upstream.items()) as items:
-                        if not buffered:  # the first chunk names the layer if it is an Onion
-                            async for item in items:
-                                if isinstance(item, Holding):
-                                    yield item  # an Onion router holding the request
-                                    continue
-                                buffered = [item]
-                                break
-                        remote = buffered[0].raw.get("onion") if buffered else None
-                        yield Answering(Meta(tier.name, tuple(path), degraded).within(remote))
-                        clean = self._cleaner(tier, judges)
-                        for chunk in buffered:
-                            yield clean(chunk)
-                        async for item in items:
-                            yield item if isinstance(item, Holding) else clean(item)
-                    return
-
-    async def _open_stream(
-        self, tier: Tier, request: ChatRequest, judges: bool, opened: list[UpstreamStream]
-    ) -> AsyncGenerator[Holding]:
-        """Open the tier's stream into `opened`; while a tier that said "not now" is waited for,
-        yields a Holding every heartbeat so the client hears from the router meanwhile."""
-        prepared = self._prepare(tier, request, judges)
-        started = time.monotonic()
-        while True:
-            try:
-                opened.append(
-                    await self.upstreams[tier.name].open_stream(
-                        prepared, logprobs=judges and tier.escalation.policy == "confidence"
-                    )
-                )
-                return
-            except UpstreamError as err:
-                delay = self._retry_delay(tier, err, started)
-                if delay is None:
-                    raise
-                phase = f"HTTP {err.status}, retrying"
-            until = time.monotonic() + delay
-            while (left := until - time.monotonic()) > 0:
-                waited = time.monotonic() - started
-                yield Holding(tier.name, phase, waited, tier.wake_timeout_seconds)
-                await asyncio.sleep(min(left, self.config.heartbeat_seconds))
-
-    async def _buffer(
-        self, tier: Tier, index: int, request: ChatRequest, upstream: UpstreamStream, judges: bool
-    ) -> tuple[list[Chunk], Verdict | None]:
-        """Read first tokens until the tier's policy can decide (or the answer ends); policy
-        verify reads the whole answer."""
-        if not judges:
-            return [], None
-        buffered: list[Chunk] = []
-        text, count = "", 0
-        logprobs: list[float] = []
-        calls: list[str] = []
-        woke = False
-        async for chunk in upstream:
-            buffered.append(chunk)
-            text += chunk.text
-            logprobs.extend(t.logprob for t in chunk.tokens)
-            calls.extend(c.name for c in chunk.calls if c.name)
-            count += len(chunk.tokens) or (1 if chunk.text else 0)
-            if not woke:
-                woke = self._early_wake(tier, index, text, logprobs, calls)
-            # A request for help decides at once; anything else after enough tokens.
-            asked = asked_for_help(tier.escalation, text, calls)
-            if asked or count >= self.config.stream_buffer_tokens:
-                verdict = judge_prefix(
-                    tier.escalation,
-                    text,
-                    logprobs,
-                    done=False,
-                    calls=calls,
-                    threshold=self._limit(tier),
-                )
-                if verdict is not None:
-                    return buffered, verdict
-        score = await self._verify(tier, request, text)
-        return buffered, judge(
-            tier.escalation, text, logprobs, calls, threshold=self._limit(tier), score=score
-        )
-
-    @staticmethod
-    def _cleaner(tier: Tier, judged: bool) -> Callable[[Chunk], Chunk]:
-        """Removes from a stream what the client must never see: the router's own tool calls
-        (offered only when judged), or the sentinel."""
-        tool = own_tool(tier.escalation) if judged else None
-        if tool is not None:
-            return CallFilter(tool).chunk
-        sentinel = tier.escalation.sentinel if tier.escalation.policy == "self" else None
-
-        def clean(chunk: Chunk) -> Chunk:
-            if sentinel is not None and sentinel in chunk.text:
-                return replace(chunk, text=chunk.text.replace(sentinel, ""))
-            return chunk
-
-        return clean
+    def _record(self, tier: Tier, verdict: Verdict, escalated_to: str | None) -> None:
+        self.metrics.judged(tier.name, verdict.accept, escalated_to)
+        if tier.escalation.scored:
+            threshold = self.thresholds[tier.name]
+            threshold.observe(verdict.score, not verdict.accept)
+            self.metrics.live(tier.name, threshold.live())
 
 
 __all__ = ["Answering", "Escalator", "Holding", "Outcome", "Plan", "StreamEvent", "UpstreamError"]

@@ -7,6 +7,9 @@ then waits as told and asks again, for at most the tier's wakeTimeoutSeconds in 
 
 from __future__ import annotations
 
+import time
+from email.utils import parsedate_to_datetime
+
 RETRYABLE = frozenset({429, 503})
 MIN_DELAY = 0.25  # never hammer a tier that said "0"
 
@@ -24,3 +27,19 @@ def retry_delay(
     if waited + delay > timeout:
         return None
     return delay
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header in seconds: delta-seconds or an HTTP date; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -1,45 +1,52 @@
-"""Talking to model servers: one code path for TGI, vLLM and llama.cpp through
-huggingface_hub's AsyncInferenceClient and the OpenAI-compatible chat API they share."""
+"""Talking to model servers: one code path for TGI, vLLM, llama.cpp and hosted APIs through the
+OpenAI-compatible chat API they share, sent with httpx2's public AsyncClient.
+
+The router builds each request itself (the URL rule, the JSON body, the bearer key) and reads the
+answer's JSON with orjson: the hub's `AsyncInferenceClient.chat_completion` would turn every
+answer into typed objects (one per token logprob) that the router would at once turn into its
+own, takes no per-request headers (X-Request-Id), drops the SSE comments that carry another
+Onion router's heartbeats, and keeps each streamed response open until the client is closed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib.metadata
 import json
+import os
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import orjson
-from huggingface_hub import AsyncInferenceClient
-from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
-from huggingface_hub.inference._providers import get_provider_helper
 
-from onion_contract.router_config import Tier
+from onion_contract.router_config import RouterConfig, Tier
 from onion_router.credentials import ApiKey
-from onion_router.protocol import (
-    Answer,
-    Call,
-    ChatRequest,
-    Chunk,
-    Holding,
-    Token,
-    parse_heartbeat,
-    retry_after_seconds,
-)
+from onion_router.protocol.body import no_nulls
+from onion_router.protocol.sse import parse_heartbeat
+from onion_router.protocol.types import Answer, Call, ChatRequest, Chunk, Holding, Token
+from onion_router.retries import retry_after_seconds
 
-# Sent as the bearer token to model servers without a key of their own (apiKeyFile). With no
-# key, huggingface_hub would look up the host's Hugging Face token on every call (files and env)
-# and send it to the engine; "EMPTY" is what keyless vLLM/TGI/llama.cpp servers are given.
+# Sent as the bearer token to model servers without a key of their own (apiKeyFile): what
+# keyless vLLM, TGI and llama.cpp servers are given (the OpenAI SDK sends the same).
 NO_API_KEY = "EMPTY"
+# Idle connections are dropped after this long: under the 5 s keep-alive timeout of uvicorn
+# (vLLM) and llama.cpp's server, so the router never sends on a connection the server is
+# closing at that moment (httpx2 does not resend a POST that met a closed connection).
+KEEPALIVE_SECONDS = 4.0
+MAX_ERROR_BODY = 64 * 1024  # of a refusal's body read for its message
+DRAIN_SECONDS = 0.5  # for the end of a stream's body after `data: [DONE]`
+
+try:
+    USER_AGENT = f"onion-router/{importlib.metadata.version('onion-of-experts')}"
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+    USER_AGENT = "onion-router"
 
 T = TypeVar("T", Answer, Chunk)
-
-# The router talks to its model servers and nothing else. With telemetry on, the User-Agent that
-# huggingface_hub builds for every request looks for torch each time and, on first use, fetches a
-# registry of coding agents from huggingface.co: a blocking call of up to 3 s on the event loop,
-# which an air-gapped cluster never answers. The hub reads this flag at each call.
-hub_constants.HF_HUB_DISABLE_TELEMETRY = True
 
 # Set by the router itself on upstream calls; a client's copy would override ours.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "logprobs", "top_logprobs", "n", "tools"})
@@ -58,7 +65,55 @@ class UpstreamError(Exception):
         self.retry_after = retry_after  # the model server's Retry-After, in seconds
 
 
-@dataclass
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """httpx2's default verification (the system's CA bundle), trusting `ca_file` as well."""
+    context = httpx2.create_ssl_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=os.path.expanduser(ca_file))
+        except (OSError, ssl.SSLError) as err:
+            raise ValueError(f"cannot load the CA file {ca_file}: {err}") from None
+    return context
+
+
+def http_client(timeout: float, ca_file: str | None = None) -> httpx2.AsyncClient:
+    """The HTTP client that the tiers trusting `ca_file` (None: only the system's CAs) share.
+    Redirects are never followed, so a tier's key never goes to another host."""
+    return httpx2.AsyncClient(
+        verify=tls_context(ca_file),
+        limits=httpx2.Limits(
+            max_connections=1024,
+            max_keepalive_connections=256,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+        ),
+        timeout=timeout,
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+@asynccontextmanager
+async def upstreams(config: RouterConfig) -> AsyncIterator[dict[str, Upstream]]:
+    """One Upstream per tier, over one HTTP client per CA file to trust (most often only the
+    system's bundle); the clients are closed on exit."""
+    async with AsyncExitStack() as stack:
+        clients: dict[str | None, httpx2.AsyncClient] = {}
+        for ca in dict.fromkeys(t.ca_file for t in config.tiers):
+            client = http_client(config.upstream_timeout_seconds, ca)
+            clients[ca] = await stack.enter_async_context(client)
+        yield {t.name: Upstream(t, clients[t.ca_file]) for t in config.tiers}
+
+
+def chat_url(base: str) -> str:
+    """The chat completions URL of a model server at `base`: `/v1/chat/completions` appended,
+    or only `/chat/completions` after a path ending in /v1, or nothing if it is there."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions" if path.endswith("/v1") else "/v1/chat/completions"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
 class UpstreamStream:
     """An open streaming answer; `aclose()` closes the upstream connection, cancelling it.
 
@@ -66,10 +121,12 @@ class UpstreamStream:
     of a tier that is another Onion's router holding the request while one of its layers wakes.
     """
 
-    tier: str
-    _client: AsyncInferenceClient
-    _events: AsyncIterator[dict[str, Any] | Holding]
-    closed: bool = field(default=False)
+    def __init__(self, tier: str, response: httpx2.Response) -> None:
+        self.tier = tier
+        self.closed = False
+        self._response = response
+        self._lines = response.aiter_lines()
+        self._events = _events(self._lines, tier)
 
     def __aiter__(self) -> UpstreamStream:
         return self
@@ -88,76 +145,52 @@ class UpstreamStream:
                 return
 
     async def _next(self) -> Chunk | Holding:
+        if self.closed:
+            raise StopAsyncIteration
         try:
             event = await anext(self._events)
             return event if isinstance(event, Holding) else _chunk(event)
         except StopAsyncIteration:
-            await self.aclose()
+            await self._finish()
             raise
         except Exception as err:  # the connection broke, an error event, or malformed JSON
             await self.aclose()
             raise _translate(self.tier, err, midstream=True) from err
 
+    async def _finish(self) -> None:
+        """After `data: [DONE]`: read the end of the body (it is on its way), so that the
+        connection goes back to the pool instead of being closed unfinished."""
+        with contextlib.suppress(Exception):  # a server that goes on, or breaks off, now
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for _ in self._lines:
+                    pass
+        await self.aclose()
+
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True
-            await self._client.close()  # type: ignore[no-untyped-call]
+            await self._events.aclose()
+            await self._response.aclose()
 
 
 class Upstream:
-    """One tier's model server. Owns nothing: the connection pool belongs to the app lifespan.
+    """One tier's model server. Owns nothing: the HTTP client belongs to the app's lifespan."""
 
-    huggingface_hub builds and sends every request (its request builder for an OpenAI-compatible
-    chat server at a URL, the bearer header, status and timeout handling); the router reads the
-    answer's JSON itself. `AsyncInferenceClient.chat_completion` would also turn each answer into
-    the hub's typed objects, which the router would at once turn into its own: that parse deep-
-    copies every nested object (one per token logprob) and was 85% of the router's CPU on a
-    judged answer and half of it on a stream. So the router calls the two steps before it: the
-    provider helper's `prepare_request` and the client's `_inner_post` (private: the hub's
-    version is pinned below 3, and every router test goes through here)."""
-
-    def __init__(self, tier: Tier, pool: httpx2.AsyncClient, timeout: float) -> None:
+    def __init__(self, tier: Tier, client: httpx2.AsyncClient) -> None:
         self.tier = tier
-        self._pool = pool
-        self._timeout = timeout
-        self._helper = get_provider_helper(None, task="conversational", model=tier.url)
+        self._client = client
+        self._url = httpx2.URL(chat_url(tier.url))
         self._key = ApiKey(tier.api_key_file) if tier.api_key_file else None
-        # Answers that are not streamed leave nothing behind in a client: they share this one.
-        self._shared = self._client()
 
-    def _client(self) -> AsyncInferenceClient:
-        """A hub client over the app's connection pool. A stream needs one of its own:
-        AsyncInferenceClient keeps each streamed response open in its exit stack until close(),
-        so a shared client would hold abandoned streams (and their upstream generations) open
-        until shutdown."""
-        client = AsyncInferenceClient(
-            base_url=self.tier.url, api_key=NO_API_KEY, timeout=self._timeout
-        )
-        client._async_client = self._pool
-        return client
-
-    async def _post(
-        self,
-        client: AsyncInferenceClient,
-        request: ChatRequest,
-        parameters: dict[str, Any],
-        *,
-        stream: bool,
-    ) -> Any:
-        headers = dict(self.tier.headers)
+    def _headers(self, request: ChatRequest) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self._api_key()}",
+            "Content-Type": "application/json",
+            **self.tier.headers,  # none of the names above (the config refuses them)
+        }
         if request.request_id:
             headers["X-Request-Id"] = request.request_id
-        prepared = self._helper.prepare_request(
-            inputs=[dict(m) for m in request.messages],
-            parameters={**parameters, "stream": stream},
-            headers=headers,
-            model=self.tier.url,
-            api_key=self._api_key(),
-        )
-        try:
-            return await client._inner_post(prepared, stream=stream)
-        except Exception as err:
-            raise _translate(self.tier.name, err, midstream=False) from err
+        return headers
 
     def _api_key(self) -> str:
         """This tier's key (sent to its URL alone; redirects are never followed)."""
@@ -174,11 +207,12 @@ class Upstream:
             )
         return key
 
-    def _parameters(self, request: ChatRequest, logprobs: bool) -> dict[str, Any]:
-        args = {k: v for k, v in request.params.items() if k not in _OWN_FIELDS}
-        args["model"] = self.tier.model
+    def _body(self, request: ChatRequest, *, logprobs: bool, stream: bool) -> bytes:
+        """The JSON body: the client's parameters (null fields dropped at every depth), the
+        served model's name, and what the router itself asks for."""
+        args = no_nulls({k: v for k, v in request.params.items() if k not in _OWN_FIELDS})
         if request.params.get("tools"):  # the client's, plus the router's own (`self` policy)
-            args["tools"] = list(request.params["tools"])
+            args["tools"] = no_nulls(list(request.params["tools"]))
         if logprobs or request.logprobs:
             args["logprobs"] = True
             top = request.top_logprobs or 0
@@ -186,13 +220,28 @@ class Upstream:
             # alternatives only when the client wants them: each one is an object in the answer.
             if top or self.tier.engine == "llamacpp":
                 args["top_logprobs"] = max(1, top)
-        return args
+        if stream and request.include_usage:
+            args["stream_options"] = {"include_usage": True}
+        response_format = args.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            # TGI's grammar form of a JSON schema (as huggingface_hub has always sent it).
+            schema = (response_format.get("json_schema") or {}).get("schema")
+            args["response_format"] = {"type": "json_object", "value": schema}
+        body = {"model": self.tier.model, "messages": [dict(m) for m in request.messages]}
+        return orjson.dumps({**body, **args, "stream": stream})
 
     async def complete(self, request: ChatRequest, *, logprobs: bool) -> Answer:
-        parameters = self._parameters(request, logprobs)
-        body = await self._post(self._shared, request, parameters, stream=False)
+        body = self._body(request, logprobs=logprobs, stream=False)
         try:
-            return _answer(orjson.loads(body))
+            response = await self._client.post(
+                self._url, content=body, headers=self._headers(request)
+            )
+        except httpx2.HTTPError as err:
+            raise _translate(self.tier.name, err, midstream=False) from err
+        if not response.is_success:
+            raise _refusal(self.tier.name, response, response.content)
+        try:
+            return _answer(orjson.loads(response.content))
         except (ValueError, TypeError, LookupError, AttributeError) as err:
             raise UpstreamError(
                 502, f"layer {self.tier.name!r} sent a malformed answer: {err!r}", "upstream_broken"
@@ -200,34 +249,52 @@ class Upstream:
 
     async def open_stream(self, request: ChatRequest, *, logprobs: bool) -> UpstreamStream:
         """Start a streaming answer; raises UpstreamError before any byte reaches the client."""
-        parameters = self._parameters(request, logprobs)
-        if request.include_usage:
-            parameters["stream_options"] = {"include_usage": True}
-        client = self._client()
+        body = self._body(request, logprobs=logprobs, stream=True)
+        sent = self._client.build_request(
+            "POST", self._url, content=body, headers=self._headers(request)
+        )
         try:
-            lines = await self._post(client, request, parameters, stream=True)
-        except BaseException:
-            await client.close()  # type: ignore[no-untyped-call]
-            raise
-        return UpstreamStream(self.tier.name, client, _events(lines, self.tier.name))
+            response = await self._client.send(sent, stream=True)
+        except httpx2.HTTPError as err:
+            raise _translate(self.tier.name, err, midstream=False) from err
+        if response.is_success:
+            return UpstreamStream(self.tier.name, response)
+        try:
+            detail = await _head_of_body(response)
+        except httpx2.HTTPError:
+            detail = b""
+        finally:
+            await response.aclose()
+        raise _refusal(self.tier.name, response, detail)
 
     async def reachable(self) -> bool:
         """Whether the model server answers at all (for /ready); any HTTP answer counts."""
         try:
-            await self._pool.get(f"{self.tier.url}/v1/models", timeout=2.0)
+            await self._client.get(f"{self.tier.url}/v1/models", timeout=2.0)
         except httpx2.HTTPError:
             return False
         return True
+
+
+async def _head_of_body(response: httpx2.Response) -> bytes:
+    """The first MAX_ERROR_BODY bytes of a streamed response's body."""
+    body = b""
+    async for piece in response.aiter_bytes():
+        body += piece
+        if len(body) >= MAX_ERROR_BODY:
+            break
+    return body[:MAX_ERROR_BODY]
 
 
 class StreamError(Exception):
     """A model server sent an error event in place of the rest of a stream."""
 
 
-async def _events(lines: AsyncIterable[str], tier: str) -> AsyncIterator[dict[str, Any] | Holding]:
+async def _events(lines: AsyncIterable[str], tier: str) -> AsyncGenerator[dict[str, Any] | Holding]:
     """The JSON events of an OpenAI-style SSE stream, up to `data: [DONE]`, and the
     heartbeats of an Onion router's stream (SSE comments) as Holding."""
-    async for line in lines:
+    async for raw in lines:
+        line = raw.strip()
         if not line.startswith("data:"):
             if line.startswith(":"):
                 held = parse_heartbeat(line, tier)
@@ -245,40 +312,41 @@ async def _events(lines: AsyncIterable[str], tier: str) -> AsyncIterator[dict[st
         yield event
 
 
-def _translate(tier: str, err: Exception, *, midstream: bool) -> UpstreamError:
-    if isinstance(err, InferenceTimeoutError | httpx2.TimeoutException):
-        return UpstreamError(504, f"layer {tier!r} timed out", "upstream_timeout")
-    # huggingface_hub's status check only refines httpx errors; httpx2 ones come through raw.
-    response = getattr(err, "response", None)
-    if isinstance(err, HfHubHTTPError | httpx2.HTTPStatusError) and response is not None:
-        status = response.status_code
-        detail = _error_detail(response)
-        message = f"layer {tier!r} answered HTTP {status}" + (f": {detail}" if detail else "")
-        # The client's own mistakes (e.g. a prompt longer than the context) keep their status.
-        if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
-            return UpstreamError(status, message, "upstream_rejected")
+def _refusal(tier: str, response: httpx2.Response, body: bytes) -> UpstreamError:
+    """A model server's answer that is not a 2xx, as the error the client gets."""
+    status = response.status_code
+    detail = _error_detail(body)
+    message = f"layer {tier!r} answered HTTP {status}" + (f": {detail}" if detail else "")
+    # The client's own mistakes (e.g. a prompt longer than the context) keep their status.
+    if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
+        return UpstreamError(status, message, "upstream_rejected")
+    if status in (429, 503):  # busy or waking: the client may come back (Retry-After)
         retry_after = retry_after_seconds(response.headers.get("retry-after"))
-        if status in (429, 503):  # busy or waking: the client may come back (Retry-After)
-            return UpstreamError(status, message, "upstream_busy", retry_after)
-        return UpstreamError(502, message, "upstream_error")
+        return UpstreamError(status, message, "upstream_busy", retry_after)
+    return UpstreamError(502, message, "upstream_error")
+
+
+def _translate(tier: str, err: Exception, *, midstream: bool) -> UpstreamError:
+    if isinstance(err, httpx2.TimeoutException):
+        return UpstreamError(504, f"layer {tier!r} timed out", "upstream_timeout")
     if isinstance(err, httpx2.TransportError) and not midstream:
         return UpstreamError(502, f"layer {tier!r} is unreachable: {err!r}", "upstream_unreachable")
     what = "broke off mid-stream" if midstream else "failed"
     return UpstreamError(502, f"layer {tier!r} {what}: {err}", "upstream_broken")
 
 
-def _error_detail(response: httpx2.Response) -> str:
+def _error_detail(body: bytes) -> str:
     try:
-        body = response.json()
-    except (httpx2.ResponseNotRead, httpx2.StreamError, ValueError):
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
         return ""
-    if isinstance(body, Mapping):
-        error = body.get("error")
+    if isinstance(parsed, Mapping):
+        error = parsed.get("error")
         if isinstance(error, Mapping):
             return str(error.get("message", ""))
         if error:
             return str(error)
-    return json.dumps(body)[:300]
+    return json.dumps(parsed)[:300]
 
 
 def _tokens(logprobs: Mapping[str, Any] | None) -> list[Token]:

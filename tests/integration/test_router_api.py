@@ -489,3 +489,20 @@ def test_verify_policy_asks_the_same_layer_and_escalates_on_no(
     assert not core.stats.requests[0].get("logprobs")
     core_status = status["layers"][0]
     assert core_status["threshold"] == 0.5 and core_status["escalationRate"] == 0.5
+
+
+def test_two_routers_in_one_process_share_nothing(servers: tuple[FakeTGI, ...]) -> None:
+    """Everything a router uses (HTTP clients, layer tracker, escalator, metrics) belongs to
+    its app's lifespan: two apps side by side answer from their own layers and count their own
+    requests."""
+    core, mid, _ = servers
+    ok = 'onion_router_requests_total{endpoint="/v1/chat/completions",layer="core",outcome="ok"}'
+    with (
+        RouterServer({"tiers": [tier("core", core.url)]}) as first,
+        RouterServer({"tiers": [tier("core", mid.url)]}) as second,
+    ):
+        answers = [ask(first, "a"), ask(first, "b"), ask(second, "c")]
+        texts = [a.parse().choices[0].message.content for a in answers]
+        assert texts == ["Paris is the capital.", "Paris is the capital.", "Mid says hi"]
+        assert f"{ok} 2.0" in httpx.get(f"{first.url}/metrics").text
+        assert f"{ok} 1.0" in httpx.get(f"{second.url}/metrics").text

@@ -55,6 +55,15 @@ def chat(router: RouterServer, model: str = "onion", **kwargs: object):  # type:
     )  # type: ignore[call-overload]
 
 
+def streamed(router: RouterServer) -> tuple[httpx.Headers, str]:
+    """A streamed answer through the openai SDK: its headers and its text."""
+    with router.openai().chat.completions.with_streaming_response.create(
+        model="onion", messages=[{"role": "user", "content": "x"}], stream=True
+    ) as response:
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    return response.headers, text
+
+
 def layer(router: RouterServer, name: str) -> dict:
     layers = httpx.get(f"{router.url}/status").json()["layers"]
     return next(x for x in layers if x["name"] == name)
@@ -254,11 +263,8 @@ def test_fallback_answers_from_an_awake_layer_marked_degraded(core: FakeTGI, mid
         pinned = chat(router, "onion/mid")  # the pinned layer sleeps: the core stands in
         assert pinned.headers["x-onion-layer"] == "core"
         assert pinned.headers["x-onion-degraded"] == "true"
-        with router.openai().chat.completions.with_streaming_response.create(
-            model="onion", messages=[{"role": "user", "content": "x"}], stream=True
-        ) as streamed:
-            assert streamed.headers["x-onion-degraded"] == "true"
-            text = "".join(c.choices[0].delta.content or "" for c in streamed.parse() if c.choices)
+        headers, text = streamed(router)
+        assert headers["x-onion-degraded"] == "true"
         assert text == "Maybe Lyon?"
         # Meanwhile the sleeping layer was asked to wake for the next requests.
         assert link.renewed("onion-mid-demand") >= 1
@@ -302,3 +308,41 @@ def test_self_tool_call_while_the_next_layer_sleeps(core: FakeTGI, mid: FakeTGI)
             ("lookup", '{"q": "x"}')
         ]
         assert calls[0].id.startswith("call-")
+
+
+def test_a_rejected_answer_stands_when_the_next_layer_fails_under_fallback(
+    core: FakeTGI, mid: FakeTGI
+) -> None:
+    """Mid is awake but refuses: with `whileWaking: fallback` the core's rejected answer, heard
+    whole, stands marked degraded, on both paths; the core's verdict counts as a judgement and
+    the escalation that was tried as one."""
+    core.script = UNSURE
+    mid.script = Script(fail="refuse")
+    link = OperatorDouble({"mid": "Ready"})
+    with RouterServer(config(core, mid, whileWaking="fallback"), link) as router:
+        raw = chat(router)
+        assert raw.headers["x-onion-layer"] == "core"
+        assert raw.headers["x-onion-degraded"] == "true"
+        assert raw.parse().choices[0].message.content == "Maybe Lyon?"
+        headers, text = streamed(router)
+        assert headers["x-onion-degraded"] == "true"
+        assert text == "Maybe Lyon?"
+        assert len(mid.stats.requests) == 2
+        metrics = httpx.get(f"{router.url}/metrics").text
+    assert 'onion_router_judgements_total{layer="core",verdict="escalate"} 2.0' in metrics
+    assert 'onion_router_escalations_total{source="core",target="mid"} 2.0' in metrics
+
+
+def test_an_answer_kept_because_the_next_layer_sleeps_is_no_escalation(
+    core: FakeTGI, mid: FakeTGI
+) -> None:
+    """The core's answer is rejected but mid sleeps (`whileWaking: fallback`): the verdict
+    counts, and the adaptive threshold sees it, but nothing went to mid, on either path."""
+    core.script = UNSURE
+    link = OperatorDouble({"mid": "Dormant"})
+    with RouterServer(config(core, mid, whileWaking="fallback"), link) as router:
+        assert chat(router).headers["x-onion-degraded"] == "true"
+        assert streamed(router)[0]["x-onion-degraded"] == "true"
+        metrics = httpx.get(f"{router.url}/metrics").text
+    assert 'onion_router_judgements_total{layer="core",verdict="escalate"} 2.0' in metrics
+    assert "onion_router_escalations_total{" not in metrics

@@ -1,5 +1,6 @@
 """The router talks to its model servers and nothing else: on an air-gapped GPU cluster a call
-to huggingface.co would not be answered, and huggingface_hub makes such calls as side effects."""
+to huggingface.co would not be answered. (huggingface_hub makes such calls as side effects; the
+router sends with httpx2 alone.)"""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def hub() -> Iterator[HubDouble]:
 def test_answering_calls_no_hub(hub: HubDouble, tmp_path: Path) -> None:
     """huggingface_hub's User-Agent header, with its telemetry on, fetches a registry of coding
     agents from the Hub on first use: a blocking call of up to 3 s on the router's event loop.
-    The router turns that telemetry off, whatever the environment says."""
+    Whatever the environment says about telemetry, answering asks the Hub for nothing."""
     core = FakeTGI(Script(tokens=["Hi", " there"]), name="core").start()
     env = {
         "HF_ENDPOINT": hub.url,

@@ -1,17 +1,21 @@
-"""The router's HTTP/1.1 transport against scripted raw-socket servers on loopback: keep-alive,
-chunked streaming, bodies cut off, timeouts, stale connections, the pool limit."""
+"""The router's upstream HTTP (an Upstream over the client its lifespan builds) against scripted
+raw-socket servers on loopback: keep-alive, what goes on the wire, chunked streaming, bodies cut
+off, timeouts, connections closed while idle, the pool limit, connections given back."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx2
 import pytest
 
+from onion_contract.router_config import Tier
 from onion_lab.sockets import free_port
-from onion_router.transport import Client, HTTP11Transport
+from onion_router.protocol.types import ChatRequest
+from onion_router.upstream import Upstream, UpstreamError, chat_url, http_client
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -23,7 +27,6 @@ class ScriptedServer:
         self.handler = handler
         self.connections = 0
         self.requests: list[bytes] = []
-        self.closed_by_peer = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -71,87 +74,118 @@ class ScriptedServer:
         return request
 
 
+def chat_body(text: str) -> bytes:
+    return json.dumps({"choices": [{"message": {"content": text}}]}).encode()
+
+
 def answer(body: bytes, *headers: bytes) -> bytes:
     extra = b"".join(h + b"\r\n" for h in headers)
     return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def chat_answer(text: str) -> bytes:
+    return answer(chat_body(text), b"content-type: application/json")
+
+
+def event(text: str) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"delta": {"content": text}}]}).encode() + b"\n\n"
 
 
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+CHUNKED_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+
+
+def request(text: str = "hi", request_id: str = "") -> ChatRequest:
+    messages = ({"role": "user", "content": text},)
+    return ChatRequest("chat", "onion", messages, {}, stream=False, request_id=request_id)
+
+
+def upstream(url: str, client: httpx2.AsyncClient) -> Upstream:
+    return Upstream(Tier(name="core", url=url, model="core-model"), client)
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx2.AsyncClient]:
-    async with Client(transport=HTTP11Transport(), timeout=5) as c:  # as the router's
+    async with http_client(timeout=5) as c:  # as the router's lifespan builds it
         yield c
+
+
+def one_connection() -> httpx2.AsyncClient:
+    """A client with a pool of one connection, waited for at most 0.2 s: a connection the
+    router failed to give back shows up as a pool timeout on the next request."""
+    limits = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx2.AsyncClient(limits=limits, timeout=httpx2.Timeout(5, pool=0.2))
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("http://h:80", "http://h:80/v1/chat/completions"),
+        ("http://h:80/v1", "http://h:80/v1/chat/completions"),
+        ("https://h/openai/v1", "https://h/openai/v1/chat/completions"),
+        ("http://h/x", "http://h/x/v1/chat/completions"),
+        ("http://h/v1/chat/completions", "http://h/v1/chat/completions"),
+        ("http://h/v1?api-version=2", "http://h/v1/chat/completions?api-version=2"),
+    ],
+)
+def test_the_chat_url_of_a_model_server(base: str, url: str) -> None:
+    assert chat_url(base) == url
 
 
 async def test_keep_alive_serves_many_requests_on_one_connection(
     client: httpx2.AsyncClient,
 ) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await server.read_request(reader) is not None:
-            writer.write(answer(b'{"n": %d}' % len(server.requests)))
+        while (asked := await server.read_request(reader)) is not None:
+            n = len(server.requests)
+            if b'"stream":true' not in asked:
+                writer.write(chat_answer(f"n{n}"))
+                continue
+            writer.write(CHUNKED_HEAD + chunk(event(f"s{n}") + b"data: [DONE]\n\n"))
+            await writer.drain()
+            await asyncio.sleep(0.01)  # the end of the body comes apart, as uvicorn sends it
+            writer.write(b"0\r\n\r\n")
 
     async with ScriptedServer(handler) as server:
-        bodies = [
-            (await client.post(f"{server.url}/x?q=1", json={"i": i})).json() for i in range(3)
-        ]
-    assert bodies == [{"n": 1}, {"n": 2}, {"n": 3}]
+        core = upstream(server.url, client)
+        texts = [(await core.complete(request(), logprobs=False)).text for _ in range(3)]
+        for _ in range(2):
+            texts += [c.text async for c in await core.open_stream(request(), logprobs=False)]
+    assert texts == ["n1", "n2", "n3", "s4", "s5"]
     assert server.connections == 1
     first = server.requests[0]
-    assert first.startswith(b"POST /x?q=1 HTTP/1.1\r\n")
-    assert b"\r\nHost: 127.0.0.1:" in first and first.endswith(b'{"i":0}')
+    assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert b"\r\nHost: 127.0.0.1:" in first or b"\r\nhost: 127.0.0.1:" in first
 
 
-async def test_json_bodies_go_compact_in_utf8_with_one_content_type(
-    client: httpx2.AsyncClient,
-) -> None:
+async def test_what_goes_on_the_wire(client: httpx2.AsyncClient) -> None:
+    """Compact JSON in UTF-8 with one content type, the bearer key (EMPTY for a keyless
+    server), the request id, the served model's name, and the router's own user agent."""
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await server.read_request(reader) is not None:
-            writer.write(answer(b"ok"))
+            writer.write(chat_answer("ok"))
 
     async with ScriptedServer(handler) as server:
-        # huggingface_hub sends its own lower-case content-type along with the JSON
-        hub_headers = {"content-type": "application/json"}
-        await client.post(server.url, json={"text": "héllo ✓", "n": [1, 2]}, headers=hub_headers)
-        await client.post(server.url, json={"a": 1})
-    for request in server.requests:
-        assert request.lower().count(b"\r\ncontent-type: application/json\r\n") == 1
-    assert server.requests[0].endswith('{"text":"héllo ✓","n":[1,2]}'.encode())
-    assert server.requests[1].endswith(b'{"a":1}')
-
-
-async def test_a_json_post_goes_on_the_wire_as_httpx2_would_send_it() -> None:
-    """Client.post sends JSON straight to the transport; the request is the same as through
-    httpx2's own steps (header order aside), and the answer a real, read httpx2 Response."""
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await server.read_request(reader) is not None:
-            writer.write(answer(b'{"ok": true}', b"content-type: application/json"))
-
-    def lines(raw: bytes) -> tuple[set[bytes], bytes]:
-        head, _, body = raw.partition(b"\r\n\r\n")
-        return set(head.lower().split(b"\r\n")), body
-
-    hub_headers = {"authorization": "Bearer EMPTY", "x-request-id": "r1"}
-    async with (
-        ScriptedServer(handler) as server,
-        Client(transport=HTTP11Transport(), timeout=5) as ours,
-        httpx2.AsyncClient(transport=HTTP11Transport(), timeout=5) as theirs,
-    ):
-        url = f"{server.url}/v1/chat/completions"
-        for client in (ours, theirs):
-            response = await client.post(url, json={"text": "héllo"}, headers=hub_headers)
-            assert response.status_code == 200 and response.json() == {"ok": True}
-            assert response.request.url == url and response.is_closed
-            response.raise_for_status()  # what the hub calls: needs the request
-    direct, standard = server.requests
-    assert lines(direct) == lines(standard)
-    assert direct.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        core = upstream(server.url, client)
+        await core.complete(request("héllo ✓", request_id="r-1"), logprobs=True)
+    head, _, body = server.requests[0].partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    assert lines.count(b"content-type: application/json") == 1
+    assert b"authorization: bearer empty" in lines and b"x-request-id: r-1" in lines
+    assert any(line.startswith(b"user-agent: onion-router") for line in lines)
+    assert (
+        body
+        == (
+            '{"model":"core-model","messages":[{"role":"user","content":"héllo ✓"}],'
+            '"logprobs":true,"stream":false}'
+        ).encode()
+    )
 
 
 async def test_a_chunked_body_arrives_chunk_by_chunk(client: httpx2.AsyncClient) -> None:
@@ -159,87 +193,90 @@ async def test_a_chunked_body_arrives_chunk_by_chunk(client: httpx2.AsyncClient)
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
-        writer.write(CHUNKED_HEAD + chunk(b"data: one\n\n"))
-        await more.wait()  # the client must see the first chunk before the second exists
-        writer.write(chunk(b"data: two\n\n") + b"0\r\n\r\n")
+        writer.write(CHUNKED_HEAD + chunk(event("one")))
+        await more.wait()  # the router must see the first chunk before the second exists
+        writer.write(chunk(event("two") + b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await server.read_request(reader)
 
-    async with (
-        ScriptedServer(handler) as server,
-        client.stream("POST", server.url, json={}) as response,
-    ):
-        pieces = response.aiter_raw()
-        assert await anext(pieces) == b"data: one\n\n"
+    async with ScriptedServer(handler) as server:
+        stream = await upstream(server.url, client).open_stream(request(), logprobs=False)
+        assert (await anext(stream)).text == "one"
         more.set()
-        assert [p async for p in pieces] == [b"data: two\n\n"]
+        assert [c.text async for c in stream] == ["two"]
 
 
 async def test_a_compressed_body_is_decoded(client: httpx2.AsyncClient) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await server.read_request(reader) is not None:
-            writer.write(answer(gzip.compress(b'{"ok": true}'), b"content-encoding: gzip"))
+            writer.write(answer(gzip.compress(chat_body("unzipped")), b"content-encoding: gzip"))
 
     async with ScriptedServer(handler) as server:
-        assert (await client.get(server.url)).json() == {"ok": True}
-        assert (await client.post(server.url, json={})).json() == {"ok": True}  # direct path
+        core = upstream(server.url, client)
+        assert (await core.complete(request(), logprobs=False)).text == "unzipped"
 
 
-async def test_a_body_cut_off_raises_and_its_connection_is_not_reused(
+async def test_a_body_cut_off_is_an_error_and_its_connection_is_not_reused(
     client: httpx2.AsyncClient,
 ) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         if server.connections == 1:
-            writer.write(CHUNKED_HEAD + chunk(b"data: one\n\n"))
+            writer.write(CHUNKED_HEAD + chunk(event("one")))
             await writer.drain()
             return  # dies mid-stream
-        writer.write(answer(b"fine"))
+        writer.write(chat_answer("fine"))
         await server.read_request(reader)
 
     async with ScriptedServer(handler) as server:
-        with pytest.raises(httpx2.RemoteProtocolError):
-            async with client.stream("POST", server.url, json={}) as response:
-                async for _ in response.aiter_raw():
-                    pass
-        assert (await client.post(server.url, json={})).text == "fine"
+        core = upstream(server.url, client)
+        stream = await core.open_stream(request(), logprobs=False)
+        assert (await anext(stream)).text == "one"
+        with pytest.raises(UpstreamError) as err:
+            await anext(stream)
+        assert (err.value.status, err.value.code) == (502, "upstream_broken")
+        assert "mid-stream" in err.value.message
+        assert (await core.complete(request(), logprobs=False)).text == "fine"
     assert server.connections == 2
 
 
-async def test_a_whole_answer_cut_off_raises_and_frees_its_slot() -> None:
+async def test_a_whole_answer_cut_off_is_an_error_and_frees_its_connection() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         if server.connections == 1:
             writer.write(CHUNKED_HEAD + chunk(b"part of it"))
             await writer.drain()
             return  # dies before the end
-        writer.write(answer(b"fine"))
+        writer.write(chat_answer("fine"))
         await server.read_request(reader)
 
     async with ScriptedServer(handler) as server, one_connection() as client:
-        with pytest.raises(httpx2.RemoteProtocolError):
-            await client.post(server.url, json={})
-        assert (await client.post(server.url, json={})).text == "fine"  # the one slot is back
+        core = upstream(server.url, client)
+        with pytest.raises(UpstreamError) as err:
+            await core.complete(request(), logprobs=False)
+        assert err.value.status == 502
+        assert (await core.complete(request(), logprobs=False)).text == "fine"  # it is back
     assert server.connections == 2
 
 
-async def test_a_silent_server_gives_a_read_timeout() -> None:
+async def test_a_silent_server_times_out() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         await asyncio.sleep(30)
 
-    async with (
-        ScriptedServer(handler) as server,
-        Client(transport=HTTP11Transport(), timeout=0.2) as client,
-    ):
-        with pytest.raises(httpx2.ReadTimeout):
-            await client.post(server.url, json={})
-        with pytest.raises(httpx2.ReadTimeout):
-            await client.get(server.url)
+    async with ScriptedServer(handler) as server, http_client(timeout=0.2) as client:
+        core = upstream(server.url, client)
+        for ask in (core.complete, core.open_stream):
+            with pytest.raises(UpstreamError) as err:
+                await ask(request(), logprobs=False)
+            assert (err.value.status, err.value.code) == (504, "upstream_timeout")
 
 
-async def test_nobody_listening_gives_a_connect_error(client: httpx2.AsyncClient) -> None:
-    with pytest.raises(httpx2.ConnectError):
-        await client.post(f"http://127.0.0.1:{free_port()}/", json={})
+async def test_nobody_listening_is_unreachable(client: httpx2.AsyncClient) -> None:
+    core = upstream(f"http://127.0.0.1:{free_port()}", client)
+    with pytest.raises(UpstreamError) as err:
+        await core.complete(request(), logprobs=False)
+    assert (err.value.status, err.value.code) == (502, "upstream_unreachable")
+    assert not await core.reachable()
 
 
 async def test_closing_a_stream_early_closes_its_connection(client: httpx2.AsyncClient) -> None:
@@ -247,106 +284,119 @@ async def test_closing_a_stream_early_closes_its_connection(client: httpx2.Async
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
-        writer.write(CHUNKED_HEAD + chunk(b"data: one\n\n"))
+        writer.write(CHUNKED_HEAD + chunk(event("one")))
         if await reader.read() == b"":  # what a model server sees when the router walks away
             gone.set()
 
     async with ScriptedServer(handler) as server:
-        async with client.stream("POST", server.url, json={}) as response:
-            assert await anext(response.aiter_raw()) == b"data: one\n\n"
+        stream = await upstream(server.url, client).open_stream(request(), logprobs=False)
+        assert (await anext(stream)).text == "one"
+        await stream.aclose()
         await asyncio.wait_for(gone.wait(), 5)
 
 
-async def test_a_connection_closed_while_idle_is_replaced_transparently(
+async def test_a_connection_the_server_closed_while_idle_is_replaced(
     client: httpx2.AsyncClient,
 ) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         if server.connections == 1:
-            writer.write(answer(b"first"))
-            await server.read_request(reader)  # the server times the connection out just now
-            return
-        writer.write(answer(b"second"))
+            writer.write(chat_answer("first"))
+            await writer.drain()
+            return  # the server's keep-alive timeout: it closes the idle connection
+        writer.write(chat_answer("second"))
         await server.read_request(reader)
 
     async with ScriptedServer(handler) as server:
-        assert (await client.post(server.url, json={})).text == "first"
-        assert (await client.post(server.url, json={})).text == "second"
+        core = upstream(server.url, client)
+        assert (await core.complete(request(), logprobs=False)).text == "first"
+        await asyncio.sleep(0.1)  # the close reaches the router while the connection is idle
+        assert (await core.complete(request(), logprobs=False)).text == "second"
     assert server.connections == 2
 
 
 async def test_a_body_delimited_by_the_end_of_the_connection(client: httpx2.AsyncClient) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + chat_body("all of it"))
 
     async with ScriptedServer(handler) as server:
-        assert (await client.get(server.url)).text == "all of it"
-        assert (await client.post(server.url, json={})).text == "all of it"
+        core = upstream(server.url, client)
+        assert (await core.complete(request(), logprobs=False)).text == "all of it"
 
 
 async def test_an_informational_answer_is_skipped(client: httpx2.AsyncClient) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b"done"))
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + chat_answer("done"))
         await server.read_request(reader)
 
     async with ScriptedServer(handler) as server:
-        response = await client.post(server.url, json={})
-    assert (response.status_code, response.text) == (200, "done")
-
-
-def one_connection() -> httpx2.AsyncClient:
-    """A client over the transport with a pool of one connection, waited for at most 0.2 s."""
-    limits = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
-    return Client(transport=HTTP11Transport(limits), timeout=httpx2.Timeout(5, pool=0.2))
+        core = upstream(server.url, client)
+        assert (await core.complete(request(), logprobs=False)).text == "done"
 
 
 async def test_the_pool_limit_makes_callers_wait_then_time_out() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await server.read_request(reader) is not None:
-            writer.write(CHUNKED_HEAD + chunk(b"x"))
+            writer.write(CHUNKED_HEAD + chunk(event("x")))
             await asyncio.sleep(0.4)  # the answer is still coming: its connection is in use
-            writer.write(b"0\r\n\r\n")
+            writer.write(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
 
     async with ScriptedServer(handler) as server, one_connection() as client:
-        async with client.stream("POST", server.url, json={}) as response:
-            with pytest.raises(httpx2.PoolTimeout):
-                await client.post(server.url, json={})
-            assert await response.aread() == b"x"
-        assert (await client.post(server.url, json={})).text == "x"  # the slot came back
+        core = upstream(server.url, client)
+        stream = await core.open_stream(request(), logprobs=False)
+        with pytest.raises(UpstreamError) as err:
+            await core.complete(request(), logprobs=False)
+        assert err.value.status == 504
+        assert [c.text async for c in stream] == ["x"]
+        stream = await core.open_stream(request(), logprobs=False)  # the connection came back
+        assert [c.text async for c in stream] == ["x"]
     assert server.connections == 1
 
 
-async def test_an_answer_that_came_whole_frees_its_connection_at_once() -> None:
+async def test_every_way_a_request_ends_gives_its_connection_back() -> None:
+    """An answer read whole, a refusal (whole or streamed), a stream read to its end, one left
+    early, one that sent an error event: after each, the next request gets the one connection."""
+    refusal = b'{"error": {"message": "busy"}}'
+    answers = [
+        chat_answer("whole"),
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\n\r\n%s"
+        % (len(refusal), refusal),
+        b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
+        b"transfer-encoding: chunked\r\nretry-after: 3\r\n\r\n" + chunk(refusal) + b"0\r\n\r\n",
+        CHUNKED_HEAD + chunk(event("a") + b"data: [DONE]\n\n") + b"0\r\n\r\n",
+        CHUNKED_HEAD + chunk(event("b") + event("c")) + b"0\r\n\r\n",
+        CHUNKED_HEAD + chunk(b'data: {"error": "overloaded"}\n\n') + b"0\r\n\r\n",
+        chat_answer("last"),
+    ]
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await server.read_request(reader) is not None:
-            writer.write(answer(b"whole"))
+            writer.write(answers[len(server.requests) - 1])
 
-    async with (
-        ScriptedServer(handler) as server,
-        one_connection() as client,
-        client.stream("POST", server.url, json={}) as response,
-    ):
-        # Not read yet, but all here: the one connection is free for the next request.
-        assert (await client.post(server.url, json={})).text == "whole"
-        assert await response.aread() == b"whole"
-    assert server.connections == 1
-
-
-async def test_other_methods_go_through_httpx2s_own_transport(client: httpx2.AsyncClient) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(answer(b"put ok"))
-        await server.read_request(reader)
-
-    async with ScriptedServer(handler) as server:
-        assert (await client.put(server.url, content=b"x")).text == "put ok"
-    assert server.requests[0].startswith(b"PUT / HTTP/1.1")
+    async with ScriptedServer(handler) as server, one_connection() as client:
+        core = upstream(server.url, client)
+        assert (await core.complete(request(), logprobs=False)).text == "whole"
+        with pytest.raises(UpstreamError) as err:
+            await core.complete(request(), logprobs=False)
+        assert err.value.status == 503 and err.value.message.endswith("HTTP 503: busy")
+        with pytest.raises(UpstreamError) as err:
+            await core.open_stream(request(), logprobs=False)
+        assert (err.value.status, err.value.retry_after) == (429, 3)
+        assert err.value.message.endswith("HTTP 429: busy")
+        assert [c.text async for c in await core.open_stream(request(), logprobs=False)] == ["a"]
+        left = await core.open_stream(request(), logprobs=False)
+        assert (await anext(left)).text == "b"
+        await left.aclose()
+        with pytest.raises(UpstreamError, match="overloaded"):
+            async for _ in await core.open_stream(request(), logprobs=False):
+                pass
+        assert (await core.complete(request(), logprobs=False)).text == "last"
 
 
 async def test_an_unread_body_pushes_back_on_the_server(client: httpx2.AsyncClient) -> None:
-    body = b"x" * (64 * 1024)
+    piece = event("x" * (64 * 1024))
     pieces = 512  # 32 MiB: more than the kernel's socket buffers on both sides hold
     backlog: list[int] = []
 
@@ -354,22 +404,19 @@ async def test_an_unread_body_pushes_back_on_the_server(client: httpx2.AsyncClie
         await server.read_request(reader)
         writer.write(CHUNKED_HEAD)
         for _ in range(pieces):
-            writer.write(chunk(body))
-        await asyncio.sleep(1.0)  # meanwhile the client reads nothing
+            writer.write(chunk(piece))
+        await asyncio.sleep(1.0)  # meanwhile the router reads nothing
         backlog.append(writer.transport.get_write_buffer_size())
-        writer.write(b"0\r\n\r\n")
+        writer.write(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await writer.drain()
         await server.read_request(reader)
 
-    async with (
-        ScriptedServer(handler) as server,
-        client.stream("POST", server.url, json={}) as response,
-    ):
-        raw = response.aiter_raw()
-        received = len(await anext(raw))
+    async with ScriptedServer(handler) as server:
+        stream = await upstream(server.url, client).open_stream(request(), logprobs=False)
+        received = len((await anext(stream)).text)
         await asyncio.sleep(1.5)
-        received += sum([len(piece) async for piece in raw])
-    assert received == len(body) * pieces
-    # The transport stopped reading at its high-water mark, so most of the body waited on
-    # the server's side instead of piling up in the router's memory.
-    assert backlog and backlog[0] > len(body) * pieces // 2
+        received += sum([len(c.text) async for c in stream])
+    assert received == 64 * 1024 * pieces
+    # The router stopped reading while it had not used what it read, so most of the body
+    # waited on the server's side instead of piling up in the router's memory.
+    assert backlog and backlog[0] > len(piece) * pieces // 2

@@ -6,17 +6,10 @@ from typing import Any
 
 import pytest
 
-from onion_router.protocol import (
-    Answer,
-    Call,
-    CallFilter,
-    Chunk,
-    ProtocolError,
-    call_json,
-    merged_calls,
-    parse_chat,
-    without_calls,
-)
+from onion_router.protocol.calls import CallFilter, call_json, merged_calls, without_calls
+from onion_router.protocol.chat import parse_chat
+from onion_router.protocol.errors import ProtocolError
+from onion_router.protocol.types import Answer, Call, Chunk
 
 WEATHER = {"type": "function", "function": {"name": "get_weather"}}
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from onion_router.protocol import (
-    Holding,
-    Meta,
-    heartbeat,
-    parse_heartbeat,
-    retry_after_seconds,
-)
-from onion_router.retries import retry_delay
+from onion_router.protocol.sse import heartbeat, parse_heartbeat
+from onion_router.protocol.types import Holding, Meta
+from onion_router.retries import retry_after_seconds, retry_delay
 
 
 @pytest.mark.parametrize(

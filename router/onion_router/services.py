@@ -1,0 +1,65 @@
+"""What the app's lifespan owns (the HTTP clients, the layer link and tracker, the escalator,
+the metrics), and how a route reaches it: the lifespan's state, read from the request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from onion_contract.router_config import RouterConfig
+from onion_router.escalation import Escalator
+from onion_router.layers import LayerLink, Layers, StaticLink
+from onion_router.metrics import Metrics
+from onion_router.upstream import Upstream, upstreams
+
+STATE_KEY = "services"
+
+
+@dataclass(frozen=True)
+class Services:
+    config: RouterConfig
+    escalator: Escalator
+    layers: Layers
+    upstreams: dict[str, Upstream]
+    metrics: Metrics
+
+
+def _layer_link(config: RouterConfig) -> LayerLink:
+    """The Kubernetes API in cluster mode, else every tier counts as awake."""
+    if not config.kubernetes.enabled:
+        return StaticLink(config.tiers)
+    try:  # only in cluster mode: an edge install has no Kubernetes client
+        from onion_router.kube import KubeLink
+    except ImportError as err:
+        raise RuntimeError(
+            f"kubernetes.enabled needs the Kubernetes client ({err}); install "
+            "'onion-of-experts[cluster]', or set kubernetes.enabled: false"
+        ) from None
+    return KubeLink(config.kubernetes.namespace, config.kubernetes.onion)
+
+
+@asynccontextmanager
+async def running(config: RouterConfig, link: LayerLink | None = None) -> AsyncIterator[Services]:
+    """The router's services from start-up to shutdown; `link` replaces the configured layer
+    link (tests play the operator with one)."""
+    layers = Layers(config, link or _layer_link(config))
+    async with upstreams(config) as clients:
+        metrics = Metrics()
+        metrics.track_layers(config.kubernetes.onion, layers.snapshot)
+        escalator = Escalator(config, layers, clients, metrics)
+        await layers.start()
+        try:
+            yield Services(config, escalator, layers, clients, metrics)
+        finally:
+            await layers.close()
+
+
+def services(request: Request) -> Services:
+    """The running app's services (also a FastAPI dependency)."""
+    found = getattr(request.state, STATE_KEY, None)
+    if not isinstance(found, Services):
+        raise RuntimeError("the router's lifespan has not started")  # pragma: no cover
+    return found

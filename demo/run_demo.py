@@ -551,7 +551,8 @@ def run(report_path: Path | None) -> dict[str, Any]:
     finally:
         if watcher is not None:
             watcher.stopped.set()
-            watcher.join(timeout=5)
+            if watcher.ident is not None:  # Ctrl-C may land before the thread started
+                watcher.join(timeout=5)
         procs.stop_all()
         with contextlib.suppress(Exception):
             cluster.stop()

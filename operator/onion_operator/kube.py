@@ -124,8 +124,7 @@ class Kube:
                 body=body,
                 auth_settings=["BearerToken"],
                 response_types_map={200: "object", 201: "object"},
-                _return_http_data_only=False,
-            )
+            )  # by default (data, status, headers): the status is what the metrics count
             code = str(status)
             return result
         except ApiException as e:

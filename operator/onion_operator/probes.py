@@ -66,10 +66,9 @@ class ProbeServer:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         if self.port == 0:  # an ephemeral port: learn which (tests)
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.port = int(sockets[0].getsockname()[1])
+            addresses = self._runner.addresses
+            if addresses:
+                self.port = int(addresses[0][1])
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -252,20 +252,6 @@ def test_setting_a_private_attribute_on_another_object_defines_nothing() -> None
 
 # --- the product ---------------------------------------------------------------------------
 
-# Known uses in the operator, whose half of issue 22 removes them (then delete the entry; the
-# test below fails while an entry here no longer matches anything, so none is left behind).
-KNOWN = {
-    (
-        "operator/onion_operator/kube.py",
-        "passes the private keyword argument _return_http_data_only",
-    ),
-    ("operator/onion_operator/probes.py", "uses ._server, a private attribute of another package"),
-}
-
-
 def test_the_product_packages_use_public_apis_only() -> None:
     assert {FIRST_PARTY["onion_router"], FIRST_PARTY["onion_operator"]} <= set(PRODUCT)
-    found = check_all(PRODUCT)
-    unknown = [str(f) for f in found if (f.path, f.what) not in KNOWN]
-    assert unknown == []
-    assert {(f.path, f.what) for f in found} == KNOWN, "a known use is gone: delete its entry"
+    assert [str(f) for f in check_all(PRODUCT)] == []

@@ -1,4 +1,5 @@
-"""`onion-router --config FILE [--host H --port P]`; `onion-router calibrate --help`."""
+"""`onion-router --config FILE [--host H --port P]`; `onion-router calibrate --help`;
+`onion-router train --help`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uvicorn
 
 from onion_contract.router_config import ConfigError, load_config
 from onion_router.app import create_app
+from onion_router.learned import ModelFileError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
         from onion_router.calibrate import main as calibrate
 
         return calibrate(args_in[1:])
+    if args_in[:1] == ["train"]:
+        from onion_router.train import main as train
+
+        return train(args_in[1:])
     parser = argparse.ArgumentParser(prog="onion-router", description=__doc__)
     parser.add_argument("--config", required=True, help="router config YAML")
     parser.add_argument("--host", help="overrides listen.host")
@@ -30,11 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.root.level))
     try:
         config = load_config(args.config)
-    except ConfigError as err:
+        app = create_app(config)
+    except (ConfigError, ModelFileError, RuntimeError) as err:
         print(f"onion-router: {err}", file=sys.stderr)
         return 2
     uvicorn.run(
-        create_app(config),
+        app,
         host=args.host or config.listen.host,
         port=args.port if args.port is not None else config.listen.port,
         log_level=args.log_level,

@@ -68,6 +68,20 @@ class Threshold:
         """The coin for a score exactly on the cut."""
         return self._coin.random()
 
+    @property
+    def target_rate(self) -> float | None:
+        return self._target
+
+    @property
+    def adapting(self) -> bool:
+        return self._target is not None and len(self._sorted) >= self._escalation.min_samples
+
+    def seed(self, threshold: float, tie_share: float = 0.0) -> None:
+        """Start from a cut other replicas reached (published on the thresholds Lease) instead
+        of the configured threshold, until this replica has minSamples scores of its own."""
+        if self._target is not None and not self.adapting and math.isfinite(threshold):
+            self._cut = self._bounded(Cut(threshold, min(1.0, max(0.0, tie_share))))
+
     def observe(self, score: float | None, escalated: bool) -> None:
         """Record one judged answer: its score (None when it had none) and the verdict."""
         if len(self._verdicts) == self._verdicts.maxlen and self._verdicts[0]:
@@ -95,8 +109,7 @@ class Threshold:
 
     def live(self) -> Live:
         rate = self._escalated / len(self._verdicts) if self._verdicts else None
-        adapting = self._target is not None and len(self._sorted) >= self._escalation.min_samples
-        return Live(self.value, rate, len(self._sorted), adapting)
+        return Live(self.value, rate, len(self._sorted), self.adapting)
 
 
 def quantile(ordered: list[float], rate: float) -> float:

@@ -14,16 +14,19 @@ from onion_router.credentials import Keys
 from onion_router.layers import LayerLink
 from onion_router.middleware import AuthMiddleware, RequestIdMiddleware
 from onion_router.routes import openai, ops, tgi
+from onion_router.scoring import Scoring
 from onion_router.services import STATE_KEY, Services, running
 from onion_router.serving import http_error, internal_error
 
 
 def create_app(config: RouterConfig, *, link: LayerLink | None = None) -> FastAPI:
-    """The router app. `link` replaces the Kubernetes (or static) layer link, e.g. in tests."""
+    """The router app. `link` replaces the Kubernetes (or static) layer link, e.g. in tests.
+    The learned models (and their embedder) load here: a bad file fails before serving."""
+    scoring = Scoring(config, log_features=config.decision_log is not None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
-        async with running(config, link) as services:
+        async with running(config, scoring, link) as services:
             yield {STATE_KEY: services}
 
     app = FastAPI(

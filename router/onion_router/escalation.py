@@ -8,12 +8,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 from onion_contract.router_config import RouterConfig, Tier
 from onion_router.adaptive import Live, Threshold
+from onion_router.decisions import Decision, DecisionLog, record
 from onion_router.layers import READY, Layers
+from onion_router.learned import answer_features
 from onion_router.metrics import Metrics
 from onion_router.policies import (
     Verdict,
@@ -34,6 +37,7 @@ from onion_router.protocol.errors import ProtocolError
 from onion_router.protocol.types import Answer, ChatRequest, Chunk, Holding, Meta
 from onion_router.replies import Decided, Heard, Reply
 from onion_router.retries import retry_delay
+from onion_router.scoring import TOP_ALTERNATIVES, PromptFeatures, Scoring, answer_score
 from onion_router.upstream import Upstream, UpstreamError, UpstreamStream
 
 log = logging.getLogger("onion_router.escalation")
@@ -63,15 +67,35 @@ class Outcome:
     meta: Meta
 
 
+@dataclass
+class Trail:
+    """What one request's escalation gathers on the way: its prompt features (the embedding
+    computed once) and each judged tier's decision, for the decision log."""
+
+    prompt: PromptFeatures
+    decisions: list[Decision] = field(default_factory=list)
+    features: dict[str, float] = field(default_factory=dict)  # the last judged answer's
+
+
 class Escalator:
     def __init__(
-        self, config: RouterConfig, layers: Layers, upstreams: dict[str, Upstream], metrics: Metrics
+        self,
+        config: RouterConfig,
+        layers: Layers,
+        upstreams: dict[str, Upstream],
+        metrics: Metrics,
+        scoring: Scoring | None = None,
+        decisions: DecisionLog | None = None,
     ) -> None:
         self.config = config
         self.tiers = config.tiers
         self.layers = layers
         self.upstreams = upstreams
         self.metrics = metrics
+        self.decisions = decisions
+        # The learned models (and the embedder they need), loaded once; a bad file stops here.
+        self.scoring = scoring or Scoring(config, log_features=decisions is not None)
+        self._background: set[asyncio.Task[None]] = set()
         # Each judged layer's threshold: fixed, or adapting to its scores (targetRate).
         self.thresholds = {t.name: Threshold(t.escalation) for t in config.tiers}
         for tier in config.tiers:
@@ -137,20 +161,49 @@ class Escalator:
         """Ask tier `index` and judge its answer by its policy and configured threshold, as the
         router would, without escalating or recording anything (`onion-router calibrate`)."""
         tier = self._tier(index, request)
-        logprobs = tier.escalation.policy == "confidence"
+        logprobs, top = self._wants_logprobs(tier, judged=True)
         answer = await self.upstreams[tier.name].complete(
-            self._prepare(tier, request, judged=True), logprobs=logprobs
+            self._prepare(tier, request, judged=True), logprobs=logprobs, top=top
         )
         reply = Reply(Heard.of(answer), done=True, answer=answer)
-        return answer, await self._judge(tier, request, reply, threshold=None)
+        trail = Trail(self.scoring.start(request.prompt))
+        return answer, await self._judge(tier, request, reply, trail, live=False)
 
     # --- the loop --------------------------------------------------------------------------
 
     async def _escalate(
         self, request: ChatRequest, plan: Plan, *, streaming: bool
     ) -> AsyncGenerator[Holding | Decided]:
-        """Holding while a tier wakes or asked to come back later, then the reply that stands.
-        The decided reply's tier stays admitted (in use) until this generator is closed."""
+        """Holding while a tier wakes or asked to come back later, then the reply that stands
+        (written to the decision log). The decided reply's tier stays admitted (in use) until
+        this generator is closed."""
+        trail = Trail(self.scoring.start(request.prompt))
+        try:
+            steps = self._steps(request, plan, trail, streaming=streaming)
+            async with contextlib.aclosing(steps):
+                async for step in steps:
+                    if isinstance(step, Decided) and self.decisions is not None:
+                        self._log(request, trail, step)
+                    yield step
+        finally:
+            trail.prompt.cancel()
+
+    def _log(self, request: ChatRequest, trail: Trail, decided: Decided) -> None:
+        assert self.decisions is not None
+        prompt = request.prompt if self.decisions.prompts else None
+        entry = record(
+            request.request_id or "",
+            decided.meta.layer,
+            decided.meta.path,
+            trail.decisions,
+            prompt,
+            time.time(),
+        )
+        self.decisions.write(entry)
+
+    async def _steps(
+        self, request: ChatRequest, plan: Plan, trail: Trail, *, streaming: bool
+    ) -> AsyncGenerator[Holding | Decided]:
         path: list[str] = []
         index = plan.start
         degraded = False
@@ -165,6 +218,8 @@ class Escalator:
                 index, degraded = fallback, True
             tier = self._tier(index, request)
             judged = not degraded and self._judges(plan, index, tier)
+            if judged:
+                self._early_wake_by_prompt(tier, index, trail)
             try:
                 async with self.layers.admit(tier.name) as admission:
                     while not await admission.wait(self.config.heartbeat_seconds):
@@ -183,18 +238,22 @@ class Escalator:
                         meta = Meta(tier.name, tuple(path), degraded)
                         decided = Decided(reply, tier, judged, meta)
                         # Policy verify asks again while the tier is admitted (in use).
-                        limit = self._limit(tier)
-                        verdict = await self._judge(tier, request, reply, limit) if judged else None
+                        verdict = (
+                            await self._judge(tier, request, reply, trail, live=True)
+                            if judged
+                            else None
+                        )
                         if verdict is None or verdict.accept:
                             if verdict is not None:
-                                self._record(tier, verdict, None)
+                                self._record(tier, verdict, None, trail)
                             yield decided
                             return
                         if self._fallback_from(index + 1) is not None:
-                            self._record(tier, verdict, None)  # the next tier sleeps: this stands
+                            # The next tier sleeps: this stands.
+                            self._record(tier, verdict, None, trail)
                             yield decided.degraded()
                             return
-                        self._record(tier, verdict, self.tiers[index + 1].name)
+                        self._record(tier, verdict, self.tiers[index + 1].name, trail)
                         kept = decided if reply.done else None
             except UpstreamError:
                 if kept is not None and self.config.while_waking == "fallback":
@@ -229,14 +288,13 @@ class Escalator:
         self, tier: Tier, index: int, prepared: ChatRequest, judged: bool, streaming: bool
     ) -> Reply:
         upstream = self.upstreams[tier.name]
-        # Logprobs only for an answer that is judged: parsing them is the costliest part of it.
-        logprobs = judged and tier.escalation.policy == "confidence"
+        logprobs, top = self._wants_logprobs(tier, judged)
         # A complete answer is streamed internally only to wake the next tier early (it sleeps).
         early = judged and self._next_sleeping(index) is not None
         if not streaming and not early:
-            answer = await upstream.complete(prepared, logprobs=logprobs)
+            answer = await upstream.complete(prepared, logprobs=logprobs, top=top)
             return Reply(Heard.of(answer), done=True, answer=answer)
-        stream = await upstream.open_stream(prepared, logprobs=logprobs)
+        stream = await upstream.open_stream(prepared, logprobs=logprobs, top=top)
         try:
             reply = await self._hear(tier, index, stream, judged, whole=not streaming)
         except BaseException:
@@ -266,13 +324,16 @@ class Escalator:
             # A request for help decides at once; anything else after enough tokens.
             asked = asked_for_help(tier.escalation, heard.text, heard.calls)
             if asked or heard.count >= self.config.stream_buffer_tokens:
+                live = self.thresholds[tier.name]
                 verdict = judge_prefix(
                     tier.escalation,
                     heard.text,
                     heard.logprobs,
                     done=False,
                     calls=heard.calls,
-                    threshold=self._limit(tier),
+                    threshold=live.value,
+                    tie_share=live.tie_share,
+                    draw=live.draw(),
                 )
                 if verdict is not None:
                     return Reply(heard, done=False, stream=stream, verdict=verdict)
@@ -287,6 +348,48 @@ class Escalator:
         if escalation is tier.escalation:
             return tier
         return tier.model_copy(update={"escalation": escalation})
+
+    def _wants_logprobs(self, tier: Tier, judged: bool) -> tuple[bool, int]:
+        """Whether to ask the tier for token logprobs, and for how many alternatives: only for
+        an answer that is judged (parsing them is the costliest part of it), by a policy that
+        reads them, or for the decision log's features."""
+        policy = tier.escalation.policy
+        if not judged:
+            return False, 0
+        wants_top = policy == "learned" or self.decisions is not None
+        return policy in (
+            "confidence",
+            "learned",
+        ) or wants_top, TOP_ALTERNATIVES if wants_top else 0
+
+    def _early_wake_by_prompt(self, tier: Tier, index: int, trail: Trail) -> None:
+        """earlyWake: if the tier's prompt model says its answer will likely be escalated, wake
+        the next tier now, while this one answers (decided off the hot path, as soon as the
+        prompt's embedding is ready)."""
+        models = self.scoring.of(tier.name)
+        nxt = self._next_sleeping(index)
+        if models.prompt is None or nxt is None:
+            return
+        model = models.prompt
+
+        async def decide() -> None:
+            p = model.probability(await trail.prompt.features())
+            if p >= models.wake_probability:
+                self.metrics.early_wake(nxt.name)
+                self.layers.demand(nxt.name)
+
+        self._spawn(decide())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("early wake failed: %s", t.exception())
+
+        task.add_done_callback(done)
 
     def _judges(self, plan: Plan, index: int, tier: Tier) -> bool:
         policy = tier.escalation.policy
@@ -330,40 +433,59 @@ class Escalator:
     def _early_wake(self, tier: Tier, index: int, heard: Heard) -> bool:
         nxt = self._next_sleeping(index)
         if nxt is None or not looks_uncertain(
-            tier.escalation, heard.text, heard.logprobs, heard.calls, self._limit(tier)
+            tier.escalation,
+            heard.text,
+            heard.logprobs,
+            heard.calls,
+            self.thresholds[tier.name].value,
         ):
             return False
         self.metrics.early_wake(nxt.name)
         self.layers.demand(nxt.name)
         return True
 
-    def _limit(self, tier: Tier) -> float:
-        return self.thresholds[tier.name].value
-
     async def _judge(
-        self, tier: Tier, request: ChatRequest, reply: Reply, threshold: float | None
+        self, tier: Tier, request: ChatRequest, reply: Reply, trail: Trail, *, live: bool
     ) -> Verdict:
         """The tier's verdict on its reply: decided on the first chunks, or on the whole
-        answer (for policy verify after asking the tier about it); `threshold` None is the
-        configured one."""
+        answer (for policy verify after asking the tier about it; for policy learned by its
+        model); `live`: by the live threshold (targetRate), else by the configured one."""
         if reply.verdict is not None:
             return reply.verdict
         heard = reply.heard
-        score = await self._verify(tier, request, heard.text)
-        return judge(
+        models = self.scoring.of(tier.name)
+        needs_verify = tier.escalation.policy == "verify" or (
+            models.answer is not None and models.answer.uses_verify
+        )
+        score = await self._verify(tier, request, heard.text) if needs_verify else None
+        top = [t.top for t in heard.tokens]
+        features: dict[str, float] = {}
+        if models.answer is not None:
+            prompt = await trail.prompt.features()
+            score, features = answer_score(
+                models.answer, heard.logprobs, top, heard.finish_reason, score, prompt
+            )
+        elif self.decisions is not None:
+            features = answer_features(heard.logprobs, top, heard.finish_reason, score)
+            features.update(await trail.prompt.features())
+        threshold = self.thresholds[tier.name]
+        verdict = judge(
             tier.escalation,
             heard.text,
             heard.logprobs,
             heard.calls,
-            threshold=threshold,
+            threshold=threshold.value if live else None,
             score=score,
+            tie_share=threshold.tie_share if live else 0.0,
+            draw=threshold.draw(),
         )
+        trail.features = features
+        return verdict
 
     async def _verify(self, tier: Tier, request: ChatRequest, answer: str) -> float | None:
-        """Policy verify: ask the layer whether its own answer is correct; P(yes) is the score.
-        One more call to the same model server: a prefill of question and answer, one token."""
-        if tier.escalation.policy != "verify":
-            return None
+        """Policy verify (or a learned model that reads it): ask the layer whether its own
+        answer is correct; P(yes) is the score. One more call to the same model server: a
+        prefill of question and answer, one token."""
         check = ChatRequest(
             kind="chat",
             model=request.model,
@@ -384,12 +506,22 @@ class Escalator:
             self.metrics.verified(tier.name, time.perf_counter() - started)
         return p_yes(verdict.tokens[0].top) if verdict.tokens else None
 
-    def _record(self, tier: Tier, verdict: Verdict, escalated_to: str | None) -> None:
+    def _record(self, tier: Tier, verdict: Verdict, escalated_to: str | None, trail: Trail) -> None:
         self.metrics.judged(tier.name, verdict.accept, escalated_to)
+        threshold = self.thresholds[tier.name]
         if tier.escalation.scored:
-            threshold = self.thresholds[tier.name]
             threshold.observe(verdict.score, not verdict.accept)
             self.metrics.live(tier.name, threshold.live())
+        trail.decisions.append(
+            Decision(
+                tier.name,
+                tier.escalation.policy,
+                verdict.score,
+                threshold.value if tier.escalation.scored else None,
+                escalated_to is not None,
+                trail.features,
+            )
+        )
 
 
 __all__ = ["Answering", "Escalator", "Holding", "Outcome", "Plan", "StreamEvent", "UpstreamError"]

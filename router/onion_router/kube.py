@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,6 +110,22 @@ class KubeLink:
                     "is the onion operator running?"
                 ) from None
             raise
+
+    async def annotations(self, lease: str) -> dict[str, str]:
+        """A Lease's annotations (the thresholds Lease: what other replicas published)."""
+        assert self._api is not None, "start() first"
+        found = await client.CoordinationV1Api(self._api).read_namespaced_lease(
+            lease, self.namespace
+        )
+        return dict(found.metadata.annotations or {})
+
+    async def annotate(self, lease: str, values: Mapping[str, str]) -> None:
+        """Merge these annotations into a Lease's."""
+        assert self._api is not None, "start() first"
+        body = {"metadata": {"annotations": dict(values)}}
+        await client.CoordinationV1Api(self._api).patch_namespaced_lease(
+            lease, self.namespace, body
+        )
 
     async def close(self) -> None:
         if self._watcher is not None:

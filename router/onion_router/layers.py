@@ -92,6 +92,10 @@ class Layers:
         self._changed = asyncio.Condition()
         self._background: set[asyncio.Task[None]] = set()
 
+    @property
+    def link(self) -> LayerLink:
+        return self._link
+
     async def start(self) -> None:
         await self._link.start(self._on_phases)
 

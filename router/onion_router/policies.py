@@ -113,14 +113,15 @@ def judge_prefix(
     def relation(value: float) -> str:
         return "<" if value < limit else f"on the cut (tie share {tie_share:.2f}) at"
 
-    if escalation.policy == "verify":
+    if escalation.policy in ("verify", "learned"):
         if not done:
-            return None  # verification needs the whole answer
+            return None  # verification, and the learned model, judge the whole answer
+        what = "P(yes)" if escalation.policy == "verify" else "P(stands)"
         if score is None:
-            return Verdict(True, "no verification score")
+            return Verdict(True, f"no {what} score")
         if below(score):
-            return Verdict(False, f"P(yes) {score:.3f} {relation(score)} {limit:.3f}", score)
-        return Verdict(True, f"P(yes) {score:.3f} >= {limit:.3f}", score)
+            return Verdict(False, f"{what} {score:.3f} {relation(score)} {limit:.3f}", score)
+        return Verdict(True, f"{what} {score:.3f} >= {limit:.3f}", score)
     if escalation.policy == "self":
         if asked_for_help(escalation, text, calls):
             return Verdict(False, "model asked for help")

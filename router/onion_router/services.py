@@ -6,13 +6,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 from starlette.requests import Request
 
 from onion_contract.router_config import RouterConfig
+from onion_router.decisions import DecisionLog
 from onion_router.escalation import Escalator
 from onion_router.layers import LayerLink, Layers, StaticLink
 from onion_router.metrics import Metrics
+from onion_router.scoring import Scoring
+from onion_router.thresholds import Annotated, ThresholdsSync
 from onion_router.upstream import Upstream, upstreams
 
 STATE_KEY = "services"
@@ -41,20 +45,40 @@ def _layer_link(config: RouterConfig) -> LayerLink:
     return KubeLink(config.kubernetes.namespace, config.kubernetes.onion)
 
 
+def _thresholds_sync(
+    config: RouterConfig, link: LayerLink, escalator: Escalator
+) -> ThresholdsSync | None:
+    """In cluster mode with a thresholds Lease: share live targetRate thresholds through it."""
+    if config.thresholds_lease is None or not hasattr(link, "annotate"):
+        return None
+    return ThresholdsSync(cast(Annotated, link), config.thresholds_lease, escalator.thresholds)
+
+
 @asynccontextmanager
-async def running(config: RouterConfig, link: LayerLink | None = None) -> AsyncIterator[Services]:
+async def running(
+    config: RouterConfig, scoring: Scoring, link: LayerLink | None = None
+) -> AsyncIterator[Services]:
     """The router's services from start-up to shutdown; `link` replaces the configured layer
     link (tests play the operator with one)."""
     layers = Layers(config, link or _layer_link(config))
+    log = config.decision_log
+    decisions = DecisionLog(log.path, log.prompts) if log is not None else None
     async with upstreams(config) as clients:
         metrics = Metrics()
         metrics.track_layers(config.kubernetes.onion, layers.snapshot)
-        escalator = Escalator(config, layers, clients, metrics)
+        escalator = Escalator(config, layers, clients, metrics, scoring, decisions)
         await layers.start()
+        sync = _thresholds_sync(config, layers.link, escalator)
+        if sync is not None:
+            await sync.start()
         try:
             yield Services(config, escalator, layers, clients, metrics)
         finally:
+            if sync is not None:
+                await sync.close()
             await layers.close()
+            if decisions is not None:
+                decisions.close()
 
 
 def services(request: Request) -> Services:

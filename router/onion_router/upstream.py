@@ -207,7 +207,7 @@ class Upstream:
             )
         return key
 
-    def _body(self, request: ChatRequest, *, logprobs: bool, stream: bool) -> bytes:
+    def _body(self, request: ChatRequest, *, logprobs: bool, stream: bool, top: int = 0) -> bytes:
         """The JSON body: the client's parameters (null fields dropped at every depth), the
         served model's name, and what the router itself asks for."""
         args = no_nulls({k: v for k, v in request.params.items() if k not in _OWN_FIELDS})
@@ -215,11 +215,12 @@ class Upstream:
             args["tools"] = no_nulls(list(request.params["tools"]))
         if logprobs or request.logprobs:
             args["logprobs"] = True
-            top = request.top_logprobs or 0
             # llama.cpp's server returns empty chat logprobs unless top_logprobs is set. Elsewhere
-            # alternatives only when the client wants them: each one is an object in the answer.
-            if top or self.tier.engine == "llamacpp":
-                args["top_logprobs"] = max(1, top)
+            # alternatives only when the client or the router (`top`, a learned policy's
+            # features) wants them: each one is an object in the answer.
+            alternatives = max(request.top_logprobs or 0, top)
+            if alternatives or self.tier.engine == "llamacpp":
+                args["top_logprobs"] = max(1, alternatives)
         if stream and request.include_usage:
             args["stream_options"] = {"include_usage": True}
         response_format = args.get("response_format")
@@ -230,8 +231,8 @@ class Upstream:
         body = {"model": self.tier.model, "messages": [dict(m) for m in request.messages]}
         return orjson.dumps({**body, **args, "stream": stream})
 
-    async def complete(self, request: ChatRequest, *, logprobs: bool) -> Answer:
-        body = self._body(request, logprobs=logprobs, stream=False)
+    async def complete(self, request: ChatRequest, *, logprobs: bool, top: int = 0) -> Answer:
+        body = self._body(request, logprobs=logprobs, stream=False, top=top)
         try:
             response = await self._client.post(
                 self._url, content=body, headers=self._headers(request)
@@ -247,9 +248,11 @@ class Upstream:
                 502, f"layer {self.tier.name!r} sent a malformed answer: {err!r}", "upstream_broken"
             ) from err
 
-    async def open_stream(self, request: ChatRequest, *, logprobs: bool) -> UpstreamStream:
+    async def open_stream(
+        self, request: ChatRequest, *, logprobs: bool, top: int = 0
+    ) -> UpstreamStream:
         """Start a streaming answer; raises UpstreamError before any byte reaches the client."""
-        body = self._body(request, logprobs=logprobs, stream=True)
+        body = self._body(request, logprobs=logprobs, stream=True, top=top)
         sent = self._client.build_request(
             "POST", self._url, content=body, headers=self._headers(request)
         )

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -134,3 +135,55 @@ def test_demand_lease_and_readiness_watch(
             )
         assert err.value.status_code == 503
         assert f"{namespace}/assistant-big-demand does not exist" in err.value.message
+
+
+def test_a_new_replica_starts_from_the_threshold_the_others_reached(
+    cluster: Cluster,
+    namespace: str,
+    onion: str,
+    fakes: tuple[FakeTGI, FakeTGI],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """targetRate: a replica publishes its live cut on the thresholds Lease; one started later
+    begins from it instead of the configured threshold (here -5, which escalates nothing)."""
+    core, mid = fakes
+    core.script = Script(tokens=["a", "b"], logprob=-0.4)
+    monkeypatch.setenv("KUBECONFIG", cluster.kubeconfig)
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "assistant-thresholds", "namespace": namespace},
+        "spec": {},
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(lease))
+    set_phases(cluster, namespace, {"mid": "Ready", "big": "Ready"})
+    escalation = {
+        "policy": "confidence",
+        "threshold": -5.0,
+        "targetRate": 0.5,
+        "window": 20,
+        "minSamples": 10,
+    }
+    config = {
+        "kubernetes": {"enabled": True, "namespace": namespace, "onion": onion},
+        "thresholdsLease": "assistant-thresholds",
+        "tiers": [
+            tier("core", core.url, escalation=escalation),
+            tier("mid", mid.url, managed=True, lease="assistant-mid-demand", wakeTimeoutSeconds=60),
+        ],
+    }
+    with RouterServer(config) as first:
+        api = first.openai()
+        for _ in range(12):  # all score -0.4: the cut settles there, half of the tie escalated
+            api.chat.completions.create(model="onion", messages=[{"role": "user", "content": "q"}])
+    # Stopping publishes what it reached.
+    annotations = cluster.kubectl_json("get", "lease", "assistant-thresholds", "-n", namespace)[
+        "metadata"
+    ]["annotations"]
+    published = json.loads(annotations["onion.dev/threshold.core"])
+    assert published["threshold"] == pytest.approx(-0.4)
+    assert 0 < published["tieShare"] < 1
+    with RouterServer(config) as second:
+        status = httpx.get(f"{second.url}/status").json()
+        live = next(layer for layer in status["layers"] if layer["name"] == "core")
+        assert live["threshold"] == pytest.approx(-0.4), live  # not the configured -5

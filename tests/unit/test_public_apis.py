@@ -252,6 +252,7 @@ def test_setting_a_private_attribute_on_another_object_defines_nothing() -> None
 
 # --- the product ---------------------------------------------------------------------------
 
+
 def test_the_product_packages_use_public_apis_only() -> None:
     assert {FIRST_PARTY["onion_router"], FIRST_PARTY["onion_operator"]} <= set(PRODUCT)
     assert [str(f) for f in check_all(PRODUCT)] == []

@@ -173,3 +173,18 @@ def test_without_a_tie_at_the_cut_nothing_is_left_to_chance() -> None:
     threshold = Threshold(escalation)
     replay_with_ties(threshold, escalation, [0.1, 0.2, 0.3, 0.4])
     assert threshold.value == pytest.approx(0.15) and threshold.tie_share == 0
+
+
+def test_a_published_cut_seeds_a_new_replica_until_it_has_its_own_scores() -> None:
+    from onion_router.thresholds import decode, encode
+
+    escalation = adaptive(0.2)
+    threshold = Threshold(escalation)
+    threshold.seed(0.42, 0.3)
+    assert (threshold.value, threshold.tie_share) == (0.42, 0.3)
+    assert decode(encode(threshold)) == (0.42, 0.3)
+    for bad in ("", "{", '{"threshold": "x"}', '{"threshold": 1, "tieShare": 2}', "[]"):
+        assert decode(bad) is None
+    fixed = Threshold(Escalation(policy="verify", threshold=0.5))
+    fixed.seed(0.1)  # a fixed threshold is not seeded
+    assert fixed.value == 0.5

@@ -61,10 +61,10 @@ def main() -> int:
         stack.enter_context(process("fake-tgi", fake_argv, f"{fake}/health", work))
         for name, env in (("router", None), ("other", {"PYTHONPATH": source})):
             config = work / f"{name}.yaml"
-            tiers = [{"name": "core", "url": fake, "model": "bench"}]
+            layers = [{"name": "core", "url": fake, "model": "bench"}]
             listen = {"host": "127.0.0.1", "port": ports[name]}
             config.write_text(
-                json.dumps({"listen": listen, "kubernetes": {"enabled": False}, "tiers": tiers})
+                json.dumps({"listen": listen, "kubernetes": {"enabled": False}, "layers": layers})
             )
             argv = [
                 str(ROUTER_BIN),

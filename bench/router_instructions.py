@@ -72,7 +72,7 @@ def measure(mode: str, requests: int, source: str | None, work: Path) -> int:
             {
                 "listen": {"host": "127.0.0.1", "port": router_port},
                 "kubernetes": {"enabled": False},
-                "tiers": [
+                "layers": [
                     {"name": "core", "url": fake, "model": "bench", "escalation": escalation},
                     {"name": "outer", "url": fake, "model": "bench"},
                 ],

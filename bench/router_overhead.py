@@ -215,7 +215,7 @@ def main() -> int:
                 {
                     "listen": {"host": "127.0.0.1", "port": router_port},
                     "kubernetes": {"enabled": False},
-                    "tiers": [
+                    "layers": [
                         {"name": "core", "url": fake, "model": "bench"},
                         {
                             "name": "judge",

@@ -4,7 +4,7 @@
 Starts a private local Kubernetes control plane (onion_lab.cluster, kwok nodes), installs the
 Onion CRD, runs `onion-operator` and `onion-router` (Kubernetes mode: demand Leases, readiness
 from the Onion status) as local processes, applies examples/demo-local.yaml, serves its three
-tiers with a real model ladder on llama.cpp's `llama-server` (SmolLM2-135M, Qwen2.5-Coder-0.5B and
+layers with a real model ladder on llama.cpp's `llama-server` (SmolLM2-135M, Qwen2.5-Coder-0.5B and
 -1.5B), and plays a scripted session with the openai SDK: an easy question (core), one the core
 gets wrong and is unsure of (escalated to `mid`, woken while the request is held, answered right),
 one a routing rule sends to `big`, then the idle wait that puts both layers back to sleep.
@@ -217,21 +217,21 @@ class PhaseWatcher(threading.Thread):
             return self.current.get(name)
 
 
-# The ladder: onion_lab.models names of each tier's model.
+# The ladder: onion_lab.models names of each layer's model.
 LADDER = {"core": "smollm2", "mid": "qwen05", "big": "qwen15"}
 
 
-def start_models(procs: Processes, tiers: list[dict[str, Any]]) -> dict[str, str]:
-    """One llama-server per tier, on loopback; returns tier name -> base URL."""
+def start_models(procs: Processes, layers: list[dict[str, Any]]) -> dict[str, str]:
+    """One llama-server per layer, on loopback; returns layer name -> base URL."""
     urls: dict[str, str] = {}
-    for tier in tiers:
-        path = llamaserver.model(LADDER[tier["name"]])
+    for layer in layers:
+        path = llamaserver.model(LADDER[layer["name"]])
         port = free_port()
         procs.start(
-            f"llama-{tier['name']}", llamaserver.command(path, tier["model"], port, ctx=2048)
+            f"llama-{layer['name']}", llamaserver.command(path, layer["model"], port, ctx=2048)
         )
-        urls[tier["name"]] = f"http://127.0.0.1:{port}"
-        say(f"llama-server serves {tier['name']:<4} = {Path(path).name} as {tier['model']!r}")
+        urls[layer["name"]] = f"http://127.0.0.1:{port}"
+        say(f"llama-server serves {layer['name']:<4} = {Path(path).name} as {layer['model']!r}")
     for name, url in urls.items():
         wait_until(f"llama-server for {name}", lambda u=url: http_ok(f"{u}/health"), 120)
         procs.check_alive()
@@ -239,10 +239,10 @@ def start_models(procs: Processes, tiers: list[dict[str, Any]]) -> dict[str, str
 
 
 def local_router_config(rendered: str, urls: dict[str, str]) -> dict[str, Any]:
-    """The operator's rendered config with only the tier URLs pointed at the local servers."""
+    """The operator's rendered config with only the layer URLs pointed at the local servers."""
     config: dict[str, Any] = yaml.safe_load(rendered)
-    for tier in config["tiers"]:
-        tier["url"] = urls[tier["name"]]
+    for layer in config["layers"]:
+        layer["url"] = urls[layer["name"]]
     return config
 
 
@@ -409,25 +409,25 @@ def run(report_path: Path | None) -> dict[str, Any]:
             60,
         )
         procs.check_alive()
-        tiers = yaml.safe_load(rendered)["tiers"]
-        if [t["name"] for t in tiers] != ["core", "mid", "big"]:
-            raise RuntimeError(f"unexpected tiers in the rendered router config: {tiers}")
+        layers = yaml.safe_load(rendered)["layers"]
+        if [t["name"] for t in layers] != ["core", "mid", "big"]:
+            raise RuntimeError(f"unexpected layers in the rendered router config: {layers}")
 
-        urls = start_models(procs, tiers)
+        urls = start_models(procs, layers)
         config = local_router_config(rendered, urls)
         router_port = free_port()
         config["listen"] = {"host": "127.0.0.1", "port": router_port}
         config_file = state / "router.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         say(
-            "router config = the operator's ConfigMap demo-router/config.yaml with only the tier "
+            "router config = the operator's ConfigMap demo-router/config.yaml with only the layer "
             "URLs replaced by the local llama.cpp servers (kwok pods run nothing):",
             who="demo",
         )
-        for tier in config["tiers"]:
+        for entry in config["layers"]:
             say(
-                f"  {tier['name']:<4} {tier['url']}  model={tier['model']}  "
-                f"lease={tier['lease']}  rules={tier['rules']}",
+                f"  {entry['name']:<4} {entry['url']}  model={entry['model']}  "
+                f"lease={entry['lease']}  rules={entry['rules']}",
                 who="demo",
             )
         # The router authenticates as the ServiceAccount the operator made for it, so it has

@@ -51,7 +51,7 @@ PHASES = (PHASE_DORMANT, PHASE_WAKING, PHASE_READY, PHASE_DRAINING, PHASE_FAILED
 COND_READY = "Ready"
 COND_INVALID_SPEC = "InvalidSpec"
 
-# The router's gauge of queued + in-flight requests per tier (labels onion, layer, state): the
+# The router's gauge of queued + in-flight requests per layer (labels onion, layer, state): the
 # load signal of the HPAs the operator creates, as an External metric through an adapter.
 LAYER_REQUESTS_METRIC = "onion_router_layer_requests"
 

@@ -125,10 +125,10 @@ class EarlyWake(_Model):
 
 
 class Escalation(_Model):
-    """How a tier's own answer is judged; a rejected answer goes one tier out.
+    """How a layer's own answer is judged; a rejected answer goes one layer out.
 
-    The policy defaults to `confidence`, as an Onion's layers do; a tier of a router config file
-    that names none does not escalate (`Tier.escalation`).
+    The policy defaults to `confidence`, as an Onion's layers do; a layer of a router config file
+    that names none does not escalate (`RouterLayer.escalation`).
     """
 
     model_config = ConfigDict(
@@ -259,7 +259,7 @@ class Escalation(_Model):
         return self.policy in ("confidence", "verify", "learned")
 
 
-# A tier of a router config file that names no policy does not escalate.
+# A layer of a router config file that names no policy does not escalate.
 NO_ESCALATION = Escalation(policy="none")
 
 
@@ -270,7 +270,7 @@ def _no_policy_means_none(value: object) -> object:
 
 
 class Rule(_Model):
-    """One routing rule; a request matching any rule of a tier goes straight to that tier."""
+    """One routing rule; a request matching any rule of a layer goes straight to that layer."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -323,7 +323,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def check_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Extra headers for a tier: valid names, one line of ASCII each, none the router sets."""
+    """Extra headers for a layer: valid names, one line of ASCII each, none the router sets."""
     for name, value in headers.items():
         if not _HEADER_NAME.match(name):
             raise ValueError(f"header name {name!r} is not a valid HTTP header name")
@@ -336,21 +336,21 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-class Tier(_Model):
+class RouterLayer(_Model):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     url: str
     model: str  # the served model name sent upstream
     engine: EngineName = "tgi"
     managed: bool = False
     lease: str | None = None
-    # Managed: how long a request may wait for the tier to wake. Not managed: how long the
-    # router retries the tier's 429/503 answers that carry Retry-After (another Onion's router
+    # Managed: how long a request may wait for the layer to wake. Not managed: how long the
+    # router retries the layer's 429/503 answers that carry Retry-After (another Onion's router
     # holding a waking layer, a hosted API's rate limit); 0 never retries.
     wake_timeout_seconds: float = Field(default=0, ge=0)
     escalation: Annotated[Escalation, BeforeValidator(_no_policy_means_none)] = NO_ESCALATION
     rules: tuple[Rule, ...] = ()
     # Credentials and TLS for an endpoint: the bearer key is read from this file (a mounted
-    # Secret; read again when it changes) and sent to this tier alone; `headers` go with every
+    # Secret; read again when it changes) and sent to this layer alone; `headers` go with every
     # request to it; `caFile` trusts one more CA besides the system's bundle for https.
     api_key_file: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
@@ -360,7 +360,7 @@ class Tier(_Model):
     @classmethod
     def _http_url(cls, url: str) -> str:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"tier url {url!r} must start with http:// or https://")
+            raise ValueError(f"layer url {url!r} must start with http:// or https://")
         return url.rstrip("/")
 
     @field_validator("headers")
@@ -369,9 +369,9 @@ class Tier(_Model):
         return check_headers(headers)
 
     @model_validator(mode="after")
-    def _lease_if_managed(self) -> Tier:
+    def _lease_if_managed(self) -> RouterLayer:
         if self.managed and not self.lease:
-            raise ValueError(f"tier {self.name!r} is managed and needs a lease name")
+            raise ValueError(f"layer {self.name!r} is managed and needs a lease name")
         return self
 
 
@@ -393,7 +393,7 @@ class RouterConfig(_Model):
     max_request_bytes: int = Field(default=1_048_576, ge=1)
     # Not in the operator's rendering; defaults suit it. Bounds one upstream call.
     upstream_timeout_seconds: float = Field(default=600, gt=0)
-    # How often demand is renewed while a tier is used (the operator renders it at most a third
+    # How often demand is renewed while a layer is used (the operator renders it at most a third
     # of the shortest idle timeout).
     demand_renew_seconds: float = Field(default=3, gt=0)
     auth: Auth | None = None
@@ -404,21 +404,31 @@ class RouterConfig(_Model):
     # Kubernetes mode: the Lease the router publishes its live targetRate thresholds on, so a
     # restarted or added replica starts from them (the operator creates it).
     thresholds_lease: str | None = None
-    tiers: tuple[Tier, ...] = Field(min_length=1)
+    # Inside out; layers[0] is the core. `tiers`, the key's older spelling, is still accepted.
+    layers: tuple[RouterLayer, ...] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_spelling(cls, data: object) -> object:
+        if isinstance(data, Mapping) and "tiers" in data:
+            if "layers" in data:
+                raise ValueError("give `layers` or its older spelling `tiers`, not both")
+            data = {("layers" if k == "tiers" else k): v for k, v in data.items()}
+        return data
 
     @model_validator(mode="after")
     def _unique_names(self) -> RouterConfig:
-        names = [t.name for t in self.tiers]
+        names = [t.name for t in self.layers]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"tier names must be unique; repeated: {', '.join(dupes)}")
+            raise ValueError(f"layer names must be unique; repeated: {', '.join(dupes)}")
         return self
 
-    def tier(self, name: str) -> Tier | None:
-        return next((t for t in self.tiers if t.name == name), None)
+    def layer(self, name: str) -> RouterLayer | None:
+        return next((t for t in self.layers if t.name == name), None)
 
     def index(self, name: str) -> int:
-        return next(i for i, t in enumerate(self.tiers) if t.name == name)
+        return next(i for i, t in enumerate(self.layers) if t.name == name)
 
 
 def parse_config(data: object) -> RouterConfig:

@@ -136,7 +136,7 @@ class Autoscaling(_Model):
 
     The operator still owns 0 <-> 1 (sleep and wake); the HPA owns the count in between
     `min_replicas` and `max_replicas`. Without `metrics` the HPA scales on the router's queued
-    plus in-flight requests for this tier (an External metric; docs/scale.md says how to serve it).
+    plus in-flight requests for this layer (an External metric; docs/scale.md says how to serve it).
     """
 
     model_config = ConfigDict(
@@ -220,7 +220,7 @@ class _Workload(_Model):
     )
     escalation: Escalation = Field(
         default_factory=Escalation,
-        description="Judges THIS tier's own answer; rejected answers go one tier out.",
+        description="Judges THIS layer's own answer; rejected answers go one layer out.",
         json_schema_extra={"default": {}},
     )
     autoscaling: Autoscaling | None = Field(
@@ -228,7 +228,7 @@ class _Workload(_Model):
         description="More than one replica while awake: the operator creates an autoscaling/v2 "
         "HorizontalPodAutoscaler for this Deployment and owns only 0 <-> 1 (sleep and wake); the "
         "HPA owns the count in between. Without metrics it scales on the router's queued plus "
-        f"in-flight requests for this tier (the External metric {LAYER_REQUESTS_METRIC}; see "
+        f"in-flight requests for this layer (the External metric {LAYER_REQUESTS_METRIC}; see "
         "docs/scale.md).",
     )
 

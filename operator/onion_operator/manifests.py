@@ -67,8 +67,8 @@ def _selector(onion: str, part: str, component: str) -> dict[str, str]:
     return {names.LABEL_ONION: onion, names.LABEL_LAYER: part, names.LABEL_COMPONENT: component}
 
 
-def tier_url(spec_layer: Layer | Core, onion: str, namespace: str) -> str:
-    """Where the router reaches a tier: its Service, or an external layer's endpoint."""
+def layer_url(spec_layer: Layer | Core, onion: str, namespace: str) -> str:
+    """Where the router reaches a layer: its Service, or an external layer's endpoint."""
     if isinstance(spec_layer, Layer) and spec_layer.endpoint is not None:
         return spec_layer.endpoint
     part = spec_layer.name if isinstance(spec_layer, Layer) else names.CORE
@@ -204,8 +204,8 @@ def _quantity(value: float) -> str:
 
 
 def default_load_metric(onion: str, part: str, per_replica: float) -> Obj:
-    """The router's queued + in-flight requests for this tier, summed over router replicas,
-    as an External metric averaged over the tier's replicas."""
+    """The router's queued + in-flight requests for this layer, summed over router replicas,
+    as an External metric averaged over the layer's replicas."""
     return {
         "type": "External",
         "external": {
@@ -338,7 +338,7 @@ def _rule(rule: Any) -> Obj:
 
 
 def _endpoint_access(layer: Layer) -> Obj:
-    """An endpoint layer's key and CA files (mounted Secrets) and headers, for its tier."""
+    """An endpoint layer's key and CA files (mounted Secrets) and headers, for its layer."""
     out: Obj = {}
     if layer.api_key_secret_ref is not None:
         out["apiKeyFile"] = c.layer_secret_path(layer.name, c.API_KEY_FILE)
@@ -417,7 +417,7 @@ def build_thresholds_lease(owner: Owner) -> Obj:
 def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
     """The router's config.yaml (camelCase), parsed by onion_contract.router_config.RouterConfig."""
     r = spec.router
-    tiers: list[Obj] = [
+    layers: list[Obj] = [
         {
             "name": names.CORE,
             "url": c.service_url(onion, names.CORE, namespace),
@@ -431,10 +431,10 @@ def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
         }
     ]
     for layer in spec.layers:
-        tiers.append(
+        layers.append(
             {
                 "name": layer.name,
-                "url": tier_url(layer, onion, namespace),
+                "url": layer_url(layer, onion, namespace),
                 "model": layer.upstream_model or layer.name,
                 "engine": layer.engine,
                 "managed": layer.managed,
@@ -463,7 +463,7 @@ def build_router_config(spec: OnionSpec, namespace: str, onion: str) -> Obj:
         config["decisionLog"] = {"path": "-", "prompts": r.decision_log.prompts}
     if publishes_thresholds(spec):
         config["thresholdsLease"] = names.thresholds_lease_name(onion)
-    config["tiers"] = tiers
+    config["layers"] = layers
     return config
 
 

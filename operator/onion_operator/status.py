@@ -11,7 +11,7 @@ from onion_contract import names
 from onion_contract.spec import Layer, OnionSpec
 from onion_operator import constants as c
 from onion_operator.idle import History, busy_gap, learn_gap
-from onion_operator.manifests import tier_url
+from onion_operator.manifests import layer_url
 from onion_operator.planner import (
     Observed,
     Plan,
@@ -181,7 +181,7 @@ def _layer_entry(
     entry: Obj = {
         "name": layer.name,
         "managed": layer.managed,
-        "endpoint": tier_url(layer, inp.onion, inp.namespace),
+        "endpoint": layer_url(layer, inp.onion, inp.namespace),
     }
     if not layer.managed:
         entry.update(

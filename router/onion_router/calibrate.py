@@ -17,7 +17,7 @@ import yaml
 from onion_contract.router_config import ConfigError, RouterConfig, load_config
 from onion_router.adaptive import distribution
 from onion_router.escalation import Escalator
-from onion_router.layers import Layers, StaticLink
+from onion_router.layers import LayerTracker, StaticLink
 from onion_router.metrics import Metrics
 from onion_router.protocol.chat import parse_chat
 from onion_router.protocol.errors import ProtocolError
@@ -51,42 +51,42 @@ async def measure(config: RouterConfig, requests: list[ChatRequest]) -> dict[str
     """Each judged layer's scores on the prompts (layers that are never judged are skipped)."""
     scores: dict[str, list[float]] = {}
     async with upstreams(config) as clients:  # each layer's key and CA file, as the router's
-        layers = Layers(config, StaticLink(config.tiers))
-        escalator = Escalator(config, layers, clients, Metrics())
-        for index, tier in enumerate(config.tiers[:-1]):  # the outermost answer always stands
-            if not tier.escalation.scored:
+        tracker = LayerTracker(config, StaticLink(config.layers))
+        escalator = Escalator(config, tracker, clients, Metrics())
+        for index, layer in enumerate(config.layers[:-1]):  # the outermost answer always stands
+            if not layer.escalation.scored:
                 continue
-            found = scores.setdefault(tier.name, [])
+            found = scores.setdefault(layer.name, [])
             for number, request in enumerate(requests, 1):
                 _, verdict = await escalator.judge_once(index, request)
                 if verdict.score is not None:
                     found.append(verdict.score)
-                print(f"  {tier.name}: {number}/{len(requests)} {verdict.reason}", file=sys.stderr)
+                print(f"  {layer.name}: {number}/{len(requests)} {verdict.reason}", file=sys.stderr)
     return scores
 
 
 def snippet(config: RouterConfig, summaries: dict[str, dict[str, Any]], rate: float) -> str:
     """YAML for the Onion spec: each judged layer's escalation with the measured threshold."""
     out: dict[str, Any] = {}
-    for tier in config.tiers:
-        if tier.name not in summaries or "threshold" not in summaries[tier.name]:
+    for layer in config.layers:
+        if layer.name not in summaries or "threshold" not in summaries[layer.name]:
             continue
-        e = tier.escalation
+        e = layer.escalation
         escalation: dict[str, Any] = {
             "policy": e.policy,
-            "threshold": round(float(summaries[tier.name]["threshold"]), 4),
+            "threshold": round(float(summaries[layer.name]["threshold"]), 4),
             "targetRate": rate,
         }
         if e.policy == "confidence":
             escalation.update(score=e.score, firstK=e.first_k)
-        if tier.name == config.tiers[0].name:
+        if layer.name == config.layers[0].name:
             out["core"] = {"escalation": escalation}
         else:
-            out.setdefault("layers", []).append({"name": tier.name, "escalation": escalation})
+            out.setdefault("layers", []).append({"name": layer.name, "escalation": escalation})
     head = (
         f"# onion-router calibrate: thresholds that escalated {rate:.0%} of the sample prompts.\n"
         "# Merge into the Onion's spec (core / layers[].escalation); the router config takes the\n"
-        "# same escalation fields under tiers[].escalation. With targetRate the router keeps\n"
+        "# same escalation fields under layers[].escalation. With targetRate the router keeps\n"
         "# adapting from this starting threshold.\n"
     )
     return head + yaml.safe_dump(out, sort_keys=False)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, OSError) as err:
         print(f"onion-router calibrate: {err}", file=sys.stderr)
         return 2
-    if not any(t.escalation.scored for t in config.tiers[:-1]):
+    if not any(t.escalation.scored for t in config.layers[:-1]):
         print(
             "onion-router calibrate: no layer inside the outermost has a scored policy "
             "(confidence or verify); nothing to calibrate",

@@ -1,5 +1,5 @@
 """Secrets the router reads from files (mounted Kubernetes Secrets): the bearer keys its own
-clients must send, and each endpoint tier's API key. Kubernetes swaps a Secret volume's files
+clients must send, and each endpoint layer's API key. Kubernetes swaps a Secret volume's files
 when the Secret changes, so a file is read again when it changed, checked at most once a second.
 """
 
@@ -63,7 +63,7 @@ class Keys:
 
 
 class ApiKey:
-    """One endpoint tier's API key: the whole file, surrounding whitespace stripped."""
+    """One endpoint layer's API key: the whole file, surrounding whitespace stripped."""
 
     def __init__(self, path: str, every: float = 1.0) -> None:
         self._file = WatchedFile(path, every)

@@ -1,7 +1,7 @@
-"""Which tiers are awake, who is waiting for them, and recording demand so they wake and stay up.
+"""Which layers are awake, who is waiting for them, and recording demand so they wake and stay up.
 
 All Kubernetes I/O sits behind `LayerLink` (see kube.py); `StaticLink` is the local mode where
-every tier is assumed awake, and tests plug in their own link to play the operator.
+every layer is assumed awake, and tests plug in their own link to play the operator.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from onion_contract.names import PHASE_FAILED, PHASE_READY
-from onion_contract.router_config import RouterConfig, Tier
+from onion_contract.router_config import RouterConfig, RouterLayer
 
 log = logging.getLogger("onion_router.layers")
 
@@ -27,7 +27,7 @@ PhaseSink = Callable[[dict[str, str]], None]
 
 
 class LeaseMissing(Exception):
-    """The operator has not created the demand Lease (yet); nothing can wake the tier."""
+    """The operator has not created the demand Lease (yet); nothing can wake the layer."""
 
 
 class LayerLink(Protocol):
@@ -43,10 +43,10 @@ class LayerLink(Protocol):
 
 
 class StaticLink:
-    """Local mode: no cluster; every tier counts as awake and demand goes nowhere."""
+    """Local mode: no cluster; every layer counts as awake and demand goes nowhere."""
 
-    def __init__(self, tiers: tuple[Tier, ...]) -> None:
-        self._names = [t.name for t in tiers]
+    def __init__(self, layers: tuple[RouterLayer, ...]) -> None:
+        self._names = [t.name for t in layers]
 
     async def start(self, on_phases: PhaseSink) -> None:
         on_phases(dict.fromkeys(self._names, READY))
@@ -70,8 +70,8 @@ class Refused(Exception):
 
 
 @dataclass
-class _TierState:
-    tier: Tier
+class _LayerState:
+    layer: RouterLayer
     phase: str
     queued: int = 0
     inflight: int = 0
@@ -79,15 +79,15 @@ class _TierState:
     renewer: asyncio.Task[None] | None = None
 
 
-class Layers:
-    """Tracks phases, queues and in-flight counts; renews demand while a tier is wanted."""
+class LayerTracker:
+    """Tracks phases, queues and in-flight counts; renews demand while a layer is wanted."""
 
     def __init__(self, config: RouterConfig, link: LayerLink) -> None:
         self._config = config
         self._link = link
         self._renew_every = config.demand_renew_seconds
         self._state = {
-            t.name: _TierState(t, READY if not t.managed else UNKNOWN) for t in config.tiers
+            t.name: _LayerState(t, READY if not t.managed else UNKNOWN) for t in config.layers
         }
         self._changed = asyncio.Condition()
         self._background: set[asyncio.Task[None]] = set()
@@ -110,7 +110,7 @@ class Layers:
     def _on_phases(self, phases: dict[str, str]) -> None:
         for name, phase in phases.items():
             state = self._state.get(name)
-            if state is not None and state.tier.managed:
+            if state is not None and state.layer.managed:
                 state.phase = phase
         self._notify()
 
@@ -132,49 +132,49 @@ class Layers:
         return self._state[name].phase
 
     def awake(self) -> list[bool]:
-        return [self._state[t.name].phase == READY for t in self._config.tiers]
+        return [self._state[t.name].phase == READY for t in self._config.layers]
 
     def snapshot(self) -> list[dict[str, object]]:
         return [
             {
-                "name": s.tier.name,
+                "name": s.layer.name,
                 "phase": s.phase,
-                "managed": s.tier.managed,
+                "managed": s.layer.managed,
                 "queued": s.queued,
                 "inflight": s.inflight,
-                "engine": s.tier.engine,
+                "engine": s.layer.engine,
             }
             for s in self._state.values()
         ]
 
     # --- demand ----------------------------------------------------------------------------
 
-    async def _renew(self, state: _TierState) -> None:
-        lease = state.tier.lease
-        if not state.tier.managed or lease is None:
+    async def _renew(self, state: _LayerState) -> None:
+        lease = state.layer.lease
+        if not state.layer.managed or lease is None:
             return
         state.last_renew = time.monotonic()
         await self._link.renew(lease)
 
     def demand(self, name: str) -> None:
-        """Record demand soon, without waiting (early wake, renewals of awake tiers)."""
+        """Record demand soon, without waiting (early wake, renewals of awake layers)."""
         state = self._state[name]
-        if state.tier.managed and time.monotonic() - state.last_renew >= self._renew_every:
+        if state.layer.managed and time.monotonic() - state.last_renew >= self._renew_every:
             state.last_renew = time.monotonic()
             self._spawn(self._renew_logged(state))
 
-    async def _renew_logged(self, state: _TierState) -> None:
+    async def _renew_logged(self, state: _LayerState) -> None:
         try:
             await self._renew(state)
         except Exception as err:  # a background renewal must not kill anything; next one retries
             state.last_renew = float("-inf")
-            log.warning("recording demand for layer %s failed: %s", state.tier.name, err)
+            log.warning("recording demand for layer %s failed: %s", state.layer.name, err)
 
-    def _keep_renewing(self, state: _TierState) -> None:
-        if state.tier.managed and (state.renewer is None or state.renewer.done()):
+    def _keep_renewing(self, state: _LayerState) -> None:
+        if state.layer.managed and (state.renewer is None or state.renewer.done()):
             state.renewer = asyncio.create_task(self._renew_while_used(state))
 
-    async def _renew_while_used(self, state: _TierState) -> None:
+    async def _renew_while_used(self, state: _LayerState) -> None:
         # A timer, not a wait for a condition: the Lease must be renewed while requests live.
         while state.queued or state.inflight:
             await asyncio.sleep(self._renew_every)
@@ -188,20 +188,20 @@ class Layers:
 
 
 class Admission:
-    """One request's claim on a tier: queued while it wakes, then in flight. Use `async with`."""
+    """One request's claim on a layer: queued while it wakes, then in flight. Use `async with`."""
 
-    def __init__(self, layers: Layers, state: _TierState) -> None:
-        self._layers = layers
+    def __init__(self, tracker: LayerTracker, state: _LayerState) -> None:
+        self._tracker = tracker
         self._state = state
-        self._config = layers._config
+        self._config = tracker._config
         self.started = time.monotonic()
-        self.timeout = state.tier.wake_timeout_seconds
+        self.timeout = state.layer.wake_timeout_seconds
         self.queued = False
         self.inflight = False
 
     @property
-    def tier(self) -> str:
-        return self._state.tier.name
+    def layer(self) -> str:
+        return self._state.layer.name
 
     @property
     def phase(self) -> str:
@@ -219,27 +219,27 @@ class Admission:
         state = self._state
         if self.ready:
             self._fly()
-            self._layers.demand(self.tier)
+            self._tracker.demand(self.layer)
             return self
         if state.queued >= self._config.max_queue_per_layer:
             raise Refused(
                 429,
-                f"layer {self.tier!r} is waking and its queue is full "
+                f"layer {self.layer!r} is waking and its queue is full "
                 f"({state.queued} waiting); retry later",
                 "queue_full",
                 retry_after=max(1, int(self.timeout / 4) or 1),
             )
         state.queued += 1
         self.queued = True
-        self._layers._keep_renewing(state)
+        self._tracker._keep_renewing(state)
         if time.monotonic() - state.last_renew >= 1.0:  # renew at once on a wake
             try:
-                await self._layers._renew(state)
+                await self._tracker._renew(state)
             except LeaseMissing as err:
                 await self.__aexit__(None, None, None)
                 raise Refused(
                     503,
-                    f"layer {self.tier!r} cannot be woken: {err}",
+                    f"layer {self.layer!r} cannot be woken: {err}",
                     "layer_unavailable",
                     retry_after=10,
                 ) from None
@@ -249,7 +249,7 @@ class Admission:
                 state.last_renew = float("-inf")
                 log.warning(
                     "recording demand for layer %s failed; holding the request and retrying: %s",
-                    self.tier,
+                    self.layer,
                     err,
                 )
         return self
@@ -260,10 +260,10 @@ class Admission:
             self.queued = False
         self._state.inflight += 1
         self.inflight = True
-        self._layers._keep_renewing(self._state)
+        self._tracker._keep_renewing(self._state)
 
     async def wait(self, step: float | None = None) -> bool:
-        """Wait up to `step` seconds (default: the rest of the wake timeout) for the tier.
+        """Wait up to `step` seconds (default: the rest of the wake timeout) for the layer.
 
         True once it is Ready (the request is then in flight); False if the step ran out;
         raises Refused when the wake timeout has passed or the layer failed.
@@ -274,12 +274,12 @@ class Admission:
         if remaining <= 0:
             raise Refused(
                 503,
-                f"layer {self.tier!r} did not become ready within "
+                f"layer {self.layer!r} did not become ready within "
                 f"{self.timeout:.0f}s (phase {self.phase})",
                 "wake_timeout",
                 retry_after=max(1, int(self.timeout / 4)),
             )
-        changed = self._layers._changed
+        changed = self._tracker._changed
         try:
             async with changed:
                 await asyncio.wait_for(
@@ -290,7 +290,7 @@ class Admission:
             return False  # the caller asks again: heartbeat, or the deadline check above
         if self._state.phase == FAILED:
             raise Refused(
-                503, f"layer {self.tier!r} failed to start", "layer_failed", retry_after=30
+                503, f"layer {self.layer!r} failed to start", "layer_failed", retry_after=30
             )
         self._fly()
         return True

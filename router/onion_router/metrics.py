@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-# The load signal for autoscaling a tier (the operator's default HPA metric, through an adapter).
+# The load signal for autoscaling a layer (the operator's default HPA metric, through an adapter).
 from onion_contract.names import LAYER_REQUESTS_METRIC as LAYER_REQUESTS
 from onion_router.adaptive import Live
 
@@ -20,7 +20,7 @@ Snapshot = Callable[[], Sequence[dict[str, object]]]
 
 
 class _LayerRequests(Collector):
-    """Queued and in-flight requests per tier, read from the layer tracker at scrape time."""
+    """Queued and in-flight requests per layer, read from the layer tracker at scrape time."""
 
     def __init__(self, onion: str, snapshot: Snapshot) -> None:
         self._onion = onion
@@ -29,14 +29,14 @@ class _LayerRequests(Collector):
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             LAYER_REQUESTS,
-            "Requests this router holds for a tier: queued (waiting for it to wake) or in flight",
+            "Requests this router holds for a layer: queued (waiting for it to wake) or in flight",
             labels=["onion", "layer", "state"],
         )
-        for tier in self._snapshot():
+        for layer in self._snapshot():
             for state in ("queued", "inflight"):
-                value = tier.get(state, 0)
+                value = layer.get(state, 0)
                 family.add_metric(
-                    [self._onion, str(tier["name"]), state],
+                    [self._onion, str(layer["name"]), state],
                     float(value) if isinstance(value, int | float) else 0.0,
                 )
         yield family
@@ -104,7 +104,7 @@ class Metrics:
         self._recent: deque[tuple[float, str, str]] = deque(maxlen=10_000)
 
     def track_layers(self, onion: str, snapshot: Snapshot) -> None:
-        """Export `onion_router_layer_requests` from `snapshot` (Layers.snapshot)."""
+        """Export `onion_router_layer_requests` from `snapshot` (LayerTracker.snapshot)."""
         self.registry.register(_LayerRequests(onion, snapshot))
 
     def live(self, layer: str, live: Live) -> None:

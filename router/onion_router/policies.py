@@ -13,8 +13,8 @@ from onion_contract.router_config import (
     DEFAULT_INSTRUCTION,
     DEFAULT_TOOL_INSTRUCTION,
     Escalation,
+    RouterLayer,
     Rule,
-    Tier,
 )
 
 ROUTER_MODEL = "onion"
@@ -25,7 +25,7 @@ _TOKENISH = re.compile(r"\w+|[^\w\s]")
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether a tier's answer (or its first tokens) stands; `reason` is shown in /status."""
+    """Whether a layer's answer (or its first tokens) stands; `reason` is shown in /status."""
 
     accept: bool
     reason: str
@@ -34,16 +34,16 @@ class Verdict:
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """What the client's `model` field asks for: the router's choice, a pinned tier, or neither."""
+    """What the client's `model` field asks for: the router's choice, a pinned layer, or neither."""
 
-    pinned: str | None  # tier name when pinned
+    pinned: str | None  # layer name when pinned
     known: bool
 
 
-def resolve_model(model: str, tier_names: Sequence[str]) -> ModelChoice:
+def resolve_model(model: str, layer_names: Sequence[str]) -> ModelChoice:
     if model == ROUTER_MODEL:
         return ModelChoice(pinned=None, known=True)
-    if model.startswith(PIN_PREFIX) and model[len(PIN_PREFIX) :] in tier_names:
+    if model.startswith(PIN_PREFIX) and model[len(PIN_PREFIX) :] in layer_names:
         return ModelChoice(pinned=model[len(PIN_PREFIX) :], known=True)
     return ModelChoice(pinned=None, known=False)
 
@@ -71,7 +71,7 @@ def judge(
     tie_share: float = 0.0,
     draw: float = 1.0,
 ) -> Verdict:
-    """Judge a complete answer of a tier by that tier's own policy; `calls` names the tools
+    """Judge a complete answer of a layer by that layer's own policy; `calls` names the tools
     the answer calls, `threshold` overrides the configured one (a live `targetRate` threshold,
     which escalates `tie_share` of the scores exactly on it, by the coin `draw` in [0, 1)) and
     `score` is the verification score (policy verify)."""
@@ -199,7 +199,7 @@ def strip_sentinel(escalation: Escalation, text: str) -> str:
 
 
 def self_instruction(escalation: Escalation) -> str | None:
-    """The system instruction a `self`-policy tier gets, or None for other policies."""
+    """The system instruction a `self`-policy layer gets, or None for other policies."""
     if escalation.policy != "self":
         return None
     default = DEFAULT_TOOL_INSTRUCTION if escalation.via == "toolCall" else DEFAULT_INSTRUCTION
@@ -210,14 +210,14 @@ def self_instruction(escalation: Escalation) -> str | None:
 
 
 def own_tool(escalation: Escalation) -> str | None:
-    """The name of the tool the router offers a judged tier to ask for help, if any."""
+    """The name of the tool the router offers a judged layer to ask for help, if any."""
     if escalation.policy == "self" and escalation.via == "toolCall":
         return escalation.tool_name
     return None
 
 
 def escalation_tool(escalation: Escalation) -> dict[str, Any] | None:
-    """The OpenAI-style function tool added to a judged tier's request, if its policy has one."""
+    """The OpenAI-style function tool added to a judged layer's request, if its policy has one."""
     name = own_tool(escalation)
     if name is None:
         return None
@@ -263,16 +263,16 @@ def rule_matches(rule: Rule, prompt: str) -> bool:
     return estimate_tokens(prompt) >= rule.min_prompt_tokens
 
 
-def start_tier(tiers: Sequence[Tier], prompt: str) -> int:
-    """Index of the first tier (inside out) whose rules match the prompt; the core otherwise."""
-    for index, tier in enumerate(tiers):
-        if any(rule_matches(rule, prompt) for rule in tier.rules):
+def start_layer(layers: Sequence[RouterLayer], prompt: str) -> int:
+    """Index of the first layer (inside out) whose rules match the prompt; the core otherwise."""
+    for index, layer in enumerate(layers):
+        if any(rule_matches(rule, prompt) for rule in layer.rules):
             return index
     return 0
 
 
-def fallback_tier(awake: Sequence[bool], wanted: int) -> int | None:
-    """The best awake tier for `whileWaking: fallback`: the outermost awake one inside `wanted`."""
+def fallback_layer(awake: Sequence[bool], wanted: int) -> int | None:
+    """The best awake layer for `whileWaking: fallback`: the outermost awake one inside `wanted`."""
     for index in range(min(wanted, len(awake)) - 1, -1, -1):
         if awake[index]:
             return index

@@ -1,4 +1,4 @@
-"""What a tier said, as the escalation loop hears it: the text, token logprobs and tool calls
+"""What a layer said, as the escalation loop hears it: the text, token logprobs and tool calls
 so far (`Heard`), a reply heard far enough to judge (`Reply`), and the reply that stands with
 what the client must not see taken out (`Decided`)."""
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from onion_contract.router_config import Tier
+from onion_contract.router_config import RouterLayer
 from onion_router.policies import Verdict, own_tool, strip_sentinel
 from onion_router.protocol.calls import CallFilter, call_json, merged_calls, without_calls
 from onion_router.protocol.types import Answer, Call, Chunk, Meta, Token
@@ -18,7 +18,7 @@ from onion_router.upstream import UpstreamStream
 
 @dataclass
 class Heard:
-    """What a tier has said so far, as its policy judges it: text, token logprobs, tool calls.
+    """What a layer has said so far, as its policy judges it: text, token logprobs, tool calls.
     Streamed chunks are kept, to be sent on if the answer stands."""
 
     chunks: list[Chunk] = field(default_factory=list)
@@ -72,7 +72,7 @@ class Heard:
 
 @dataclass
 class Reply:
-    """What one tier said, heard far enough to judge: a whole answer, or the first chunks of a
+    """What one layer said, heard far enough to judge: a whole answer, or the first chunks of a
     stream whose rest has still to come."""
 
     heard: Heard
@@ -88,11 +88,11 @@ class Reply:
 
 @dataclass(frozen=True)
 class Decided:
-    """The loop's last step: this reply stands, from this tier, as `meta` says."""
+    """The loop's last step: this reply stands, from this layer, as `meta` says."""
 
     reply: Reply
-    tier: Tier
-    judged: bool  # whether the tier's policy judged it (and the router's tool was offered)
+    layer: RouterLayer
+    judged: bool  # whether the layer's policy judged it (and the router's tool was offered)
     meta: Meta
 
     def degraded(self) -> Decided:
@@ -102,7 +102,7 @@ class Decided:
         """The whole answer without what the client must never see (sentinel, own calls)."""
         answer = self.reply.answer
         assert answer is not None, "only the non-streaming path asks for the answer whole"
-        escalation = self.tier.escalation
+        escalation = self.layer.escalation
         answer = replace(answer, text=strip_sentinel(escalation, answer.text))
         tool = own_tool(escalation) if self.judged else None
         return without_calls(answer, tool) if tool is not None else answer
@@ -110,10 +110,10 @@ class Decided:
     def cleaner(self) -> Callable[[Chunk], Chunk]:
         """Takes out of each streamed chunk what the client must never see: the router's own
         tool calls (offered only when judged), or the sentinel."""
-        tool = own_tool(self.tier.escalation) if self.judged else None
+        tool = own_tool(self.layer.escalation) if self.judged else None
         if tool is not None:
             return CallFilter(tool).chunk
-        escalation = self.tier.escalation
+        escalation = self.layer.escalation
         sentinel = escalation.sentinel if escalation.policy == "self" else None
 
         def clean(chunk: Chunk) -> Chunk:

@@ -1,8 +1,8 @@
-"""When to ask a tier again after it said "not now": pure arithmetic, no I/O.
+"""When to ask a layer again after it said "not now": pure arithmetic, no I/O.
 
-A tier that is not managed by this router (another Onion's router, a hosted API) may answer
+A layer that is not managed by this router (another Onion's router, a hosted API) may answer
 429 or 503 with Retry-After while one of its own layers wakes or its queue is full. The router
-then waits as told and asks again, for at most the tier's wakeTimeoutSeconds in all.
+then waits as told and asks again, for at most the layer's wakeTimeoutSeconds in all.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from email.utils import parsedate_to_datetime
 
 RETRYABLE = frozenset({429, 503})
-MIN_DELAY = 0.25  # never hammer a tier that said "0"
+MIN_DELAY = 0.25  # never hammer a layer that said "0"
 
 
 def retry_delay(

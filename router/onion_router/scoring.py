@@ -1,4 +1,4 @@
-"""What the learned models need at request time: each tier's loaded models (policy `learned`'s
+"""What the learned models need at request time: each layer's loaded models (policy `learned`'s
 answer model, `earlyWake`'s prompt model), the prompt embedder when a model uses the prompt's
 embedding (loaded once, only then), and per request its prompt features, the embedding computed
 once in a worker thread, started as the request arrives so that it overlaps the first answer.
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from onion_contract.router_config import RouterConfig, Tier
+from onion_contract.router_config import RouterConfig, RouterLayer
 from onion_router.learned import LearnedModel, ModelFileError, answer_features, prompt_features
 
 if TYPE_CHECKING:
@@ -23,20 +23,20 @@ TOP_ALTERNATIVES = 5  # the learned features' entropy and margin read the top 5 
 
 
 @dataclass(frozen=True)
-class TierModels:
+class LayerModels:
     answer: LearnedModel | None  # policy learned
     prompt: LearnedModel | None  # earlyWake
     wake_probability: float
 
 
 class Scoring:
-    """The learned models of every tier, and the embedder if any of them needs it."""
+    """The learned models of every layer, and the embedder if any of them needs it."""
 
     def __init__(self, config: RouterConfig, log_features: bool = False) -> None:
-        self.tiers: dict[str, TierModels] = {}
-        for tier in config.tiers:
-            self.tiers[tier.name] = _load(tier)
-        models = [m for t in self.tiers.values() for m in (t.answer, t.prompt) if m is not None]
+        self.layers: dict[str, LayerModels] = {}
+        for layer in config.layers:
+            self.layers[layer.name] = _load(layer)
+        models = [m for t in self.layers.values() for m in (t.answer, t.prompt) if m is not None]
         self.needs_embedding = any(m.uses_embedding for m in models)
         self._embedder: Embedder | None = None
         if self.needs_embedding or log_features:
@@ -46,16 +46,16 @@ class Scoring:
     def embeds(self) -> bool:
         return self._embedder is not None
 
-    def of(self, tier: str) -> TierModels:
-        return self.tiers.get(tier) or TierModels(None, None, 1.0)
+    def of(self, layer: str) -> LayerModels:
+        return self.layers.get(layer) or LayerModels(None, None, 1.0)
 
     def start(self, prompt: str) -> PromptFeatures:
         """A request's prompt features, the embedding begun at once (if any model needs it)."""
         return PromptFeatures(prompt, self._embedder)
 
 
-def _load(tier: Tier) -> TierModels:
-    e = tier.escalation
+def _load(layer: RouterLayer) -> LayerModels:
+    e = layer.escalation
 
     def read(path: str | None, kind: str) -> LearnedModel | None:
         if path is None:
@@ -63,17 +63,17 @@ def _load(tier: Tier) -> TierModels:
         try:
             model = LearnedModel.load(path)
         except ModelFileError as err:
-            raise ModelFileError(f"tier {tier.name!r}: {err}") from None
+            raise ModelFileError(f"layer {layer.name!r}: {err}") from None
         if model.kind != kind:
             raise ModelFileError(
-                f"tier {tier.name!r}: {path} is a {model.kind} model, where a {kind} model "
+                f"layer {layer.name!r}: {path} is a {model.kind} model, where a {kind} model "
                 f"({'policy learned' if kind == 'answer' else 'earlyWake'}) belongs"
             )
         return model
 
     answer = read(e.model.path if e.policy == "learned" and e.model else None, "answer")
     prompt = read(e.early_wake.model.path if e.early_wake else None, "prompt")
-    return TierModels(answer, prompt, e.early_wake.probability if e.early_wake else 1.0)
+    return LayerModels(answer, prompt, e.early_wake.probability if e.early_wake else 1.0)
 
 
 def _embedder(folder: str, required: bool) -> Embedder | None:
@@ -122,7 +122,7 @@ def answer_score(
     verify: float | None,
     prompt: Mapping[str, float],
 ) -> tuple[float, dict[str, float]]:
-    """P(the answer stands) by the tier's answer model, and the features it saw."""
+    """P(the answer stands) by the layer's answer model, and the features it saw."""
     features = answer_features(logprobs, top, finish_reason, verify if model.uses_verify else None)
     features.update(prompt)
     return model.probability(features), features

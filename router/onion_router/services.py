@@ -13,7 +13,7 @@ from starlette.requests import Request
 from onion_contract.router_config import RouterConfig
 from onion_router.decisions import DecisionLog
 from onion_router.escalation import Escalator
-from onion_router.layers import LayerLink, Layers, StaticLink
+from onion_router.layers import LayerLink, LayerTracker, StaticLink
 from onion_router.metrics import Metrics
 from onion_router.scoring import Scoring
 from onion_router.thresholds import Annotated, ThresholdsSync
@@ -26,15 +26,15 @@ STATE_KEY = "services"
 class Services:
     config: RouterConfig
     escalator: Escalator
-    layers: Layers
+    tracker: LayerTracker
     upstreams: dict[str, Upstream]
     metrics: Metrics
 
 
 def _layer_link(config: RouterConfig) -> LayerLink:
-    """The Kubernetes API in cluster mode, else every tier counts as awake."""
+    """The Kubernetes API in cluster mode, else every layer counts as awake."""
     if not config.kubernetes.enabled:
-        return StaticLink(config.tiers)
+        return StaticLink(config.layers)
     try:  # only in cluster mode: an edge install has no Kubernetes client
         from onion_router.kube import KubeLink
     except ImportError as err:
@@ -60,23 +60,23 @@ async def running(
 ) -> AsyncIterator[Services]:
     """The router's services from start-up to shutdown; `link` replaces the configured layer
     link (tests play the operator with one)."""
-    layers = Layers(config, link or _layer_link(config))
+    tracker = LayerTracker(config, link or _layer_link(config))
     log = config.decision_log
     decisions = DecisionLog(log.path, log.prompts) if log is not None else None
     async with upstreams(config) as clients:
         metrics = Metrics()
-        metrics.track_layers(config.kubernetes.onion, layers.snapshot)
-        escalator = Escalator(config, layers, clients, metrics, scoring, decisions)
-        await layers.start()
-        sync = _thresholds_sync(config, layers.link, escalator)
+        metrics.track_layers(config.kubernetes.onion, tracker.snapshot)
+        escalator = Escalator(config, tracker, clients, metrics, scoring, decisions)
+        await tracker.start()
+        sync = _thresholds_sync(config, tracker.link, escalator)
         if sync is not None:
             await sync.start()
         try:
-            yield Services(config, escalator, layers, clients, metrics)
+            yield Services(config, escalator, tracker, clients, metrics)
         finally:
             if sync is not None:
                 await sync.close()
-            await layers.close()
+            await tracker.close()
             if decisions is not None:
                 decisions.close()
 

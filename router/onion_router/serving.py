@@ -160,8 +160,8 @@ async def _stream(
     if isinstance(first, Answering):
         headers = first.meta.headers()
     elif isinstance(first, Holding):
-        headers = {"X-Onion-Layer": first.tier, "X-Onion-Path": "", "X-Onion-Held": "true"}
-    else:  # pragma: no cover - the escalator always announces the answering tier first
+        headers = {"X-Onion-Layer": first.layer, "X-Onion-Path": "", "X-Onion-Held": "true"}
+    else:  # pragma: no cover - the escalator always announces the answering layer first
         raise AssertionError(f"unexpected first stream event {first!r}")
     headers["Cache-Control"] = "no-cache"
     headers["X-Accel-Buffering"] = "no"
@@ -186,7 +186,7 @@ async def _sse_body(
     try:
         while True:
             if isinstance(event, Holding):
-                yield heartbeat(event.tier, event.phase, event.waited, event.timeout)
+                yield heartbeat(event.layer, event.phase, event.waited, event.timeout)
             elif isinstance(event, Answering):
                 meta = event.meta
             else:

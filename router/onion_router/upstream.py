@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 import orjson
 
-from onion_contract.router_config import RouterConfig, Tier
+from onion_contract.router_config import RouterConfig, RouterLayer
 from onion_router.credentials import ApiKey
 from onion_router.protocol.body import no_nulls
 from onion_router.protocol.sse import parse_heartbeat
@@ -77,8 +77,8 @@ def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
 
 
 def http_client(timeout: float, ca_file: str | None = None) -> httpx2.AsyncClient:
-    """The HTTP client that the tiers trusting `ca_file` (None: only the system's CAs) share.
-    Redirects are never followed, so a tier's key never goes to another host."""
+    """The HTTP client that the layers trusting `ca_file` (None: only the system's CAs) share.
+    Redirects are never followed, so a layer's key never goes to another host."""
     return httpx2.AsyncClient(
         verify=tls_context(ca_file),
         limits=httpx2.Limits(
@@ -94,14 +94,14 @@ def http_client(timeout: float, ca_file: str | None = None) -> httpx2.AsyncClien
 
 @asynccontextmanager
 async def upstreams(config: RouterConfig) -> AsyncIterator[dict[str, Upstream]]:
-    """One Upstream per tier, over one HTTP client per CA file to trust (most often only the
+    """One Upstream per layer, over one HTTP client per CA file to trust (most often only the
     system's bundle); the clients are closed on exit."""
     async with AsyncExitStack() as stack:
         clients: dict[str | None, httpx2.AsyncClient] = {}
-        for ca in dict.fromkeys(t.ca_file for t in config.tiers):
+        for ca in dict.fromkeys(t.ca_file for t in config.layers):
             client = http_client(config.upstream_timeout_seconds, ca)
             clients[ca] = await stack.enter_async_context(client)
-        yield {t.name: Upstream(t, clients[t.ca_file]) for t in config.tiers}
+        yield {t.name: Upstream(t, clients[t.ca_file]) for t in config.layers}
 
 
 def chat_url(base: str) -> str:
@@ -118,15 +118,15 @@ class UpstreamStream:
     """An open streaming answer; `aclose()` closes the upstream connection, cancelling it.
 
     Iterated, it gives the answer's chunks; `items()` also gives the heartbeats (as Holding)
-    of a tier that is another Onion's router holding the request while one of its layers wakes.
+    of a layer that is another Onion's router holding the request while one of its layers wakes.
     """
 
-    def __init__(self, tier: str, response: httpx2.Response) -> None:
-        self.tier = tier
+    def __init__(self, layer: str, response: httpx2.Response) -> None:
+        self.layer = layer
         self.closed = False
         self._response = response
         self._lines = response.aiter_lines()
-        self._events = _events(self._lines, tier)
+        self._events = _events(self._lines, layer)
 
     def __aiter__(self) -> UpstreamStream:
         return self
@@ -155,7 +155,7 @@ class UpstreamStream:
             raise
         except Exception as err:  # the connection broke, an error event, or malformed JSON
             await self.aclose()
-            raise _translate(self.tier, err, midstream=True) from err
+            raise _translate(self.layer, err, midstream=True) from err
 
     async def _finish(self) -> None:
         """After `data: [DONE]`: read the end of the body (it is on its way), so that the
@@ -174,33 +174,33 @@ class UpstreamStream:
 
 
 class Upstream:
-    """One tier's model server. Owns nothing: the HTTP client belongs to the app's lifespan."""
+    """One layer's model server. Owns nothing: the HTTP client belongs to the app's lifespan."""
 
-    def __init__(self, tier: Tier, client: httpx2.AsyncClient) -> None:
-        self.tier = tier
+    def __init__(self, layer: RouterLayer, client: httpx2.AsyncClient) -> None:
+        self.layer = layer
         self._client = client
-        self._url = httpx2.URL(chat_url(tier.url))
-        self._key = ApiKey(tier.api_key_file) if tier.api_key_file else None
+        self._url = httpx2.URL(chat_url(layer.url))
+        self._key = ApiKey(layer.api_key_file) if layer.api_key_file else None
 
     def _headers(self, request: ChatRequest) -> dict[str, str]:
         headers = {
             "Authorization": f"Bearer {self._api_key()}",
             "Content-Type": "application/json",
-            **self.tier.headers,  # none of the names above (the config refuses them)
+            **self.layer.headers,  # none of the names above (the config refuses them)
         }
         if request.request_id:
             headers["X-Request-Id"] = request.request_id
         return headers
 
     def _api_key(self) -> str:
-        """This tier's key (sent to its URL alone; redirects are never followed)."""
+        """This layer's key (sent to its URL alone; redirects are never followed)."""
         if self._key is None:
             return NO_API_KEY
         key = self._key.value()
         if key is None:
             raise UpstreamError(
                 503,
-                f"layer {self.tier.name!r} has no usable API key: {self._key.path} is missing, "
+                f"layer {self.layer.name!r} has no usable API key: {self._key.path} is missing, "
                 "empty or not one line of ASCII",
                 "upstream_credentials",
                 retry_after=10,
@@ -219,7 +219,7 @@ class Upstream:
             # alternatives only when the client or the router (`top`, a learned policy's
             # features) wants them: each one is an object in the answer.
             alternatives = max(request.top_logprobs or 0, top)
-            if alternatives or self.tier.engine == "llamacpp":
+            if alternatives or self.layer.engine == "llamacpp":
                 args["top_logprobs"] = max(1, alternatives)
         if stream and request.include_usage:
             args["stream_options"] = {"include_usage": True}
@@ -228,7 +228,7 @@ class Upstream:
             # TGI's grammar form of a JSON schema (as huggingface_hub has always sent it).
             schema = (response_format.get("json_schema") or {}).get("schema")
             args["response_format"] = {"type": "json_object", "value": schema}
-        body = {"model": self.tier.model, "messages": [dict(m) for m in request.messages]}
+        body = {"model": self.layer.model, "messages": [dict(m) for m in request.messages]}
         return orjson.dumps({**body, **args, "stream": stream})
 
     async def complete(self, request: ChatRequest, *, logprobs: bool, top: int = 0) -> Answer:
@@ -238,14 +238,16 @@ class Upstream:
                 self._url, content=body, headers=self._headers(request)
             )
         except httpx2.HTTPError as err:
-            raise _translate(self.tier.name, err, midstream=False) from err
+            raise _translate(self.layer.name, err, midstream=False) from err
         if not response.is_success:
-            raise _refusal(self.tier.name, response, response.content)
+            raise _refusal(self.layer.name, response, response.content)
         try:
             return _answer(orjson.loads(response.content))
         except (ValueError, TypeError, LookupError, AttributeError) as err:
             raise UpstreamError(
-                502, f"layer {self.tier.name!r} sent a malformed answer: {err!r}", "upstream_broken"
+                502,
+                f"layer {self.layer.name!r} sent a malformed answer: {err!r}",
+                "upstream_broken",
             ) from err
 
     async def open_stream(
@@ -259,21 +261,21 @@ class Upstream:
         try:
             response = await self._client.send(sent, stream=True)
         except httpx2.HTTPError as err:
-            raise _translate(self.tier.name, err, midstream=False) from err
+            raise _translate(self.layer.name, err, midstream=False) from err
         if response.is_success:
-            return UpstreamStream(self.tier.name, response)
+            return UpstreamStream(self.layer.name, response)
         try:
             detail = await _head_of_body(response)
         except httpx2.HTTPError:
             detail = b""
         finally:
             await response.aclose()
-        raise _refusal(self.tier.name, response, detail)
+        raise _refusal(self.layer.name, response, detail)
 
     async def reachable(self) -> bool:
         """Whether the model server answers at all (for /ready); any HTTP answer counts."""
         try:
-            await self._client.get(f"{self.tier.url}/v1/models", timeout=2.0)
+            await self._client.get(f"{self.layer.url}/v1/models", timeout=2.0)
         except httpx2.HTTPError:
             return False
         return True
@@ -293,14 +295,16 @@ class StreamError(Exception):
     """A model server sent an error event in place of the rest of a stream."""
 
 
-async def _events(lines: AsyncIterable[str], tier: str) -> AsyncGenerator[dict[str, Any] | Holding]:
+async def _events(
+    lines: AsyncIterable[str], layer: str
+) -> AsyncGenerator[dict[str, Any] | Holding]:
     """The JSON events of an OpenAI-style SSE stream, up to `data: [DONE]`, and the
     heartbeats of an Onion router's stream (SSE comments) as Holding."""
     async for raw in lines:
         line = raw.strip()
         if not line.startswith("data:"):
             if line.startswith(":"):
-                held = parse_heartbeat(line, tier)
+                held = parse_heartbeat(line, layer)
                 if held is not None:
                     yield held
             continue  # blank separators, other comments, other fields
@@ -315,11 +319,11 @@ async def _events(lines: AsyncIterable[str], tier: str) -> AsyncGenerator[dict[s
         yield event
 
 
-def _refusal(tier: str, response: httpx2.Response, body: bytes) -> UpstreamError:
+def _refusal(layer: str, response: httpx2.Response, body: bytes) -> UpstreamError:
     """A model server's answer that is not a 2xx, as the error the client gets."""
     status = response.status_code
     detail = _error_detail(body)
-    message = f"layer {tier!r} answered HTTP {status}" + (f": {detail}" if detail else "")
+    message = f"layer {layer!r} answered HTTP {status}" + (f": {detail}" if detail else "")
     # The client's own mistakes (e.g. a prompt longer than the context) keep their status.
     if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
         return UpstreamError(status, message, "upstream_rejected")
@@ -329,13 +333,15 @@ def _refusal(tier: str, response: httpx2.Response, body: bytes) -> UpstreamError
     return UpstreamError(502, message, "upstream_error")
 
 
-def _translate(tier: str, err: Exception, *, midstream: bool) -> UpstreamError:
+def _translate(layer: str, err: Exception, *, midstream: bool) -> UpstreamError:
     if isinstance(err, httpx2.TimeoutException):
-        return UpstreamError(504, f"layer {tier!r} timed out", "upstream_timeout")
+        return UpstreamError(504, f"layer {layer!r} timed out", "upstream_timeout")
     if isinstance(err, httpx2.TransportError) and not midstream:
-        return UpstreamError(502, f"layer {tier!r} is unreachable: {err!r}", "upstream_unreachable")
+        return UpstreamError(
+            502, f"layer {layer!r} is unreachable: {err!r}", "upstream_unreachable"
+        )
     what = "broke off mid-stream" if midstream else "failed"
-    return UpstreamError(502, f"layer {tier!r} {what}: {err}", "upstream_broken")
+    return UpstreamError(502, f"layer {layer!r} {what}: {err}", "upstream_broken")
 
 
 def _error_detail(body: bytes) -> str:

@@ -72,7 +72,7 @@ def test_demo_escalates_wakes_and_sleeps(tmp_path: Path) -> None:
     # The transcript says what a reader needs to know.
     out = done.stdout
     assert "MECHANISM, not" in out
-    assert "only the tier URLs replaced" in out
+    assert "only the layer URLs replaced" in out
     assert "token of ServiceAccount demo-router" in out  # the router's own RBAC sufficed
     assert "layer mid: Dormant -> Waking" in out and "layer big: Waking -> Ready" in out
     assert "waiting for layer big (Waking" in out

@@ -31,7 +31,7 @@ from tests.support.operator import (
     running_operator,
     wait_for_phase,
 )
-from tests.support.router_server import router_process, tier
+from tests.support.router_server import router_layer, router_process
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine, pytest.mark.slow]
 
@@ -113,15 +113,15 @@ def test_an_edge_core_escalates_to_a_cluster_onion_that_wakes_its_layer(
                 "kubernetes": {"enabled": False},
                 "heartbeatSeconds": 1,
                 "streamBufferTokens": TOKENS,
-                "tiers": [
-                    tier(
+                "layers": [
+                    router_layer(
                         "core",
                         llama,
                         model="core",
                         engine="llamacpp",
                         escalation={"policy": "confidence", "threshold": threshold},
                     ),
-                    tier(
+                    router_layer(
                         "cluster",
                         cluster_url,
                         model="onion",

@@ -23,7 +23,7 @@ import pytest
 
 from onion_lab.paths import REPO
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import router_process, tier
+from tests.support.router_server import router_layer, router_process
 
 VERSION = re.search(r'^version = "(.*)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)  # type: ignore[union-attr]
 IMAGE = os.environ.get("ONION_IMAGE", f"ghcr.io/onion-of-experts/onion:{VERSION}")
@@ -116,7 +116,7 @@ def _listening(port: int) -> list[int]:
 
 def test_the_router_in_the_image_answers_a_request(container: str, tmp_path: Path) -> None:
     with FakeTGI(Script(tokens=["from", " the", " image"]), name="core") as core:
-        config = {"tiers": [tier("core", core.url)]}
+        config = {"layers": [router_layer("core", core.url)]}
         with router_in_image(container, config, tmp_path) as url:
             body = {"model": "onion", "messages": [{"role": "user", "content": "hi"}]}
             response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)

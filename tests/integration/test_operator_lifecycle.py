@@ -119,7 +119,7 @@ def test_full_lifecycle(cluster: Cluster, namespace: str, operator: OperatorProc
     assert "chat-big" not in names("services")
     assert names("leases") == {"chat-mid-demand"}
     config = cluster.kubectl_json("-n", ns, "get", "configmap", "chat-router")["data"]
-    assert [t["name"] for t in yaml.safe_load(config["config.yaml"])["tiers"]] == ["core", "mid"]
+    assert [t["name"] for t in yaml.safe_load(config["config.yaml"])["layers"]] == ["core", "mid"]
     status = wait_until(
         lambda: (
             (s := cluster.kubectl_json("-n", ns, "get", "onion", "chat")["status"])[

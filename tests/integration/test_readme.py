@@ -12,7 +12,7 @@ import pytest
 
 from onion_lab.paths import REPO
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import RouterServer, tier
+from tests.support.router_server import RouterServer, router_layer
 
 EXAMPLE_URL = "http://localhost:8080"
 
@@ -27,7 +27,12 @@ def router() -> Iterator[RouterServer]:
     core = FakeTGI(Script(tokens=["Paris", "."], logprob=-0.05), name="core").start()
     expert = FakeTGI(Script(tokens=["A", " join", " combines", " rows"]), name="expert").start()
     conf = {"policy": "confidence", "threshold": -0.8}
-    settings = {"tiers": [tier("core", core.url, escalation=conf), tier("expert", expert.url)]}
+    settings = {
+        "layers": [
+            router_layer("core", core.url, escalation=conf),
+            router_layer("expert", expert.url),
+        ]
+    }
     try:
         with RouterServer(settings) as server:
             yield server

@@ -13,7 +13,7 @@ import pytest
 from huggingface_hub import InferenceClient
 
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import RouterServer, tier
+from tests.support.router_server import RouterServer, router_layer
 
 CONFIDENT = Script(tokens=["Paris", " is", " the", " capital", "."], logprob=-0.05)
 UNSURE = Script(tokens=["Maybe", " Lyon", "?", " or", " Nice"], logprob=-2.5)
@@ -29,14 +29,14 @@ def servers() -> Iterator[tuple[FakeTGI, FakeTGI, FakeTGI]]:
         server.stop()
 
 
-def three_tiers(core: FakeTGI, mid: FakeTGI, big: FakeTGI, **overrides: object) -> dict:
+def three_layers(core: FakeTGI, mid: FakeTGI, big: FakeTGI, **overrides: object) -> dict:
     conf = {"policy": "confidence", "threshold": -1.0, "score": "mean"}
     return {
         "streamBufferTokens": 3,
-        "tiers": [
-            tier("core", core.url, escalation=conf),
-            tier("mid", mid.url, escalation=conf, rules=[{"keywords": ["sql"]}]),
-            tier("big", big.url, rules=[{"regex": "(?i)theorem"}]),
+        "layers": [
+            router_layer("core", core.url, escalation=conf),
+            router_layer("mid", mid.url, escalation=conf, rules=[{"keywords": ["sql"]}]),
+            router_layer("big", big.url, rules=[{"regex": "(?i)theorem"}]),
         ],
         **overrides,
     }
@@ -44,7 +44,7 @@ def three_tiers(core: FakeTGI, mid: FakeTGI, big: FakeTGI, **overrides: object) 
 
 @pytest.fixture
 def router(servers: tuple[FakeTGI, FakeTGI, FakeTGI]) -> Iterator[RouterServer]:
-    with RouterServer(three_tiers(*servers)) as server:
+    with RouterServer(three_layers(*servers)) as server:
         yield server
 
 
@@ -72,9 +72,9 @@ def test_confident_core_answers(router: RouterServer, servers: tuple[FakeTGI, ..
     assert not servers[1].stats.requests
 
 
-def test_llamacpp_tiers_are_asked_for_one_alternative(servers: tuple[FakeTGI, ...]) -> None:
-    config = three_tiers(*servers)
-    config["tiers"][0]["engine"] = "llamacpp"  # its server sends no logprobs without them
+def test_llamacpp_layers_are_asked_for_one_alternative(servers: tuple[FakeTGI, ...]) -> None:
+    config = three_layers(*servers)
+    config["layers"][0]["engine"] = "llamacpp"  # its server sends no logprobs without them
     with RouterServer(config) as router:
         ask(router, "What is the capital of France?")
         ask(router, "What is the capital of France?", logprobs=True, top_logprobs=3)
@@ -93,7 +93,7 @@ def test_unsure_core_escalates_once(router: RouterServer, servers: tuple[FakeTGI
     assert [t.token for t in answer.choices[0].logprobs.content] == ["Mid", " says", " hi"]
 
 
-def test_three_tier_recursion(router: RouterServer, servers: tuple[FakeTGI, ...]) -> None:
+def test_three_layer_recursion(router: RouterServer, servers: tuple[FakeTGI, ...]) -> None:
     servers[0].script = UNSURE
     servers[1].script = UNSURE
     raw = ask(router, "Hard question")
@@ -105,7 +105,9 @@ def test_three_tier_recursion(router: RouterServer, servers: tuple[FakeTGI, ...]
     assert 'onion_router_escalations_total{source="core",target="mid"} 1.0' in metrics
 
 
-def test_rules_route_straight_to_a_tier(router: RouterServer, servers: tuple[FakeTGI, ...]) -> None:
+def test_rules_route_straight_to_a_layer(
+    router: RouterServer, servers: tuple[FakeTGI, ...]
+) -> None:
     assert ask(router, "Prove this theorem").headers["x-onion-path"] == "big"
     assert ask(router, "write sql for me").headers["x-onion-path"] == "mid"
     assert not servers[0].stats.requests
@@ -124,8 +126,8 @@ def test_pinning_skips_policies(router: RouterServer, servers: tuple[FakeTGI, ..
 
 def test_self_policy_sentinel_is_intercepted(servers: tuple[FakeTGI, ...]) -> None:
     core, mid, big = servers
-    config = three_tiers(core, mid, big)
-    config["tiers"][0]["escalation"] = {"policy": "self", "sentinel": "[[ESCALATE]]"}
+    config = three_layers(core, mid, big)
+    config["layers"][0]["escalation"] = {"policy": "self", "sentinel": "[[ESCALATE]]"}
     core.script = Script(tokens=["[[", "ESC", "ALATE", "]]"], logprob=-0.01)
     with RouterServer(config) as router:
         raw = ask(router, "Explain quantum gravity")
@@ -199,7 +201,7 @@ def test_models_health_ready(router: RouterServer) -> None:
 
 
 def test_ready_fails_when_core_is_down(servers: tuple[FakeTGI, ...]) -> None:
-    config = three_tiers(*servers)
+    config = three_layers(*servers)
     servers[0].stop()
     with RouterServer(config) as router:
         response = httpx.get(f"{router.url}/ready")
@@ -285,7 +287,7 @@ def test_malformed_requests_get_openai_errors(
 
 
 def test_oversized_request(servers: tuple[FakeTGI, ...]) -> None:
-    with RouterServer(three_tiers(*servers, maxRequestBytes=1000)) as router:
+    with RouterServer(three_layers(*servers, maxRequestBytes=1000)) as router:
         big = "x" * 2000
         with pytest.raises(openai.APIStatusError) as err:
             ask(router, big)
@@ -307,7 +309,7 @@ def test_unknown_route_is_an_openai_error(router: RouterServer) -> None:
 def test_auth(servers: tuple[FakeTGI, ...], tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("# router keys\nsk-one\nsk-two\n")
-    with RouterServer(three_tiers(*servers, auth={"keysFile": str(keys)})) as router:
+    with RouterServer(three_layers(*servers, auth={"keysFile": str(keys)})) as router:
         ok = router.openai(api_key="sk-two")
         assert ok.chat.completions.create(
             model="onion", messages=[{"role": "user", "content": "x"}]
@@ -336,8 +338,8 @@ WEATHER_CALL = Script(tokens=[], calls=[("get_weather", '{"city": "Paris"}')])
 @pytest.fixture
 def tool_router(servers: tuple[FakeTGI, FakeTGI, FakeTGI]) -> Iterator[RouterServer]:
     """The core asks for help by calling the router's `escalate` tool (`self`, `toolCall`)."""
-    config = three_tiers(*servers)
-    config["tiers"][0]["escalation"] = {"policy": "self", "via": "toolCall"}
+    config = three_layers(*servers)
+    config["layers"][0]["escalation"] = {"policy": "self", "via": "toolCall"}
     with RouterServer(config) as server:
         yield server
 
@@ -454,8 +456,8 @@ def test_verify_policy_asks_the_same_layer_and_escalates_on_no(
     servers: tuple[FakeTGI, ...], stream: bool
 ) -> None:
     core, mid, big = servers
-    config = three_tiers(core, mid, big)
-    config["tiers"][0]["escalation"] = {"policy": "verify", "threshold": 0.5}
+    config = three_layers(core, mid, big)
+    config["layers"][0]["escalation"] = {"policy": "verify", "threshold": 0.5}
     # The verification question: the core says "No" about its answer to one question only.
     core.by_word["Is the answer correct?"] = Script(tokens=["Yes"], logprob=-0.01)
     with RouterServer(config) as router:
@@ -498,8 +500,8 @@ def test_two_routers_in_one_process_share_nothing(servers: tuple[FakeTGI, ...]) 
     core, mid, _ = servers
     ok = 'onion_router_requests_total{endpoint="/v1/chat/completions",layer="core",outcome="ok"}'
     with (
-        RouterServer({"tiers": [tier("core", core.url)]}) as first,
-        RouterServer({"tiers": [tier("core", mid.url)]}) as second,
+        RouterServer({"layers": [router_layer("core", core.url)]}) as first,
+        RouterServer({"layers": [router_layer("core", mid.url)]}) as second,
     ):
         answers = [ask(first, "a"), ask(first, "b"), ask(second, "c")]
         texts = [a.parse().choices[0].message.content for a in answers]

@@ -1,6 +1,6 @@
 """Endpoint layers with credentials: a hosted OpenAI-compatible API that demands its key (a
 TGI-protocol test server with `api_key`), the key read from a file (a mounted Secret) and sent
-to that endpoint alone; https with the system's CA bundle or a CA of the tier's own."""
+to that endpoint alone; https with the system's CA bundle or a CA of the layer's own."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import trustme
 
 from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import RouterServer, router_process, tier
+from tests.support.router_server import RouterServer, router_layer, router_process
 
 # Starts like a Hugging Face token: the hub routes such keys to its own proxy unless the URL is
-# explicit, so this also shows that the key goes to the tier's URL and nowhere else.
+# explicit, so this also shows that the key goes to the layer's URL and nowhere else.
 KEY = "hf_edge-test-key-4242-do-not-leak"
 ROTATED = "sk-rotated-key-7777-do-not-leak"
 UNSURE = Script(tokens=["Maybe", "?"], logprob=-3.0)
@@ -47,9 +47,9 @@ def hosted() -> Iterator[FakeTGI]:
 
 def config(core: FakeTGI, hosted: FakeTGI, key_file: Path, **fields: object) -> dict:
     return {
-        "tiers": [
-            tier("core", core.url, escalation={"policy": "confidence", "threshold": -1.0}),
-            tier(
+        "layers": [
+            router_layer("core", core.url, escalation={"policy": "confidence", "threshold": -1.0}),
+            router_layer(
                 "hosted",
                 hosted.url,
                 model="gpt-4o-mini",
@@ -98,7 +98,7 @@ def test_the_key_goes_to_its_endpoint_only_and_never_into_logs_status_or_metrics
         assert headers["authorization"] == f"Bearer {KEY}"
         assert headers["openai-organization"] == "org-onion"
     assert {r["model"] for r in hosted.stats.requests} == {"gpt-4o-mini"}
-    # 2. No other tier saw it, in any header.
+    # 2. No other layer saw it, in any header.
     assert len(core.stats.headers) == 2
     for headers in core.stats.headers:
         assert headers["authorization"] == "Bearer EMPTY"
@@ -160,7 +160,9 @@ def secure(ca: tuple[trustme.CA, Path], tmp_path: Path) -> Iterator[FakeTGI]:
 
 
 def secure_config(core: FakeTGI, secure: FakeTGI, **fields: object) -> dict:
-    return {"tiers": [tier("core", core.url), tier("secure", secure.url, **fields)]}
+    return {
+        "layers": [router_layer("core", core.url), router_layer("secure", secure.url, **fields)]
+    }
 
 
 def pinned(router: RouterServer) -> str | None:
@@ -170,7 +172,7 @@ def pinned(router: RouterServer) -> str | None:
     return answer.choices[0].message.content
 
 
-def test_https_with_the_tiers_own_ca(core: FakeTGI, secure: FakeTGI, ca: tuple) -> None:
+def test_https_with_the_layers_own_ca(core: FakeTGI, secure: FakeTGI, ca: tuple) -> None:
     with RouterServer(secure_config(core, secure, caFile=str(ca[1]))) as router:
         assert pinned(router) == "secure"
 

@@ -18,7 +18,7 @@ import pytest
 
 from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import OperatorDouble, RouterServer, tier
+from tests.support.router_server import OperatorDouble, RouterServer, router_layer
 
 KEY = "edge-to-cluster-key"
 PROOF = "Please prove that 2 is prime"
@@ -47,9 +47,9 @@ def cluster(
         "heartbeatSeconds": 0.2,
         "demandRenewSeconds": 0.3,
         "auth": {"keysFile": str(keys)},
-        "tiers": [
-            tier("core", servers["core"].url),
-            tier(
+        "layers": [
+            router_layer("core", servers["core"].url),
+            router_layer(
                 "mid",
                 servers["mid"].url,
                 managed=True,
@@ -68,9 +68,9 @@ def edge_config(core: FakeTGI, remote_url: str, key_file: Path, **fields: object
     key_file.write_text(KEY)
     return {
         "heartbeatSeconds": 0.2,
-        "tiers": [
-            tier("core", core.url, escalation={"policy": "confidence", "threshold": -1.0}),
-            tier(
+        "layers": [
+            router_layer("core", core.url, escalation={"policy": "confidence", "threshold": -1.0}),
+            router_layer(
                 "cluster",
                 remote_url,
                 model="onion",

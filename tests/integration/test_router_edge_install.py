@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from onion_lab.sockets import free_port
 from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import tier
+from tests.support.router_server import router_layer
 
 MISSING = "kopf,kubernetes_asyncio"
 CLUSTER_ONLY = {"kopf", "kubernetes-asyncio"}
@@ -52,7 +52,7 @@ def start(config: dict, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, P
 def test_the_router_runs_in_static_mode_without_kopf_and_the_kubernetes_client(
     core: FakeTGI, tmp_path: Path
 ) -> None:
-    proc, url, log = start({"tiers": [tier("core", core.url)]}, tmp_path)
+    proc, url, log = start({"layers": [router_layer("core", core.url)]}, tmp_path)
     try:
 
         def up() -> bool:
@@ -75,7 +75,7 @@ def test_the_router_runs_in_static_mode_without_kopf_and_the_kubernetes_client(
 def test_kubernetes_mode_without_the_client_says_what_to_install(tmp_path: Path) -> None:
     config = {
         "kubernetes": {"enabled": True, "namespace": "ns", "onion": "o"},
-        "tiers": [tier("core", "http://127.0.0.1:9")],
+        "layers": [router_layer("core", "http://127.0.0.1:9")],
     }
     proc, _, log = start(config, tmp_path)
     assert proc.wait(timeout=30) != 0

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.llama import require_engine
-from tests.support.router_server import RouterServer, tier
+from tests.support.router_server import RouterServer, router_layer
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -26,15 +26,15 @@ def outer() -> Iterator[FakeTGI]:
 def config(llama: str, outer: FakeTGI, threshold: float) -> dict:
     return {
         "streamBufferTokens": 4,
-        "tiers": [
-            tier(
+        "layers": [
+            router_layer(
                 "core",
                 llama,
                 model="core",
                 engine="llamacpp",
                 escalation={"policy": "confidence", "threshold": threshold, "score": "mean"},
             ),
-            tier("outer", outer.url),
+            router_layer("outer", outer.url),
         ],
     }
 

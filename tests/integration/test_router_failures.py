@@ -13,7 +13,7 @@ from huggingface_hub import InferenceClient
 
 from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import RouterServer, tier
+from tests.support.router_server import RouterServer, router_layer
 
 
 @pytest.fixture
@@ -26,8 +26,8 @@ def api(router: RouterServer) -> openai.OpenAI:
     return router.openai()
 
 
-def one_tier(url: str, **overrides: object) -> dict:
-    return {"upstreamTimeoutSeconds": 1, "tiers": [tier("core", url)], **overrides}
+def one_layer(url: str, **overrides: object) -> dict:
+    return {"upstreamTimeoutSeconds": 1, "layers": [router_layer("core", url)], **overrides}
 
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -45,7 +45,7 @@ def text_before_the_break(router: RouterServer) -> str:
 
 def test_refusing_backend(core: FakeTGI) -> None:
     core.script = Script(fail="refuse")
-    with RouterServer(one_tier(core.url)) as router:
+    with RouterServer(one_layer(core.url)) as router:
         with pytest.raises(openai.APIStatusError) as err:
             api(router).chat.completions.create(model="onion", messages=MESSAGES)
         assert err.value.status_code == 503
@@ -57,7 +57,7 @@ def test_refusing_backend(core: FakeTGI) -> None:
 
 def test_hanging_backend_times_out(core: FakeTGI) -> None:
     core.script = Script(fail="hang")
-    with RouterServer(one_tier(core.url)) as router:
+    with RouterServer(one_layer(core.url)) as router:
         with pytest.raises(openai.APIStatusError) as err:
             api(router).chat.completions.create(model="onion", messages=MESSAGES)
         assert err.value.status_code == 504 and "timed out" in err.value.message
@@ -67,7 +67,7 @@ def test_unreachable_backend() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        with RouterServer(one_tier(f"http://127.0.0.1:{port}")) as router:
+        with RouterServer(one_layer(f"http://127.0.0.1:{port}")) as router:
             with pytest.raises(openai.APIStatusError) as err:
                 api(router).chat.completions.create(model="onion", messages=MESSAGES)
             assert err.value.status_code == 502 and "unreachable" in err.value.message
@@ -75,7 +75,7 @@ def test_unreachable_backend() -> None:
 
 def test_backend_dying_mid_stream(core: FakeTGI) -> None:
     core.script = Script(tokens=["a", "b", "c", "d", "e"], fail="die", fail_after=3)
-    with RouterServer(one_tier(core.url)) as router:
+    with RouterServer(one_layer(core.url)) as router:
         assert text_before_the_break(router) == "abc"
         # TGI protocol: an error event, then the end.
         hf = InferenceClient(base_url=router.url)
@@ -86,7 +86,7 @@ def test_backend_dying_mid_stream(core: FakeTGI) -> None:
 def test_backend_error_event_mid_stream(core: FakeTGI) -> None:
     core.script = Script(tokens=["a", "b", "c"], fail="error_event", fail_after=1)
     with (
-        RouterServer(one_tier(core.url)) as router,
+        RouterServer(one_layer(core.url)) as router,
         pytest.raises(openai.APIError, match="CUDA out of memory"),
     ):
         list(api(router).chat.completions.create(model="onion", messages=MESSAGES, stream=True))
@@ -94,7 +94,7 @@ def test_backend_error_event_mid_stream(core: FakeTGI) -> None:
 
 def test_backend_sending_what_is_not_json(core: FakeTGI) -> None:
     core.script = Script(tokens=["a", "b", "c"], fail="garbage", fail_after=2)
-    with RouterServer(one_tier(core.url)) as router:
+    with RouterServer(one_layer(core.url)) as router:
         with pytest.raises(openai.APIStatusError) as err:
             api(router).chat.completions.create(model="onion", messages=MESSAGES)
         assert err.value.status_code == 502 and "malformed answer" in err.value.message
@@ -103,10 +103,10 @@ def test_backend_sending_what_is_not_json(core: FakeTGI) -> None:
 
 def test_dying_inside_the_decision_buffer_is_a_plain_http_error(core: FakeTGI) -> None:
     core.script = Script(tokens=["a", "b", "c"], logprob=-0.1, fail="die", fail_after=1)
-    config = one_tier(core.url, streamBufferTokens=4)
-    config["tiers"] = [
-        tier("core", core.url, escalation={"policy": "confidence"}),
-        tier("mid", core.url),
+    config = one_layer(core.url, streamBufferTokens=4)
+    config["layers"] = [
+        router_layer("core", core.url, escalation={"policy": "confidence"}),
+        router_layer("mid", core.url),
     ]
     with RouterServer(config) as router:
         with pytest.raises(openai.APIStatusError) as err:
@@ -116,7 +116,7 @@ def test_dying_inside_the_decision_buffer_is_a_plain_http_error(core: FakeTGI) -
 
 def test_client_leaving_a_stream_cancels_upstream(core: FakeTGI) -> None:
     core.script = Script(tokens=[f" t{i}" for i in range(100)], token_delay=0.05)
-    with RouterServer(one_tier(core.url, upstreamTimeoutSeconds=30)) as router:
+    with RouterServer(one_layer(core.url, upstreamTimeoutSeconds=30)) as router:
         stream = api(router).chat.completions.create(model="onion", messages=MESSAGES, stream=True)
         for index, _ in enumerate(stream):
             if index == 3:
@@ -130,7 +130,7 @@ def test_client_leaving_a_stream_cancels_upstream(core: FakeTGI) -> None:
 
 def test_client_leaving_a_plain_request_cancels_upstream(core: FakeTGI) -> None:
     core.script = Script(tokens=[f" t{i}" for i in range(100)], token_delay=0.05)
-    with RouterServer(one_tier(core.url, upstreamTimeoutSeconds=30)) as router:
+    with RouterServer(one_layer(core.url, upstreamTimeoutSeconds=30)) as router:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(
                 f"{router.url}/v1/chat/completions",

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import RouterServer, tier
+from tests.support.router_server import RouterServer, router_layer
 
 settings.register_profile(
     "ci",
@@ -248,10 +248,10 @@ def router() -> Iterator[RouterServer]:
     core.by_word["help"] = Script(tokens=["Hmm", " maybe"], logprob=-3.0)
     config = {
         "streamBufferTokens": 2,
-        "tiers": [
-            tier("core", core.url, escalation={"policy": "confidence", "threshold": -1.0}),
-            tier("mid", mid.url, escalation={"policy": "self", "via": "toolCall"}),
-            tier("big", big.url, rules=[{"regex": "(?i)theorem"}]),
+        "layers": [
+            router_layer("core", core.url, escalation={"policy": "confidence", "threshold": -1.0}),
+            router_layer("mid", mid.url, escalation={"policy": "self", "via": "toolCall"}),
+            router_layer("big", big.url, rules=[{"regex": "(?i)theorem"}]),
         ],
     }
     try:

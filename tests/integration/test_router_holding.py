@@ -14,7 +14,7 @@ import pytest
 
 from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import OperatorDouble, RouterServer, tier
+from tests.support.router_server import OperatorDouble, RouterServer, router_layer
 
 UNSURE = Script(tokens=["Maybe", " Lyon", "?"], logprob=-2.5)
 
@@ -35,9 +35,9 @@ def config(core: FakeTGI, mid: FakeTGI, **overrides: object) -> dict:
     return {
         "heartbeatSeconds": 0.2,
         "demandRenewSeconds": 0.3,
-        "tiers": [
-            tier("core", core.url, escalation={"policy": "confidence", "threshold": -1.0}),
-            tier(
+        "layers": [
+            router_layer("core", core.url, escalation={"policy": "confidence", "threshold": -1.0}),
+            router_layer(
                 "mid",
                 mid.url,
                 managed=True,
@@ -102,7 +102,7 @@ def test_a_request_held_while_the_api_server_is_away_is_answered(
 
 
 def layer_load(router: RouterServer, layer: str) -> dict[str, float]:
-    """The autoscaling signal the router exports: queued and in-flight requests per tier."""
+    """The autoscaling signal the router exports: queued and in-flight requests per layer."""
     values: dict[str, float] = {}
     for line in httpx.get(f"{router.url}/metrics").text.splitlines():
         if line.startswith("onion_router_layer_requests{") and f'layer="{layer}"' in line:
@@ -275,7 +275,7 @@ def test_self_tool_call_while_the_next_layer_sleeps(core: FakeTGI, mid: FakeTGI)
     """The core asks for help by calling the router's tool, but mid sleeps and `whileWaking:
     fallback` keeps the core's answer: the client gets its text without the call."""
     settings = config(core, mid, whileWaking="fallback")
-    settings["tiers"][0]["escalation"] = {"policy": "self", "via": "toolCall"}
+    settings["layers"][0]["escalation"] = {"policy": "self", "via": "toolCall"}
     core.script = Script(tokens=["I", " am", " unsure"], calls=[("escalate", "{}")])
     link = OperatorDouble({"mid": "Dormant"})
     with RouterServer(settings, link) as router:

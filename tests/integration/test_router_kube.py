@@ -17,7 +17,7 @@ from onion_lab.cluster import Cluster
 from onion_lab.operator import wait_established
 from onion_lab.waiting import wait_until
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import RouterServer, tier
+from tests.support.router_server import RouterServer, router_layer
 
 pytestmark = pytest.mark.cluster
 
@@ -89,10 +89,14 @@ def test_demand_lease_and_readiness_watch(
     monkeypatch.setenv("POD_NAME", HOLDER)
     config = {
         "kubernetes": {"enabled": True, "namespace": namespace, "onion": onion},
-        "tiers": [
-            tier("core", core.url),
-            tier("mid", mid.url, managed=True, lease="assistant-mid-demand", wakeTimeoutSeconds=60),
-            tier("big", mid.url, managed=True, lease="assistant-big-demand", wakeTimeoutSeconds=60),
+        "layers": [
+            router_layer("core", core.url),
+            router_layer(
+                "mid", mid.url, managed=True, lease="assistant-mid-demand", wakeTimeoutSeconds=60
+            ),
+            router_layer(
+                "big", mid.url, managed=True, lease="assistant-big-demand", wakeTimeoutSeconds=60
+            ),
         ],
     }
     with RouterServer(config) as router, ThreadPoolExecutor(1) as pool:
@@ -167,9 +171,11 @@ def test_a_new_replica_starts_from_the_threshold_the_others_reached(
     config = {
         "kubernetes": {"enabled": True, "namespace": namespace, "onion": onion},
         "thresholdsLease": "assistant-thresholds",
-        "tiers": [
-            tier("core", core.url, escalation=escalation),
-            tier("mid", mid.url, managed=True, lease="assistant-mid-demand", wakeTimeoutSeconds=60),
+        "layers": [
+            router_layer("core", core.url, escalation=escalation),
+            router_layer(
+                "mid", mid.url, managed=True, lease="assistant-mid-demand", wakeTimeoutSeconds=60
+            ),
         ],
     }
     with RouterServer(config) as first:

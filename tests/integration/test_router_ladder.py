@@ -15,7 +15,7 @@ import yaml
 
 from tests.support.fake_tgi import FakeTGI, Script
 from tests.support.llama import llama_server, require_engine
-from tests.support.router_server import ROUTER_BIN, RouterServer, tier
+from tests.support.router_server import ROUTER_BIN, RouterServer, router_layer
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -68,9 +68,9 @@ def test_target_rate_adapts_the_threshold_on_real_scores(ladder: dict[str, str])
         "minSamples": 4,
     }
     config = {
-        "tiers": [
-            tier("core", ladder["core"], engine="llamacpp", escalation=escalation),
-            tier("mid", ladder["mid"], engine="llamacpp"),
+        "layers": [
+            router_layer("core", ladder["core"], engine="llamacpp", escalation=escalation),
+            router_layer("mid", ladder["mid"], engine="llamacpp"),
         ]
     }
     with RouterServer(config) as router:
@@ -93,9 +93,9 @@ def test_verify_asks_the_layer_and_escalates_below_p_yes(ladder: dict[str, str])
         for threshold, path in ((1.01, "core,outer"), (-0.01, "core")):
             escalation = {"policy": "verify", "threshold": threshold}
             config = {
-                "tiers": [
-                    tier("core", ladder["mid"], engine="llamacpp", escalation=escalation),
-                    tier("outer", outer.url),
+                "layers": [
+                    router_layer("core", ladder["mid"], engine="llamacpp", escalation=escalation),
+                    router_layer("outer", outer.url),
                 ]
             }
             with RouterServer(config) as router:
@@ -116,15 +116,15 @@ def test_calibrate_prints_the_distribution_and_writes_a_snippet(
     ladder: dict[str, str], tmp_path: Path
 ) -> None:
     config = {
-        "tiers": [
-            tier(
+        "layers": [
+            router_layer(
                 "core",
                 ladder["core"],
                 engine="llamacpp",
                 escalation={"policy": "confidence", "score": "mean"},
             ),
-            tier("mid", ladder["mid"], engine="llamacpp", escalation={"policy": "verify"}),
-            tier("big", "http://127.0.0.1:9", engine="llamacpp"),  # never asked
+            router_layer("mid", ladder["mid"], engine="llamacpp", escalation={"policy": "verify"}),
+            router_layer("big", "http://127.0.0.1:9", engine="llamacpp"),  # never asked
         ]
     }
     (tmp_path / "router.yaml").write_text(yaml.safe_dump(config))
@@ -151,7 +151,14 @@ def test_calibrate_prints_the_distribution_and_writes_a_snippet(
 
 def test_calibrate_refuses_bad_input_with_a_clear_message(tmp_path: Path) -> None:
     (tmp_path / "router.yaml").write_text(
-        yaml.safe_dump({"tiers": [tier("core", "http://127.0.0.1:9"), tier("big", "http://x")]})
+        yaml.safe_dump(
+            {
+                "layers": [
+                    router_layer("core", "http://127.0.0.1:9"),
+                    router_layer("big", "http://x"),
+                ]
+            }
+        )
     )
     (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\nnot json\n')
     base = [str(ROUTER_BIN), "calibrate", "--config", str(tmp_path / "router.yaml")]

@@ -17,7 +17,7 @@ import yaml
 from onion_lab.waiting import wait_until
 from onion_router.learned import LearnedModel
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import ROUTER_BIN, OperatorDouble, RouterServer, tier
+from tests.support.router_server import ROUTER_BIN, OperatorDouble, RouterServer, router_layer
 
 SURE = Script(tokens=["Paris", "."], logprob=-0.05)
 UNSURE = Script(tokens=["Maybe", " Lyon", "?"], logprob=-2.5)
@@ -57,9 +57,11 @@ def config(core: FakeTGI, mid: FakeTGI, escalation: dict[str, object], **extra: 
     return {
         "heartbeatSeconds": 0.2,
         "demandRenewSeconds": 0.3,
-        "tiers": [
-            tier("core", core.url, escalation=escalation),
-            tier("mid", mid.url, managed=True, lease="onion-mid-demand", wakeTimeoutSeconds=20),
+        "layers": [
+            router_layer("core", core.url, escalation=escalation),
+            router_layer(
+                "mid", mid.url, managed=True, lease="onion-mid-demand", wakeTimeoutSeconds=20
+            ),
         ],
         **extra,
     }

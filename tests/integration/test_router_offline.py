@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.fake_tgi import FakeTGI, Script
-from tests.support.router_server import router_process, tier
+from tests.support.router_server import router_layer, router_process
 
 
 class HubDouble(ThreadingHTTPServer):
@@ -62,7 +62,7 @@ def test_answering_calls_no_hub(hub: HubDouble, tmp_path: Path) -> None:
         "DO_NOT_TRACK": "0",
     }
     try:
-        with router_process({"tiers": [tier("core", core.url)]}, env) as url:
+        with router_process({"layers": [router_layer("core", core.url)]}, env) as url:
             body = {"model": "onion", "messages": [{"role": "user", "content": "hello"}]}
             for stream in (False, True):
                 answer = httpx.post(

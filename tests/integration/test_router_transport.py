@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx2
 import pytest
 
-from onion_contract.router_config import Tier
+from onion_contract.router_config import RouterLayer
 from onion_lab.sockets import free_port
 from onion_router.protocol.types import ChatRequest
 from onion_router.upstream import Upstream, UpstreamError, chat_url, http_client
@@ -106,7 +106,7 @@ def request(text: str = "hi", request_id: str = "") -> ChatRequest:
 
 
 def upstream(url: str, client: httpx2.AsyncClient) -> Upstream:
-    return Upstream(Tier(name="core", url=url, model="core-model"), client)
+    return Upstream(RouterLayer(name="core", url=url, model="core-model"), client)
 
 
 @pytest.fixture

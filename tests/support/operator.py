@@ -128,7 +128,7 @@ def running_operator(cluster: Cluster, namespace: str, *extra: str) -> Iterator[
 def local_router_config(
     cluster: Cluster, ns: str, onion: str, urls: dict[str, str]
 ) -> dict[str, Any]:
-    """The config the operator rendered, with tier URLs pointed at this machine's test servers
+    """The config the operator rendered, with layer URLs pointed at this machine's test servers
     (the pods on kwok nodes run nothing)."""
 
     def rendered() -> str:
@@ -146,6 +146,6 @@ def local_router_config(
 
     config: dict[str, Any] = yaml.safe_load(wait_until(rendered, timeout=30, what="router config"))
     assert config["kubernetes"] == {"enabled": True, "namespace": ns, "onion": onion}
-    for tier in config["tiers"]:
-        tier["url"] = urls[tier["name"]]
+    for layer in config["layers"]:
+        layer["url"] = urls[layer["name"]]
     return config

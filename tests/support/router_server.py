@@ -128,8 +128,8 @@ class RouterServer:
         self.stop()
 
 
-def tier(name: str, url: str, **fields: Any) -> dict[str, Any]:
-    """A tier entry for a test config (camelCase like the operator renders)."""
+def router_layer(name: str, url: str, **fields: Any) -> dict[str, Any]:
+    """A layer entry for a test config (camelCase like the operator renders)."""
     return {"name": name, "url": url, "model": f"{name}-model", **fields}
 
 

@@ -175,7 +175,7 @@ def test_router_config_matches_the_contract() -> None:
         config["heartbeatSeconds"],
         config["maxRequestBytes"],
     ) == ("wait", 64, 16, 5, 1048576)
-    core, mid, remote = config["tiers"]
+    core, mid, remote = config["layers"]
     assert core == {
         "name": "core",
         "url": "http://chat-core.ns1.svc:80",
@@ -211,7 +211,7 @@ def test_router_config_matches_the_contract() -> None:
 
 def test_no_auth_key_without_secret() -> None:
     config = build_router_config(parse_spec("chat", {"core": {"model": "m"}}), "ns1", "chat")
-    assert "auth" not in config and [t["name"] for t in config["tiers"]] == ["core"]
+    assert "auth" not in config and [t["name"] for t in config["layers"]] == ["core"]
 
 
 def test_router_rbac_is_least_privilege() -> None:
@@ -243,7 +243,7 @@ def test_router_deployment_mounts_config_and_rolls_on_change() -> None:
     assert pod["serviceAccountName"] == "chat-router"
     assert {m["mountPath"] for m in ctr["volumeMounts"]} == {"/etc/onion", "/etc/onion/auth"}
     config = yaml.safe_load(objs[("ConfigMap", "chat-router")]["data"]["config.yaml"])
-    assert config["tiers"][1]["name"] == "mid"
+    assert config["layers"][1]["name"] == "mid"
     changed = parse_spec("chat", {**SPEC, "router": {"whileWaking": "fallback"}})
     dep2 = by_kind_name(build_children(OWNER, changed, {}))[("Deployment", "chat-router")]
     hash_key = "onion.dev/config-hash"
@@ -265,11 +265,11 @@ def test_endpoint_credentials_are_mounted_secrets_the_config_points_at() -> None
     spec = parse_spec("chat", {"core": {"model": "m"}, "layers": [layer, {**layer, "name": "b"}]})
     objs = by_kind_name(build_children(OWNER, spec, {}))
     config = yaml.safe_load(objs[("ConfigMap", "chat-router")]["data"]["config.yaml"])
-    hosted = config["tiers"][1]
+    hosted = config["layers"][1]
     assert hosted["apiKeyFile"] == "/etc/onion/layers/hosted/api-key"
     assert hosted["caFile"] == "/etc/onion/layers/hosted/ca.crt"
     assert (hosted["headers"], hosted["model"]) == ({"OpenAI-Organization": "org-1"}, "gpt-4o-mini")
-    assert "apiKeyFile" not in config["tiers"][0]
+    assert "apiKeyFile" not in config["layers"][0]
     pod = objs[("Deployment", "chat-router")]["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "layer-hosted")
     assert volume["projected"]["sources"] == [
@@ -376,7 +376,7 @@ def test_autoscaled_parts_get_an_hpa_on_their_deployment() -> None:
         "name": "chat-core",
     }
     assert (core["spec"]["minReplicas"], core["spec"]["maxReplicas"]) == (2, 4)
-    # No metrics given: the router's queued + in-flight requests for the tier, per replica.
+    # No metrics given: the router's queued + in-flight requests for the layer, per replica.
     assert hpas["chat-mid"]["spec"]["metrics"] == [
         {
             "type": "External",
@@ -466,12 +466,12 @@ def test_adaptive_and_verify_escalation_reach_the_router_config() -> None:
         "layers": [{"name": "big", "model": "b"}],
     }
     config = build_router_config(parse_spec("chat", spec), "ns1", "chat")
-    rendered = config["tiers"][0]["escalation"]
+    rendered = config["layers"][0]["escalation"]
     assert {k: rendered[k] for k in escalation} == escalation
     assert "maxThreshold" not in rendered
     # The router reads it back exactly so.
     parsed = parse_config({**config, "kubernetes": {"enabled": False}})
-    core = parsed.tiers[0].escalation
+    core = parsed.layers[0].escalation
     assert (core.policy, core.target_rate, core.window, core.min_samples) == (
         "verify",
         0.25,
@@ -521,7 +521,7 @@ def test_a_learned_policy_mounts_its_models_and_the_router_publishes_its_thresho
         },
     )
     config = build_router_config(spec, "ns", "a")
-    core = config["tiers"][0]["escalation"]
+    core = config["layers"][0]["escalation"]
     assert core["model"] == {"path": "/etc/onion/learned/core-learned/model.json"}
     assert core["earlyWake"]["model"] == {"path": "/etc/onion/learned/core-prompt/p.json"}
     assert config["decisionLog"] == {"path": "-", "prompts": False}

@@ -126,9 +126,9 @@ def test_quantile_cuts_between_scores() -> None:
     ],
 )
 def test_bad_adaptive_settings_are_rejected(escalation: dict, message: str) -> None:
-    tiers = [{"name": "core", "url": "http://x", "model": "m", "escalation": escalation}]
+    layers = [{"name": "core", "url": "http://x", "model": "m", "escalation": escalation}]
     with pytest.raises(ConfigError, match=message):
-        parse_config({"tiers": [*tiers, {"name": "big", "url": "http://y", "model": "n"}]})
+        parse_config({"layers": [*layers, {"name": "big", "url": "http://y", "model": "n"}]})
 
 
 def replay_with_ties(

@@ -18,7 +18,7 @@ streamBufferTokens: 16
 heartbeatSeconds: 5
 maxRequestBytes: 1048576
 auth: {keysFile: /etc/onion/auth/keys}
-tiers:
+layers:
   - name: core
     url: http://assistant-core.demo.svc:80
     model: smollm2
@@ -47,12 +47,12 @@ def test_the_operator_rendering_parses(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.kubernetes.enabled and config.kubernetes.onion == "assistant"
     assert config.auth is not None and config.auth.keys_file == "/etc/onion/auth/keys"
-    core, mid = config.tiers
+    core, mid = config.layers
     assert core.escalation.first_k == 8 and core.lease is None
     assert mid.url == "http://assistant-mid.demo.svc:80"  # trailing slash dropped
     assert mid.escalation.sentinel == "[[ESCALATE]]"
     assert mid.rules[1].keywords == ("sql", "database")
-    assert config.index("mid") == 1 and config.tier("nope") is None
+    assert config.index("mid") == 1 and config.layer("nope") is None
 
 
 def _with(**changes: object) -> dict[str, object]:
@@ -64,17 +64,17 @@ def _with(**changes: object) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (_with(tiers=[]), "tiers"),
+        (_with(layers=[]), "layers"),
         (_with(whileWaking="maybe"), "whileWaking"),
         (_with(maxQueuePerLayr=3), "maxQueuePerLayr"),
         (_with(kubernetes={"enabled": True}), "kubernetes.namespace"),
-        (_with(tiers=[{"name": "core", "url": "ftp://x", "model": "m"}]), "http://"),
-        (_with(tiers=[{"name": "a", "url": "http://x", "model": "m", "managed": True}]), "lease"),
-        (_with(tiers=[{"name": "a", "url": "http://x", "model": "m"}] * 2), "repeated: a"),
-        (_with(tiers=[{"name": "a", "url": "http://x", "model": "m", "rules": [{}]}]), "exactly"),
+        (_with(layers=[{"name": "core", "url": "ftp://x", "model": "m"}]), "http://"),
+        (_with(layers=[{"name": "a", "url": "http://x", "model": "m", "managed": True}]), "lease"),
+        (_with(layers=[{"name": "a", "url": "http://x", "model": "m"}] * 2), "repeated: a"),
+        (_with(layers=[{"name": "a", "url": "http://x", "model": "m", "rules": [{}]}]), "exactly"),
         (
             _with(
-                tiers=[{"name": "a", "url": "http://x", "model": "m", "rules": [{"regex": "("}]}]
+                layers=[{"name": "a", "url": "http://x", "model": "m", "rules": [{"regex": "("}]}]
             ),
             "does not compile",
         ),
@@ -88,28 +88,32 @@ def test_errors_name_the_field(data: object, message: str) -> None:
 
 def test_self_policy_tool_call() -> None:
     data = _with()
-    data["tiers"][1]["escalation"] = {"policy": "self", "via": "toolCall", "toolName": "ask_expert"}
-    escalation = parse_config(data).tiers[1].escalation
+    data["layers"][1]["escalation"] = {
+        "policy": "self",
+        "via": "toolCall",
+        "toolName": "ask_expert",
+    }
+    escalation = parse_config(data).layers[1].escalation
     assert (escalation.via, escalation.tool_name) == ("toolCall", "ask_expert")
-    default = parse_config(_with()).tiers[1].escalation
+    default = parse_config(_with()).layers[1].escalation
     assert (default.via, default.tool_name) == ("sentinel", "escalate")
     for bad, field in (({"via": "smoke"}, "via"), ({"toolName": "no spaces"}, "toolName")):
-        data["tiers"][1]["escalation"] = {"policy": "self", **bad}
+        data["layers"][1]["escalation"] = {"policy": "self", **bad}
         with pytest.raises(ConfigError, match=field):
             parse_config(data)
 
 
 def test_static_defaults() -> None:
-    config = parse_config({"tiers": [{"name": "core", "url": "http://127.0.0.1:1", "model": "m"}]})
+    config = parse_config({"layers": [{"name": "core", "url": "http://127.0.0.1:1", "model": "m"}]})
     assert not config.kubernetes.enabled and config.while_waking == "wait"
-    assert config.tiers[0].escalation.policy == "none"
+    assert config.layers[0].escalation.policy == "none"
 
 
 def test_unreadable_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("tiers: [")
+    bad.write_text("layers: [")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
 
@@ -120,15 +124,15 @@ def test_cli_rejects_a_bad_config_with_a_message(
     from onion_router.__main__ import main
 
     path = tmp_path / "router.yaml"
-    path.write_text("tiers: []\n")
+    path.write_text("layers: []\n")
     assert main(["--config", str(path)]) == 2
-    assert "invalid router config: tiers" in capsys.readouterr().err
+    assert "invalid router config: layers" in capsys.readouterr().err
 
 
 def test_the_edge_example_is_a_static_router_over_a_cluster_onion() -> None:
     path = Path(__file__).resolve().parents[2] / "examples" / "edge" / "router.yaml"
     config = load_config(path)
-    core, cluster = config.tiers
+    core, cluster = config.layers
     assert not config.kubernetes.enabled and core.engine == "llamacpp"
     assert (cluster.model, cluster.managed, cluster.wake_timeout_seconds) == ("onion", False, 600)
     assert cluster.api_key_file and cluster.url.startswith("https://")
@@ -143,8 +147,8 @@ def test_the_edge_example_is_a_static_router_over_a_cluster_onion() -> None:
         ({"X-Ok": "two\nlines"}, "must be one line of ASCII"),
     ],
 )
-def test_tier_headers_are_checked(headers: dict[str, str], message: str) -> None:
+def test_layer_headers_are_checked(headers: dict[str, str], message: str) -> None:
     data = _with()
-    data["tiers"][1]["headers"] = headers  # type: ignore[index]
+    data["layers"][1]["headers"] = headers  # type: ignore[index]
     with pytest.raises(ConfigError, match=message):
         parse_config(data)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from onion_contract.router_config import parse_config
-from onion_router.layers import LayerLink, Layers, LeaseMissing, PhaseSink, Refused
+from onion_router.layers import LayerLink, LayerTracker, LeaseMissing, PhaseSink, Refused
 
 
 class MemoryLink:
@@ -31,11 +31,11 @@ class MemoryLink:
         return None
 
 
-def layers(link: LayerLink, wake: float = 0.3, queue: int = 2) -> Layers:
+def layers(link: LayerLink, wake: float = 0.3, queue: int = 2) -> LayerTracker:
     config = parse_config(
         {
             "maxQueuePerLayer": queue,
-            "tiers": [
+            "layers": [
                 {"name": "core", "url": "http://127.0.0.1:1", "model": "c"},
                 {
                     "name": "mid",
@@ -48,7 +48,7 @@ def layers(link: LayerLink, wake: float = 0.3, queue: int = 2) -> Layers:
             ],
         }
     )
-    return Layers(config, link)
+    return LayerTracker(config, link)
 
 
 async def test_unmanaged_layers_are_always_ready() -> None:

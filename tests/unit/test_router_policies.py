@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from onion_contract.router_config import Escalation, Rule, Tier
+from onion_contract.router_config import Escalation, RouterLayer, Rule
 from onion_router.policies import (
     escalation_tool,
     estimate_tokens,
-    fallback_tier,
+    fallback_layer,
     for_request,
     judge,
     judge_prefix,
@@ -18,7 +18,7 @@ from onion_router.policies import (
     rule_matches,
     score_logprobs,
     self_instruction,
-    start_tier,
+    start_layer,
     strip_sentinel,
     verify_messages,
 )
@@ -202,23 +202,23 @@ def test_rules(rule: Rule, prompt: str, matches: bool) -> None:
     assert rule_matches(rule, prompt) is matches
 
 
-def test_start_tier_is_first_matching_tier_inside_out() -> None:
-    tiers = [
-        Tier(name="core", url="http://c", model="c"),
-        Tier(name="sql", url="http://s", model="s", rules=(Rule(keywords=("sql",)),)),
-        Tier(name="big", url="http://b", model="b", rules=(Rule(regex="(?i)sql|prove"),)),
+def test_start_layer_is_first_matching_layer_inside_out() -> None:
+    layers = [
+        RouterLayer(name="core", url="http://c", model="c"),
+        RouterLayer(name="sql", url="http://s", model="s", rules=(Rule(keywords=("sql",)),)),
+        RouterLayer(name="big", url="http://b", model="b", rules=(Rule(regex="(?i)sql|prove"),)),
     ]
-    assert start_tier(tiers, "hello") == 0
-    assert start_tier(tiers, "sql please") == 1
-    assert start_tier(tiers, "prove it") == 2
+    assert start_layer(layers, "hello") == 0
+    assert start_layer(layers, "sql please") == 1
+    assert start_layer(layers, "prove it") == 2
 
 
 @pytest.mark.parametrize(
     ("awake", "wanted", "expected"),
     [([True, False, False], 2, 0), ([True, True, False], 2, 1), ([False, False], 1, None)],
 )
-def test_fallback_tier(awake: list[bool], wanted: int, expected: int | None) -> None:
-    assert fallback_tier(awake, wanted) == expected
+def test_fallback_layer(awake: list[bool], wanted: int, expected: int | None) -> None:
+    assert fallback_layer(awake, wanted) == expected
 
 
 def test_estimate_tokens() -> None:

@@ -37,11 +37,11 @@ def heartbeat(layer: str, phase: str, waited: float, timeout: float) -> bytes:
 _HEARTBEAT = re.compile(r"^:\s*waiting for layer (\S+) \((.+), (\d+)s of (\d+)s\)$")
 
 
-def parse_heartbeat(line: str, tier: str) -> Holding | None:
-    """Another Onion router's heartbeat line (see `heartbeat`), as a Holding of tier `tier`:
-    its layer L is shown as `tier:L`. None for any other line."""
+def parse_heartbeat(line: str, layer: str) -> Holding | None:
+    """Another Onion router's heartbeat line (see `heartbeat`), as a Holding of layer `layer`:
+    its layer L is shown as `layer:L` (its own name, then the remote's). None for any other line."""
     match = _HEARTBEAT.match(line.strip())
     if match is None:
         return None
-    layer, phase, waited, timeout = match.groups()
-    return Holding(f"{tier}:{layer}", phase, float(waited), float(timeout))
+    inner, phase, waited, timeout = match.groups()
+    return Holding(f"{layer}:{inner}", phase, float(waited), float(timeout))

@@ -39,7 +39,7 @@ class _Text:
 
 @dataclass
 class Answer(_Text):
-    """A complete answer from one tier."""
+    """A complete answer from one layer."""
 
 
 @dataclass
@@ -65,9 +65,9 @@ class Meta:
         return headers
 
     def within(self, remote: Any) -> Meta:
-        """This answer's meta when the answering tier is itself an Onion's router, whose own
+        """This answer's meta when the answering layer is itself an Onion's router, whose own
         `onion` field (`remote`) says which of its layers answered: that router's layers are
-        named `<tier>:<layer>`, so an edge core escalated to a cluster's `mid` shows the path
+        named `<layer>:<layer>`, so an edge core escalated to a cluster's `mid` shows the path
         core, cluster:mid (with the remote's whole path in between)."""
         if not isinstance(remote, Mapping):
             return self
@@ -86,9 +86,9 @@ class Meta:
 
 @dataclass(frozen=True)
 class Holding:
-    """A request waits for a tier: it wakes, or it said when to come back (Retry-After)."""
+    """A request waits for a layer: it wakes, or it said when to come back (Retry-After)."""
 
-    tier: str
+    layer: str
     phase: str
     waited: float
     timeout: float

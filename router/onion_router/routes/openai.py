@@ -20,6 +20,6 @@ add_model_route(router, "/v1/completions", COMPLETIONS)
 @router.get("/v1/models")
 async def models(s: Annotated[Services, Depends(services)]) -> Response:
     """`onion` (the router chooses) and `onion/<layer>` (pinned) for every layer."""
-    ids = ["onion", *(f"onion/{t.name}" for t in s.config.tiers)]
+    ids = ["onion", *(f"onion/{t.name}" for t in s.config.layers)]
     data = [{"id": i, "object": "model", "created": 0, "owned_by": "onion"} for i in ids]
     return json_response({"object": "list", "data": data})

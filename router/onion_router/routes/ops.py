@@ -24,7 +24,7 @@ async def health() -> Response:
 
 @router.get("/ready")
 async def ready(s: Running) -> Response:
-    core = s.config.tiers[0].name
+    core = s.config.layers[0].name
     if await s.upstreams[core].reachable():
         return json_response({"ready": True, "core": core})
     body = error_body(503, f"core layer {core!r} is not reachable", "core_unreachable")
@@ -38,15 +38,15 @@ async def metrics(s: Running) -> Response:
 
 @router.get("/status")
 async def status(s: Running) -> Response:
-    tiers = s.layers.snapshot()
+    layers = s.tracker.snapshot()
     live = s.escalator.live()
-    for entry, tier in zip(tiers, s.config.tiers, strict=True):
-        entry["url"] = tier.url
-        entry["policy"] = tier.escalation.policy
-        if tier.name in live:
-            now = live[tier.name]
+    for entry, layer in zip(layers, s.config.layers, strict=True):
+        entry["url"] = layer.url
+        entry["policy"] = layer.escalation.policy
+        if layer.name in live:
+            now = live[layer.name]
             entry["threshold"] = now.threshold
-            entry["targetRate"] = tier.escalation.target_rate
+            entry["targetRate"] = layer.escalation.target_rate
             entry["escalationRate"] = now.escalation_rate
             entry["samples"] = now.samples
             entry["adapting"] = now.adapting
@@ -54,7 +54,7 @@ async def status(s: Running) -> Response:
         {
             "whileWaking": s.config.while_waking,
             "kubernetes": s.config.kubernetes.model_dump(by_alias=True),
-            "layers": tiers,
+            "layers": layers,
             "recentEscalations": s.metrics.recent_escalations(),
         }
     )

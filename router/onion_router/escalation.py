@@ -46,7 +46,10 @@ VERIFY_TOP_LOGPROBS = 10
 
 
 @dataclass(frozen=True)
-class Plan:
+class Route:
+    """Where a request starts: the layer's index, and whether it is pinned there (a rule or
+    the model name chose it, so its answer is not judged)."""
+
     start: int
     pinned: bool
 
@@ -62,7 +65,9 @@ StreamEvent = Holding | Answering | Chunk
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Answered:
+    """A whole answer that stands, with what the response says about it."""
+
     answer: Answer
     meta: Meta
 
@@ -102,7 +107,7 @@ class Escalator:
             if layer.escalation.scored:
                 metrics.live(layer.name, self.thresholds[layer.name].live())
 
-    def plan(self, request: ChatRequest) -> Plan:
+    def route(self, request: ChatRequest) -> Route:
         choice = resolve_model(request.model, [t.name for t in self.layers])
         if not choice.known:
             names = ", ".join(["onion", *(f"onion/{t.name}" for t in self.layers)])
@@ -113,8 +118,8 @@ class Escalator:
                 code="model_not_found",
             )
         if choice.pinned is not None:
-            return Plan(self.config.index(choice.pinned), pinned=True)
-        return Plan(start_layer(self.layers, request.prompt), pinned=False)
+            return Route(self.config.index(choice.pinned), pinned=True)
+        return Route(start_layer(self.layers, request.prompt), pinned=False)
 
     def live(self) -> dict[str, Live]:
         """The live threshold and escalation rate of every layer whose policy scores answers."""
@@ -122,18 +127,18 @@ class Escalator:
 
     # --- the two paths ---------------------------------------------------------------------
 
-    async def complete(self, request: ChatRequest, plan: Plan) -> Outcome:
-        async with contextlib.aclosing(self._escalate(request, plan, streaming=False)) as steps:
+    async def complete(self, request: ChatRequest, route: Route) -> Answered:
+        async with contextlib.aclosing(self._escalate(request, route, streaming=False)) as steps:
             async for step in steps:
                 if isinstance(step, Decided):
                     answer = step.answer()
-                    return Outcome(answer, step.meta.within(answer.raw.get("onion")))
+                    return Answered(answer, step.meta.within(answer.raw.get("onion")))
         raise AssertionError("the escalation loop ends in a decision or an error")
 
-    async def stream(self, request: ChatRequest, plan: Plan) -> AsyncGenerator[StreamEvent]:
+    async def stream(self, request: ChatRequest, route: Route) -> AsyncGenerator[StreamEvent]:
         """Events for one streaming answer: Holding while a layer is waited for, Answering once
         one stands, then its chunks."""
-        async with contextlib.aclosing(self._escalate(request, plan, streaming=True)) as steps:
+        async with contextlib.aclosing(self._escalate(request, route, streaming=True)) as steps:
             async for step in steps:
                 if isinstance(step, Holding):
                     yield step
@@ -172,14 +177,14 @@ class Escalator:
     # --- the loop --------------------------------------------------------------------------
 
     async def _escalate(
-        self, request: ChatRequest, plan: Plan, *, streaming: bool
+        self, request: ChatRequest, route: Route, *, streaming: bool
     ) -> AsyncGenerator[Holding | Decided]:
         """Holding while a layer wakes or asked to come back later, then the reply that stands
         (written to the decision log). The decided reply's layer stays admitted (in use) until
         this generator is closed."""
         trail = Trail(self.scoring.start(request.prompt))
         try:
-            steps = self._steps(request, plan, trail, streaming=streaming)
+            steps = self._steps(request, route, trail, streaming=streaming)
             async with contextlib.aclosing(steps):
                 async for step in steps:
                     if isinstance(step, Decided) and self.decisions is not None:
@@ -202,10 +207,10 @@ class Escalator:
         self.decisions.write(entry)
 
     async def _steps(
-        self, request: ChatRequest, plan: Plan, trail: Trail, *, streaming: bool
+        self, request: ChatRequest, route: Route, trail: Trail, *, streaming: bool
     ) -> AsyncGenerator[Holding | Decided]:
         path: list[str] = []
-        index = plan.start
+        index = route.start
         degraded = False
         # A rejected answer heard whole: it stands if the next layer fails (whileWaking fallback).
         kept: Decided | None = None
@@ -217,7 +222,7 @@ class Escalator:
                     return
                 index, degraded = fallback, True
             layer = self._layer(index, request)
-            judged = not degraded and self._judges(plan, index, layer)
+            judged = not degraded and self._judges(route, index, layer)
             if judged:
                 self._early_wake_by_prompt(layer, index, trail)
             try:
@@ -391,9 +396,9 @@ class Escalator:
 
         task.add_done_callback(done)
 
-    def _judges(self, plan: Plan, index: int, layer: RouterLayer) -> bool:
+    def _judges(self, route: Route, index: int, layer: RouterLayer) -> bool:
         policy = layer.escalation.policy
-        return not plan.pinned and index < len(self.layers) - 1 and policy != "none"
+        return not route.pinned and index < len(self.layers) - 1 and policy != "none"
 
     def _prepare(self, layer: RouterLayer, request: ChatRequest, judged: bool) -> ChatRequest:
         # A layer whose answer is not judged (pinned, outermost, degraded) must not be told
@@ -526,4 +531,4 @@ class Escalator:
         )
 
 
-__all__ = ["Answering", "Escalator", "Holding", "Outcome", "Plan", "StreamEvent", "UpstreamError"]
+__all__ = ["Answered", "Answering", "Escalator", "Holding", "Route", "StreamEvent", "UpstreamError"]

@@ -1,5 +1,5 @@
 """The hot path between a route and the escalator: read and parse the body in the route's
-dialect, plan, answer whole or as a stream (its first event read before the response is
+dialect, route, answer whole or as a stream (its first event read before the response is
 committed, so a refusal keeps its status), and cancel the upstream work when the client leaves.
 Errors leave in the dialect's error shape."""
 
@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from onion_router.escalation import Answering, Holding, Plan, StreamEvent
+from onion_router.escalation import Answering, Holding, Route, StreamEvent
 from onion_router.layers import Refused
 from onion_router.protocol.dialect import Dialect
 from onion_router.protocol.errors import ProtocolError, error_body
@@ -63,10 +63,10 @@ async def serve(request: Request, dialect: Dialect, endpoint: str) -> Response:
     try:
         chat = dialect.parse(await _read_json(request, s.config.max_request_bytes))
         chat = chat.with_id(request.state.request_id)
-        plan = s.escalator.plan(chat)
+        route = s.escalator.route(chat)
         if chat.stream:
-            return await _stream(request, s, dialect, chat, plan, endpoint)
-        outcome = await _until_disconnect(request.receive, s.escalator.complete(chat, plan))
+            return await _stream(request, s, dialect, chat, route, endpoint)
+        answered = await _until_disconnect(request.receive, s.escalator.complete(chat, route))
     except ClientGone:
         s.metrics.requests.labels(endpoint, "", "client_gone").inc()
         return Response(status_code=499)
@@ -74,10 +74,10 @@ async def serve(request: Request, dialect: Dialect, endpoint: str) -> Response:
         s.metrics.requests.labels(endpoint, "", "error").inc()
         s.metrics.refusals.labels(err.code).inc()
         return _failure(err, dialect)
-    s.metrics.requests.labels(endpoint, outcome.meta.layer, "ok").inc()
+    s.metrics.requests.labels(endpoint, answered.meta.layer, "ok").inc()
     s.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-    body = dialect.render(chat, outcome.answer, outcome.meta)
-    return json_response(body, headers=outcome.meta.headers())
+    body = dialect.render(chat, answered.answer, answered.meta)
+    return json_response(body, headers=answered.meta.headers())
 
 
 def _failure(err: ProtocolError | Refused | UpstreamError, dialect: Dialect) -> Response:
@@ -148,10 +148,10 @@ class EventStream(StreamingResponse):
 
 
 async def _stream(
-    request: Request, s: Services, dialect: Dialect, chat: ChatRequest, plan: Plan, endpoint: str
+    request: Request, s: Services, dialect: Dialect, chat: ChatRequest, route: Route, endpoint: str
 ) -> Response:
     """The SSE response; its status and headers wait for the escalator's first event."""
-    events = s.escalator.stream(chat, plan)
+    events = s.escalator.stream(chat, route)
     try:
         first = await _until_disconnect(request.receive, anext(events))
     except BaseException:
@@ -182,7 +182,7 @@ async def _sse_body(
     shaper = dialect.shaper(chat)
     meta = Meta("", ())
     event = first
-    outcome = "ok"
+    answered = "ok"
     try:
         while True:
             if isinstance(event, Holding):
@@ -199,19 +199,19 @@ async def _sse_body(
                 break
         yield shaper.done()
     except (Refused, UpstreamError) as err:
-        outcome = "error"
+        answered = "error"
         s.metrics.refusals.labels(err.code).inc()
         yield shaper.error(err.status, err.message, err.code)
     except asyncio.CancelledError:
-        outcome = "client_gone"
+        answered = "client_gone"
         raise
     except Exception as err:  # a bug must still end the stream cleanly
-        outcome = "error"
+        answered = "error"
         log.exception("internal error while streaming", exc_info=err)
         yield shaper.error(500, f"internal router error: {err!r}", "internal_error")
     finally:
         await events.aclose()
-        s.metrics.requests.labels(endpoint, meta.layer, outcome).inc()
+        s.metrics.requests.labels(endpoint, meta.layer, answered).inc()
 
 
 async def http_error(_: Request, err: Exception) -> Response:

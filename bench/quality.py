@@ -19,6 +19,7 @@ method, not what large models reach.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import signal as signals
 import sys
@@ -128,6 +129,14 @@ def analyse(args: argparse.Namespace) -> int:
     if not (args.bank / "manifest.json").exists():
         print(
             f"bench-quality: no bank at {args.bank} (record one: bench/quality.py record)",
+            file=sys.stderr,
+        )
+        return 2
+    # The plot comes last: say what is missing before minutes of analysis, not after them.
+    if importlib.util.find_spec("matplotlib") is None:
+        print(
+            "bench-quality: needs matplotlib for quality.png (make bench-quality installs it): "
+            "pip install matplotlib",
             file=sys.stderr,
         )
         return 2

@@ -4,12 +4,14 @@ logprobs, top logprobs, finish reason, token counts) at its recorded speed, divi
 The probes of the `verify` and `self` policies are answered from the bank the same way. A request
 the bank does not hold gets a clear 404 in the OpenAI error shape. The bank's own recording (real
 models on llama-server) is what ties it to the real ladder; `make bench-bargain` starts one per
-layer so that a whole trace can be replayed through the real router and operator in minutes.
+layer so that a whole trace can be replayed through the real router and operator in minutes (so
+it lives in the lab package, which benchmarks and tests share, not in tests/; product code never
+imports it).
 
 Stated simplification: a layer asked under the `self` instruction answers the sentinel when its
 recorded probe asked for help, and otherwise its recorded plain answer.
 
-    python -m tests.support.bank_replay --layer core --port N [--bank results/bank] [--speed 6]
+    python -m onion_lab.bank_replay --layer core --port N [--bank results/bank] [--speed 6]
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from onion_operator.idle import History, Params, Window, busy_gap, decide, learn_gap
@@ -53,13 +55,40 @@ def test_without_a_measured_cold_start_it_is_the_fixed_policy() -> None:
     assert "no cold start measured" in window.basis
 
 
-def test_with_a_thin_history_it_stays_awake_for_the_break_even_time() -> None:
-    # 3 gaps of 40 s mean: a 45 s cold start makes 1 + 45/40 requests wait, each worth 60 s.
+def test_with_a_thin_history_it_stays_awake_for_twice_the_break_even_time() -> None:
+    # 3 gaps of 40 s mean: a 45 s cold start makes 1 + 45/40 requests wait, each worth 60 s;
+    # doubled, as a learned keep-alive is.
     window = decide(history([30.0, 40.0, 50.0]), Params(), IDLE_TIMEOUT, BUSY)
-    assert window.keep_alive == pytest.approx(45 + 60 * (1 + 45 / 40))
+    assert window.keep_alive == pytest.approx(2 * (45 + 60 * (1 + 45 / 40)))
     assert "break-even" in window.basis
     capped = decide(history([30.0, 40.0, 50.0]), Params(), 60.0, BUSY)
     assert capped.keep_alive == 60.0  # never longer than idleTimeout
+
+
+def replay_gaps(gaps: list[float], keep_alive: Callable[[History], float]) -> int:
+    """Cold starts of one layer over these idle gaps, learning them one by one."""
+    h, colds = history([]), 0
+    for gap in gaps:
+        colds += gap >= keep_alive(h)
+        h = h.with_gap(gap, keep=64)
+    return colds
+
+
+def test_where_its_history_is_thin_it_is_no_worse_than_its_fallback_timeout() -> None:
+    # The code trace's pattern while a layer learns: pauses of 2-4 minutes between bursts. The
+    # plain break-even of a 45 s cold start (105-150 s here) slept through most of them;
+    # adaptive now takes fewer cold starts than a fixed timeout of that break-even.
+    gaps = [120.0, 200.0, 150.0, 230.0, 180.0, 210.0, 130.0, 190.0]
+    params = Params()
+
+    def adaptive(h: History) -> float:
+        return decide(h, params, IDLE_TIMEOUT, BUSY).keep_alive
+
+    first = history(gaps[:1])
+    break_even = 45 + 60 * (1 + 45 / gaps[0])
+    assert decide(first, params, IDLE_TIMEOUT, BUSY).keep_alive >= break_even
+    assert replay_gaps(gaps, adaptive) < replay_gaps(gaps, lambda _: break_even)
+    assert replay_gaps(gaps, adaptive) <= replay_gaps(gaps, lambda _: 300.0)
 
 
 def test_short_gaps_keep_the_layer_awake_past_the_longest_one() -> None:

@@ -74,7 +74,8 @@ def pieces_of(text: str, tokens: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _reply(answer: Mapping[str, Any], text: str | None = None) -> Reply:
+def reply_of(answer: Mapping[str, Any], text: str | None = None) -> Reply:
+    """How the engine gives a recorded answer (or probe): its text, tokens and timing."""
     tops = tuple(tuple(t) for t in answer.get("top_logprobs") or ())
     said = answer["answer"] if text is None else text
     tokens = [t[0]["token"] if t else "" for t in tops]
@@ -82,7 +83,8 @@ def _reply(answer: Mapping[str, Any], text: str | None = None) -> Reply:
     engine = answer.get("engine_ms") or {}
     seconds = float(answer.get("seconds") or 0.0)
     prefill = float(engine.get("prompt", 0.0)) / 1000 or seconds * 0.1
-    decode = float(engine.get("generation", 0.0)) / 1000 or max(0.0, seconds - prefill)
+    # The whole answer takes its recorded wall seconds (what the simulator counts too).
+    decode = max(0.0, seconds - prefill) if seconds else float(engine.get("generation", 0.0)) / 1000
     return Reply(
         text=said,
         pieces=pieces_of(said, tokens) if text is None else (said,),
@@ -102,15 +104,15 @@ def index(rows: Iterable[Mapping[str, Any]], layer: str, sentinel: str) -> dict[
     for row in rows:
         if row["layer"] != layer:
             continue
-        out[row["messages_sha256"]] = _reply(row)
+        out[row["messages_sha256"]] = reply_of(row)
         probes = row.get("probes") or {}
         if "self" in probes:
             probe = probes["self"]
             out[probe["messages_sha256"]] = (
-                _reply(probe, sentinel) if probe["asked"] else _reply(row)
+                reply_of(probe, sentinel) if probe["asked"] else reply_of(row)
             )
         if "verify" in probes:
-            out[probes["verify"]["messages_sha256"]] = _reply(probes["verify"])
+            out[probes["verify"]["messages_sha256"]] = reply_of(probes["verify"])
     return out
 
 

@@ -28,6 +28,9 @@ class Trip:
     arrival: float  # seconds from the start
     visits: tuple[tuple[str, float], ...]  # (layer, service seconds), in order
     early: str | None = None  # a layer whose demand is recorded at arrival (early wake)
+    # Early wakes after the arrival: (layer, seconds after it), recorded as the router does, only
+    # when that layer is not Ready then (the router's first-token and prompt-model wakes).
+    wakes: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -91,6 +94,9 @@ def run(
             active.append(_State(trip, index, at=trip.arrival))
             if trip.early in sims:
                 bisect.insort(sims[trip.early].renewals, trip.arrival)
+            for layer, offset in trip.wakes:
+                if layer in sims and not _ready(sims[layer], now):
+                    bisect.insort(sims[layer].renewals, trip.arrival + offset)
         waiting: set[str] = set()
         still = []
         for state in active:

@@ -61,12 +61,14 @@ def prepare(
     results: Path = RESULTS,
     rates: Sequence[float] = RATES,
     say: Callable[[str], None] = print,
+    with_learned: bool = True,
 ) -> Setup:
+    """`with_learned=False` leaves the learned policies out (no training, no embedder)."""
     questions = bargain_inputs.load(folder)
     test_ids = {name: [q.id for q in qs if q.split == "test"] for name, qs in questions.items()}
     arrivals = bargain.load_trace(trace, keep_every)
     asks = bargain.assign(len(arrivals), test_ids, mix, seed)
-    learned = bargain_inputs.learned(questions, folder, results, say)
+    learned = bargain_inputs.learned(questions, folder, results, say) if with_learned else None
     wake_p = None
     if learned is not None and learned.prompt_model is not None:
         wake_p = bargain_inputs.wake_probabilities(questions, learned.prompt_model)

@@ -44,7 +44,8 @@ IDLE = {
     "idleTimeout 3m": {"idleTimeout": "3m"},
     "idleTimeout 5m": {"idleTimeout": "5m"},
     "idleTimeout 10m": {"idleTimeout": "10m"},
-    "adaptive": {"idlePolicy": "adaptive", "idleTimeout": "10m"},
+    # idleTimeout: what adaptive falls back to until its history can be trusted (and its most)
+    "adaptive": {"idlePolicy": "adaptive", "idleTimeout": "5m"},
 }
 WAKE_TIMEOUT = "30m"  # no request is refused for waiting: the benchmark counts the waits
 MODEL_KEY = "model.json"

@@ -93,7 +93,7 @@ def test_the_onion_of_a_run_has_its_time_constants_divided_by_the_compression() 
     )
     body = bargain_spec.onion_body(policy, bargain_spec.IDLE["adaptive"], 10, wake_cut=0.45)
     mid, big = body["layers"]
-    assert mid["idleTimeout"] == "60000ms" and mid["adaptive"]["coldStartCost"] == "6000ms"
+    assert mid["idleTimeout"] == "30000ms" and mid["adaptive"]["coldStartCost"] == "6000ms"
     assert mid["podAnnotations"][KWOK_READY_DELAY_ANNOTATION] == "6000ms"
     assert big["podAnnotations"][KWOK_READY_DELAY_ANNOTATION] == "21500ms"
     core = body["core"]["escalation"]
@@ -108,7 +108,7 @@ def test_the_onion_of_a_run_has_its_time_constants_divided_by_the_compression() 
     }
     assert "escalation" not in big
     spec = parse_spec("bargain", body)  # the contract accepts it as the operator will
-    assert [layer.idle_timeout for layer in spec.managed_layers] == [60.0, 60.0]
+    assert [layer.idle_timeout for layer in spec.managed_layers] == [30.0, 30.0]
     assert bargain_spec.gpus(body) == WEIGHTS
 
 

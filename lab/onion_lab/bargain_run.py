@@ -82,11 +82,12 @@ def prepare(
 
 def baselines(setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
     """always-big (every request to big, always awake) and always-core."""
-    out = []
+    out: list[dict[str, Any]] = []
     for name, mode, layer in (("always big", "big", "big"), ("always core", "core", "core")):
         paths = setup.routes(EscalationPolicy(name, mode))
         correct = [p.correct for p in paths]
-        out.append(bargain_report.baseline(name, correct, layer, setup.horizon, setup.weights))
+        ref = out[0]["correct"] if out else None
+        out.append(bargain_report.baseline(name, correct, layer, setup.horizon, setup.weights, ref))
     return out[0], out[1]
 
 

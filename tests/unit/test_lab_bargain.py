@@ -131,9 +131,12 @@ def test_figures_count_gpu_time_waits_and_escalations_against_always_big() -> No
     assert row["addedLatencyP99Seconds"] == 215.0 and row["source"] == "live"
     assert len(row["accuracyCi"]) == 2 and row["accuracyCi"][0] <= 0.5 <= row["accuracyCi"][1]
     big = bargain_report.baseline("always big", BIG["correct"], "big", 1000.0, WEIGHTS)
-    core = bargain_report.baseline("always core", [True] * 4, "core", 1000.0, WEIGHTS)
+    core = bargain_report.baseline(
+        "always core", [True, False, False, False], "core", 1000.0, WEIGHTS, BIG["correct"]
+    )
     assert big["gpuShare"] == 1.0 and core["gpuShare"] == 0.25
     assert core["gpuShareCoreOnDevice"] == 0.0
+    assert core["accuracyShare"] == pytest.approx(0.25 / 0.75, abs=1e-4)
 
 
 def test_the_best_point_is_the_one_nearest_the_goal_with_its_shortfall_on_each_axis() -> None:

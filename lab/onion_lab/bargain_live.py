@@ -302,16 +302,17 @@ def served_live(
 ) -> tuple[list[Served], dict[str, int]]:
     out, problems = [], {"errors": 0, "textDiffers": 0}
     for ask, s in zip(setup.asks, seen, strict=True):
+        key = "|".join(ask)
         if s.error or not s.layer:
             problems["errors"] += 1
-            out.append(Served(False, s.path, s.held, (s.end - s.start) * factor))
+            out.append(Served(False, s.path, s.held, (s.end - s.start) * factor, key))
             continue
         answer = setup.answers[(*ask, s.layer)]
         question = next(q for q in setup.questions[ask[0]] if q.id == ask[1])
         if s.text != question.rows[s.layer]["answer"]:
             problems["textDiffers"] += 1
         added = (s.end - s.start) * factor - _service(setup, policy, ask, s.path)
-        out.append(Served(answer.correct, s.path, s.held, max(0.0, added)))
+        out.append(Served(answer.correct, s.path, s.held, max(0.0, added), key))
     return out, problems
 
 

@@ -27,14 +27,17 @@ class Served:
     layers: tuple[str, ...]  # the layers it visited, in order
     waited: bool  # held for a layer's cold start
     added: float  # seconds beyond the answering layers' own time (trace time)
+    question: str = ""  # which question it asked (requests repeat questions)
 
 
-def served_simulated(paths: Sequence[Route], outcome: wake_sim.Outcome) -> list[Served]:
+def served_simulated(
+    paths: Sequence[Route], outcome: wake_sim.Outcome, questions: Sequence[str]
+) -> list[Served]:
     if outcome.unfinished:
         raise ValueError(f"{outcome.unfinished} requests unfinished at the horizon")
     return [
-        Served(p.correct, tuple(v[0] for v in p.visits), w > 0, w)
-        for p, w in zip(paths, outcome.waits, strict=True)
+        Served(p.correct, tuple(v[0] for v in p.visits), w > 0, w, q)
+        for p, w, q in zip(paths, outcome.waits, questions, strict=True)
     ]
 
 
@@ -42,16 +45,34 @@ def _r(value: float, places: int = 4) -> float:
     return round(float(value), places)
 
 
-def accuracy_figures(correct: Sequence[bool], big: Sequence[bool]) -> dict[str, Any]:
+def accuracy_figures(
+    correct: Sequence[bool], big: Sequence[bool], questions: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Accuracy with its 95% bootstrap interval, and the paired difference to always-big's on
-    the same requests (distinguishable when its interval excludes 0)."""
+    the same requests (distinguishable when its interval excludes 0). The bootstrap resamples
+    questions, not requests: a trace's requests repeat the bank's test questions, and a
+    question's grade is the same each time it is asked."""
     ok = np.array(correct, dtype=float)
     ref = np.array(big, dtype=float)
-    interval = evaluation.bootstrap(lambda v: float(v.mean()), [ok], samples=1000)
-    diff = evaluation.bootstrap(lambda a, b: float(a.mean() - b.mean()), [ok, ref], samples=1000)
+    keys = list(questions) if questions and all(questions) else [str(i) for i in range(len(ok))]
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    group = np.array([index[k] for k in keys], dtype=int)
+    count = np.bincount(group, minlength=len(index)).astype(float)
+    hits = np.bincount(group, weights=ok, minlength=len(index))
+    big_hits = np.bincount(group, weights=ref, minlength=len(index))
+
+    def share(h: np.ndarray, c: np.ndarray) -> float | None:
+        return float(h.sum() / c.sum()) if c.sum() else None
+
+    def gap(h: np.ndarray, b: np.ndarray, c: np.ndarray) -> float | None:
+        return float((h.sum() - b.sum()) / c.sum()) if c.sum() else None
+
+    interval = evaluation.bootstrap(share, [hits, count], samples=1000)
+    diff = evaluation.bootstrap(gap, [hits, big_hits, count], samples=1000)
     pair = diff.pair() if diff else None
     return {
         "requests": len(ok),
+        "questions": len(index),
         "accuracy": _r(ok.mean()) if len(ok) else None,
         "accuracyCi": interval.pair() if interval else None,
         "accuracyMinusBigCi": pair,
@@ -74,7 +95,9 @@ def figures(
     `big`: always-big's row on the same requests (its `correct` list and accuracy);
     `core_gpu`: the core is awake all along on its GPUs (always-big has no core)."""
     n = len(served)
-    acc = accuracy_figures([s.correct for s in served], big["correct"])
+    acc = accuracy_figures(
+        [s.correct for s in served], big["correct"], [s.question for s in served]
+    )
     layers_gpu = sum(weights[layer] * awake.get(layer, 0.0) for layer in MANAGED)
     big_gpu = weights["big"] * horizon
     added = [s.added for s in served]
@@ -104,10 +127,12 @@ def baseline(
     horizon: float,
     weights: Mapping[str, float],
     big_correct: Sequence[bool] | None = None,
+    questions: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Always-big or always-core: every request to `layer`, which is always awake; shares
     against always-big's grades on the same requests (`big_correct`; itself when omitted)."""
-    served = [Served(c, (layer,), False, 0.0) for c in correct]
+    keys = list(questions) or [""] * len(correct)
+    served = [Served(c, (layer,), False, 0.0, q) for c, q in zip(correct, keys, strict=True)]
     awake = {"big": horizon} if layer == "big" else {}
     ref = list(correct if big_correct is None else big_correct)
     big = {"correct": ref, "accuracy": float(np.mean(ref)) if ref else 0.0}

@@ -33,6 +33,10 @@ class Setup:
     weights: dict[str, float] = field(default_factory=lambda: bargain_spec.gpus(bargain_spec.ONION))
 
     @property
+    def question_keys(self) -> list[str]:
+        return [f"{dataset}|{qid}" for dataset, qid in self.asks]
+
+    @property
     def horizon(self) -> float:
         return max((a.time for a in self.arrivals), default=0.0) + TAIL
 
@@ -121,7 +125,8 @@ def simulate(
     times = [a.time / factor for a in setup.arrivals]
     outcome = bargain.simulate(spec, times, compressed(paths, factor), cold, setup.horizon / factor)
     served = [
-        replace(s, added=s.added * factor) for s in bargain_report.served_simulated(paths, outcome)
+        replace(s, added=s.added * factor)
+        for s in bargain_report.served_simulated(paths, outcome, setup.question_keys)
     ]
     awake = {name: sim.up_seconds * factor for name, sim in outcome.layers.items()}
     wakes = {name: sim.wakes for name, sim in outcome.layers.items()}

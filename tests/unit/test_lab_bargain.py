@@ -204,3 +204,16 @@ def test_the_router_config_is_the_operators_pointed_at_this_machine() -> None:
     assert rendered["tiers"][0]["url"] == "http://bargain-core:80"  # the input is untouched
     layered = local_config({"layers": rendered["tiers"]}, urls, None)  # the newer spelling
     assert [t["url"] for t in layered["layers"]] == list(urls.values())
+
+
+def test_the_interval_resamples_questions_so_repeats_do_not_narrow_it() -> None:
+    correct = [i % 10 < 5 for i in range(100)]  # half right
+    big = [True] * 100
+    distinct = bargain_report.accuracy_figures(correct, big, [str(i) for i in range(100)])
+    repeated = bargain_report.accuracy_figures(correct, big, [str(i % 10) for i in range(100)])
+    assert distinct["accuracy"] == repeated["accuracy"] == 0.5
+    assert repeated["questions"] == 10 and distinct["questions"] == 100
+    low_d, high_d = distinct["accuracyCi"]
+    low_r, high_r = repeated["accuracyCi"]
+    assert high_r - low_r > 2 * (high_d - low_d)  # ten questions, not a hundred
+    assert distinct["distinguishableFromBig"] and repeated["accuracyMinusBigCi"][1] < 0

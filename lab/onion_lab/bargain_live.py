@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,6 +217,12 @@ async def _ask(http: httpx.AsyncClient, router: str, body: Mapping[str, Any], se
             if reply.status_code != 200:
                 seen.error = f"HTTP {reply.status_code}: {(await reply.aread())[:300]!r}"
                 return
+            # Who answered: the headers when it was not held, else the chunks' `onion` field
+            # (an answer with no text has no chunk to carry it).
+            header_path = reply.headers.get("x-onion-path") or ""
+            if header_path:
+                seen.layer = reply.headers.get("x-onion-layer") or ""
+                seen.path = tuple(header_path.split(","))
             async for line in reply.aiter_lines():
                 if line.startswith(": waiting for layer"):
                     seen.held = True
@@ -299,12 +306,17 @@ def _service(
 
 def served_live(
     setup: bargain_run.Setup, policy: EscalationPolicy, seen: Sequence[Seen], factor: float
-) -> tuple[list[Served], dict[str, int]]:
-    out, problems = [], {"errors": 0, "textDiffers": 0}
+) -> tuple[list[Served], dict[str, Any]]:
+    out: list[Served] = []
+    problems: dict[str, Any] = {"errors": 0, "textDiffers": 0, "examples": []}
     for ask, s in zip(setup.asks, seen, strict=True):
         key = "|".join(ask)
         if s.error or not s.layer:
             problems["errors"] += 1
+            if len(problems["examples"]) < 3:
+                problems["examples"].append(
+                    f"{key}: {s.error or f'no layer named, text {s.text!r}'}"
+                )
             out.append(Served(False, s.path, s.held, (s.end - s.start) * factor, key))
             continue
         answer = setup.answers[(*ask, s.layer)]
@@ -423,10 +435,13 @@ def replay(
     """Each (policy name, idle) pair live on the slice, beside the simulator on the same slice
     compressed the same way and at trace speed; and how far apart they are."""
     by_name = {p.name: p for p in setup.policies}
+    failed = True
     big, _ = bargain_run.baselines(setup)
     rows, compared = [], []
     workdir = Path(tempfile.mkdtemp(prefix="onion-bargain-"))
     with contextlib.ExitStack() as stack:
+        # The logs and configs of this run, removed when it succeeds (kept to debug a failure).
+        stack.callback(lambda: print(f"bench-bargain: logs kept in {workdir}") if failed else None)
         if cluster is None:
             say("starting the local cluster (kwok nodes) and the replay engines")
             cluster = stack.enter_context(LocalClusterProcess(nodes=3))
@@ -451,6 +466,8 @@ def replay(
             )
             say(f"live {name} x {idle}: {_brief(live)}")
             say(f"  simulated the same way: {_brief(same)}")
+        failed = False
+    shutil.rmtree(workdir, ignore_errors=True)
     return {
         "requests": len(setup.asks),
         "traceSeconds": round(setup.horizon, 1),

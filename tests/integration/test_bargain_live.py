@@ -41,7 +41,8 @@ def test_a_tiny_live_slice_agrees_with_the_simulator_on_what_it_decides(cluster:
     for key in FIELDS:
         assert live.get(key) is not None, key
     assert live["source"] == "live" and len(live["accuracyCi"]) == 2
-    assert live["problems"] == {"errors": 0, "textDiffers": 0}  # every answer the bank's own
+    problems = live["problems"]
+    assert problems["errors"] == problems["textDiffers"] == 0, problems  # the bank's answers
     sim = compared["simulatedCompressed"]
     # A fixed threshold on the same recorded scores decides the same: the same layers answer.
     assert live["accuracy"] == sim["accuracy"]

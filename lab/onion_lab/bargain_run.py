@@ -91,7 +91,10 @@ def baselines(setup: Setup) -> tuple[dict[str, Any], dict[str, Any]]:
         paths = setup.routes(EscalationPolicy(name, mode))
         correct = [p.correct for p in paths]
         ref = out[0]["correct"] if out else None
-        out.append(bargain_report.baseline(name, correct, layer, setup.horizon, setup.weights, ref))
+        keys = setup.question_keys
+        out.append(
+            bargain_report.baseline(name, correct, layer, setup.horizon, setup.weights, ref, keys)
+        )
     return out[0], out[1]
 
 

@@ -217,3 +217,10 @@ def test_the_interval_resamples_questions_so_repeats_do_not_narrow_it() -> None:
     low_r, high_r = repeated["accuracyCi"]
     assert high_r - low_r > 2 * (high_d - low_d)  # ten questions, not a hundred
     assert distinct["distinguishableFromBig"] and repeated["accuracyMinusBigCi"][1] < 0
+
+
+def test_the_baselines_intervals_resample_questions_too() -> None:
+    correct = [i % 10 < 5 for i in range(100)]
+    keys = [str(i % 10) for i in range(100)]
+    big = bargain_report.baseline("always big", correct, "big", 1000.0, WEIGHTS, None, keys)
+    assert big["questions"] == 10 and big["requests"] == 100

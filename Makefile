@@ -107,6 +107,14 @@ ifdef RECORD
 endif
 	$(PY) bench/quality.py analyse
 
+bench-bargain: install  ## the whole bargain: a real trace of bank questions, every escalation x idle policy simulated (about 1 min), a slice replayed live through the real router and operator (about 15 min; LIVE=0 skips it; TRACE=FILE KEEP_EVERY=N MIX=gsm8k:0.4,... OUT=FILE)
+	$(PY) -m pip install -q 'matplotlib>=3.8'
+ifneq ($(LIVE),0)
+	$(MAKE) bins
+endif
+	$(PY) bench/bargain.py $(if $(TRACE),--trace $(TRACE),) $(if $(KEEP_EVERY),--keep-every $(KEEP_EVERY),) \
+	  $(if $(MIX),--mix $(MIX),) $(if $(OUT),--out $(OUT),) $(if $(filter 0,$(LIVE)),--no-live,)
+
 bench-embedding: install  ## the learned policies' prompt embedder: latency p50/p99 at 16, 64, 256 tokens (one thread, default threads) and installed size, beside the alternatives measured once (about 3 min)
 	$(PY) -m onion_lab.embedder_files > /dev/null
 	$(PY) bench/embedding.py

@@ -23,6 +23,7 @@ onion_lab.idle_replay; this is its command line, its table and its plot.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,11 @@ def main() -> int:
         parser.error("--keep-every: every size must be at least 1")
     if not args.trace.is_file():
         parser.error(f"--trace {args.trace}: no such file")
+    # The plot comes last: say what is missing before minutes of replay, not after them.
+    if importlib.util.find_spec("matplotlib") is None:
+        parser.error(
+            "needs matplotlib for its plot (make bench-idle installs it): pip install matplotlib"
+        )
     horizon = 3600.0 + 600  # the trace hour, plus time for the last wakes and sleeps
     print(f"escalation rule: {RULE}; assumptions: {json.dumps(LAYERS)}")
     tenants = [run_tenant(args.trace, k, horizon) for k in sizes]

@@ -261,8 +261,8 @@ class AdaptiveIdle(_Model):
         default=16,
         ge=1,
         le=256,
-        description="Idle gaps learned before the policy adapts (before that, the break-even "
-        "keep-alive).",
+        description="Idle gaps learned before the policy adapts (before that, idleTimeout: the "
+        "fixed policy).",
     )
     history: int = Field(default=64, ge=8, le=256, description="Idle gaps remembered (the newest).")
     prewarm: bool = Field(

@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from onion_contract.router_config import Escalation
 from onion_contract.spec import OnionSpec
@@ -27,6 +26,8 @@ from onion_lab.evaluation import Cut
 from onion_router.adaptive import Threshold
 
 LAYERS = ("core", "mid", "big")
+FIRST_K = 8  # the router's default `firstK`: its first-token early wake reads as many tokens
+CONFIDENCE = ("mean", "min", "firstK")
 
 
 # --- arrivals and the questions they ask -------------------------------------------------------
@@ -100,6 +101,8 @@ class Answer:
     correct: bool
     seconds: Mapping[str, float]  # wall seconds under each policy's signal ("answer": alone)
     scores: Mapping[str, float | None]
+    tokens: int = 0  # generated tokens
+    first_tokens_seconds: float = 0.0  # until the first FIRST_K tokens are out (prefill too)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,9 @@ class Route:
     visits: tuple[tuple[str, float], ...]  # (layer, service seconds), in order
     correct: bool
     early: str | None = None  # the layer woken at arrival by the prompt model
+    # The router's early wakes: (layer, seconds after arrival) by the prompt model (at once) or
+    # by a confidence policy's uncertain first tokens.
+    wakes: tuple[tuple[str, float], ...] = ()
 
     @property
     def answered(self) -> str:
@@ -155,6 +161,7 @@ def routes(
             out.append(Route((("big", a.seconds["answer"]),), a.correct))
             continue
         visits: list[tuple[str, float]] = []
+        wakes: list[tuple[str, float]] = []
         early = None
         if (
             policy.early_wake
@@ -162,27 +169,36 @@ def routes(
             and wake_probability(dataset, qid) >= wake_cut
         ):
             early = "mid"
+            wakes.append(("mid", 0.0))
+        clock = 0.0  # when the request reached this layer, after the arrival
         for index, layer in enumerate(LAYERS):
             a = answers[(dataset, qid, layer)]
             last = index == len(LAYERS) - 1 or policy.mode == "core"
             signal = policy.signals.get(layer, "answer")
             visits.append((layer, a.seconds["answer" if last else signal]))
             if last:
-                out.append(Route(tuple(visits), a.correct, early))
+                out.append(Route(tuple(visits), a.correct, early, tuple(wakes)))
                 break
             score = a.scores.get(signal)
             if policy.mode == "fixed":
-                cut = policy.cuts[layer]
-                up = score is not None and score < cut.threshold
+                limit = policy.cuts[layer].threshold
+                up = score is not None and score < limit
             else:
                 t = live[layer]
+                limit = t.value
                 coin = rng.random()
                 up = score is not None and (
                     score < t.value or (score == t.value and coin < t.tie_share)
                 )
                 t.observe(score, up)
+            # The router's first-token early wake (policies.looks_uncertain): a confidence
+            # policy whose first FIRST_K tokens' mean logprob is under the threshold.
+            first = a.scores.get("firstK")
+            if signal in CONFIDENCE and a.tokens >= 4 and first is not None and first < limit:
+                wakes.append((LAYERS[index + 1], clock + a.first_tokens_seconds))
+            clock += visits[-1][1]
             if not up:
-                out.append(Route(tuple(visits), a.correct, early))
+                out.append(Route(tuple(visits), a.correct, early, tuple(wakes)))
                 break
     return out
 
@@ -199,27 +215,10 @@ def simulate(
 ) -> wake_sim.Outcome:
     """The requests through the planner (onion_lab.wake_sim), each on its route."""
     trips = [
-        wake_sim.Trip(t, route.visits, route.early)
+        wake_sim.Trip(t, route.visits, wakes=route.wakes)
         for t, route in zip(arrivals, paths, strict=True)
     ]
     return wake_sim.run(spec, trips, cold_start, horizon)
-
-
-def gpus(spec_body: Mapping[str, Any]) -> dict[str, float]:
-    """GPUs per layer from the Onion's resources (limits, else requests, nvidia.com/gpu)."""
-
-    def count(workload: Mapping[str, Any]) -> float:
-        resources = workload.get("resources") or {}
-        for part in ("limits", "requests"):
-            value = (resources.get(part) or {}).get("nvidia.com/gpu")
-            if value is not None:
-                return float(value)
-        return 0.0
-
-    out = {"core": count(spec_body["core"])}
-    for layer in spec_body.get("layers", []):
-        out[layer["name"]] = count(layer)
-    return out
 
 
 def percentile(values: Sequence[float], q: float) -> float:

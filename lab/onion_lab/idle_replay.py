@@ -120,7 +120,9 @@ Policy = tuple[str, dict[str, Any], int | None, dict[str, dict[str, Any]] | None
 
 
 def policies() -> list[Policy]:
-    adaptive = {"idlePolicy": "adaptive", "idleTimeout": "30m"}
+    # idleTimeout is the fixed timeout adaptive falls back to until its history can be trusted
+    # (and the longest it keeps a layer awake): the 5 minutes it is compared with.
+    adaptive = {"idlePolicy": "adaptive", "idleTimeout": "5m"}
     # The trace's hour is 18:15-19:15 UTC: a tenant that knows mid is busy from 18:00 for an
     # hour says so; big stays adaptive.
     schedule = {"mid": {"warmSchedule": [{"cron": "0 18 * * *", "duration": "1h"}]}}
@@ -138,6 +140,8 @@ def policies() -> list[Policy]:
             )
             for w in COSTS
         ],
+        ("adaptive, idleTimeout 7m", {**adaptive, "idleTimeout": "7m"}, None, None),
+        ("adaptive, idleTimeout 30m", {**adaptive, "idleTimeout": "30m"}, None, None),
         ("adaptive, no pre-warm", {**adaptive, "adaptive": {"prewarm": False}}, None, None),
         ("adaptive, maxAwakeLayers 1", adaptive, 1, None),
         ("adaptive + warmSchedule mid 18:00-19:00 UTC", adaptive, None, schedule),

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from onion_contract.spec import OnionSpec
 from onion_operator.idle import History, busy_gap, learn_gap
-from onion_operator.planner import Observed, plan
+from onion_operator.planner import Observed, Plan, plan
 
 T0 = datetime(2023, 11, 16, 18, 15, tzinfo=UTC)  # the Azure traces' first hour
 
@@ -28,6 +28,9 @@ class Trip:
     arrival: float  # seconds from the start
     visits: tuple[tuple[str, float], ...]  # (layer, service seconds), in order
     early: str | None = None  # a layer whose demand is recorded at arrival (early wake)
+    # Early wakes after the arrival: (layer, seconds after it), recorded as the router does, only
+    # when that layer is not Ready then (the router's first-token and prompt-model wakes).
+    wakes: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -81,6 +84,7 @@ def run(
     active: list[_State] = []
     finished: list[_State] = []
     next_arrival = 0
+    last: tuple[tuple[object, ...], Plan, datetime | None] | None = None
     for second in range(int(horizon) + 1):
         now = float(second)
         # Arrivals in (now-1, now]: demand is recorded at once.
@@ -91,6 +95,9 @@ def run(
             active.append(_State(trip, index, at=trip.arrival))
             if trip.early in sims:
                 bisect.insort(sims[trip.early].renewals, trip.arrival)
+            for layer, offset in trip.wakes:
+                if layer in sims and not _ready(sims[layer], now):
+                    bisect.insort(sims[layer].renewals, trip.arrival + offset)
         waiting: set[str] = set()
         still = []
         for state in active:
@@ -114,9 +121,20 @@ def run(
             demand[name] = T0 + timedelta(seconds=latest) if latest is not None else None
             if sim.replicas and sim.ready_at == now:
                 sim.history = sim.history.with_cold_start(cold_start[name], keep[name])
-        observed = {n: Observed(replicas=s.replicas) for n, s in sims.items()}
         history = {n: s.history for n, s in sims.items()}
-        decision = plan(spec, observed, demand, T0 + timedelta(seconds=now), history)
+        when = T0 + timedelta(seconds=now)
+        # As the watch-driven operator does: plan again when something it reads changed or a
+        # deadline of the last plan fell due; otherwise the last plan stands.
+        key = (tuple(s.replicas for s in sims.values()), tuple(demand.values()), *history.values())
+        due = last is None or key != last[0] or (last[2] is not None and when >= last[2])
+        if due:
+            observed = {n: Observed(replicas=s.replicas) for n, s in sims.items()}
+            decision = plan(spec, observed, demand, when, history)
+            deadline = decision.next_deadline()
+            last = (key, decision, deadline.at if deadline else None)
+        else:
+            assert last is not None
+            decision = last[1]
         for name, want in decision.replicas.items():
             sim = sims[name]
             if want and not sim.replicas:

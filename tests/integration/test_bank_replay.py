@@ -17,9 +17,9 @@ import openai
 import pytest
 
 from onion_lab import bank
+from onion_lab.bank_replay import pieces_of
 from onion_lab.paths import REPO
 from onion_lab.sockets import free_port
-from tests.support.bank_replay import pieces_of
 
 MESSAGES = [
     {"role": "system", "content": "Answer yes or no."},
@@ -76,7 +76,7 @@ def engine(tmp_path: Path) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "tests.support.bank_replay",
+            "onion_lab.bank_replay",
             "--layer",
             "core",
             "--port",

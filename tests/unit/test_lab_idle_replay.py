@@ -32,7 +32,8 @@ def test_budget_of_one_serves_both_layers_without_thrashing() -> None:
 
 
 def test_adaptive_learns_a_periodic_tenant_and_pre_warms_it() -> None:
-    # A request to mid every 10 minutes for 5 hours: after 16 gaps, asleep in between and
+    # A request to mid every 10 minutes for 5 hours: awake throughout while it learns its first
+    # 16 gaps (its fixed fallback, idleTimeout, is longer than them), then asleep in between and
     # pre-warmed before each next one.
     reqs = [Request(60.0 + 600.0 * i, "mid", 40) for i in range(30)]
     horizon = 60.0 + 600.0 * 30
@@ -43,7 +44,7 @@ def test_adaptive_learns_a_periodic_tenant_and_pre_warms_it() -> None:
     assert r["idle_gaps_learned"]["mid"] == 29
     assert r["wakes_without_waiting_requests"]["mid"] >= 10  # pre-warms
     assert r["cold_start_fraction"] < fixed_short["cold_start_fraction"] == 1.0
-    assert r["gpu_hours"] < 0.5 * fixed_long["gpu_hours"]
+    assert r["gpu_hours"] < 0.65 * fixed_long["gpu_hours"]
 
 
 def row(policy: str, gpu: float, cold: float) -> dict[str, object]:

@@ -4,12 +4,14 @@ logprobs, top logprobs, finish reason, token counts) at its recorded speed, divi
 The probes of the `verify` and `self` policies are answered from the bank the same way. A request
 the bank does not hold gets a clear 404 in the OpenAI error shape. The bank's own recording (real
 models on llama-server) is what ties it to the real ladder; `make bench-bargain` starts one per
-layer so that a whole trace can be replayed through the real router and operator in minutes.
+layer so that a whole trace can be replayed through the real router and operator in minutes (so
+it lives in the lab package, which benchmarks and tests share, not in tests/; product code never
+imports it).
 
 Stated simplification: a layer asked under the `self` instruction answers the sentinel when its
 recorded probe asked for help, and otherwise its recorded plain answer.
 
-    python -m tests.support.bank_replay --layer core --port N [--bank results/bank] [--speed 6]
+    python -m onion_lab.bank_replay --layer core --port N [--bank results/bank] [--speed 6]
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def pieces_of(text: str, tokens: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _reply(answer: Mapping[str, Any], text: str | None = None) -> Reply:
+def reply_of(answer: Mapping[str, Any], text: str | None = None) -> Reply:
+    """How the engine gives a recorded answer (or probe): its text, tokens and timing."""
     tops = tuple(tuple(t) for t in answer.get("top_logprobs") or ())
     said = answer["answer"] if text is None else text
     tokens = [t[0]["token"] if t else "" for t in tops]
@@ -80,7 +83,8 @@ def _reply(answer: Mapping[str, Any], text: str | None = None) -> Reply:
     engine = answer.get("engine_ms") or {}
     seconds = float(answer.get("seconds") or 0.0)
     prefill = float(engine.get("prompt", 0.0)) / 1000 or seconds * 0.1
-    decode = float(engine.get("generation", 0.0)) / 1000 or max(0.0, seconds - prefill)
+    # The whole answer takes its recorded wall seconds (what the simulator counts too).
+    decode = max(0.0, seconds - prefill) if seconds else float(engine.get("generation", 0.0)) / 1000
     return Reply(
         text=said,
         pieces=pieces_of(said, tokens) if text is None else (said,),
@@ -100,15 +104,15 @@ def index(rows: Iterable[Mapping[str, Any]], layer: str, sentinel: str) -> dict[
     for row in rows:
         if row["layer"] != layer:
             continue
-        out[row["messages_sha256"]] = _reply(row)
+        out[row["messages_sha256"]] = reply_of(row)
         probes = row.get("probes") or {}
         if "self" in probes:
             probe = probes["self"]
             out[probe["messages_sha256"]] = (
-                _reply(probe, sentinel) if probe["asked"] else _reply(row)
+                reply_of(probe, sentinel) if probe["asked"] else reply_of(row)
             )
         if "verify" in probes:
-            out[probes["verify"]["messages_sha256"]] = _reply(probes["verify"])
+            out[probes["verify"]["messages_sha256"]] = reply_of(probes["verify"])
     return out
 
 

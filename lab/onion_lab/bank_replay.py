@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from onion_lab import bank
+from onion_lab.sockets import serve_on_loopback
 
 
 @dataclass(frozen=True)
@@ -240,14 +240,7 @@ def main() -> None:
     args = parser.parse_args()
     replies = index(bank.rows(args.bank), args.layer, DEFAULT_SENTINEL)
     server = BankReplay(replies, args.name or args.layer, args.speed)
-    uvicorn.run(
-        server.app,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-    )
+    serve_on_loopback(server.app, args.port)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -60,3 +61,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def serve_on_loopback(app: Any, port: int) -> None:
+    """Run an ASGI app on 127.0.0.1:`port` until interrupted, quietly (the command line of a test
+    server, such as a model's double)."""
+    import uvicorn
+
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
+    )

@@ -25,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from onion_lab.sockets import serve_on_loopback
+
 Failure = Literal["refuse", "die", "hang", "error_event", "garbage"] | None
 
 
@@ -428,14 +430,7 @@ def main() -> None:
         server.by_word["paced"] = Script(tokens=tokens, first_delay=prefill, token_delay=per_token)
     if args.long:
         server.by_word["long"] = Script(tokens=[f" t{i}" for i in range(args.long)])
-    uvicorn.run(
-        server.app,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-    )
+    serve_on_loopback(server.app, args.port)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ operator and the model Deployments are measured:
   wake latency        Lease renewTime patch returns -> the layer Deployment seen at replicas 1 (a
                       watch), for wakes spread over random Onions while the rest stay idle;
   sleep punctuality   renewTime + idleTimeout -> the Deployment seen at replicas 0;
-  a restart           the operator restarted before the quiet window: a wake sent as it starts
-                      (Lease patch -> replicas 1) and its CPU seconds in the first 30 s.
+  a restart           before the quiet window, the operator is killed (SIGKILL, as a crash or a
+                      lost node) and a new one started at once with the same identity (as a pod's
+                      restarted container); a wake is sent 2 s after it started, then 29 more one
+                      at a time (each Lease patch -> replicas 1), with the new operator's CPU
+                      sampled every 0.5 s and when its caches were listed (its log).
 
 Writes results/scale.json (and prints a table). `--operator-source DIR/operator` runs another
 checkout's operator (the same venv), to measure the code before this one side by side.
@@ -29,11 +32,13 @@ import os
 import platform
 import random
 import shutil
+import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +57,8 @@ from onion_operator.planner import format_time
 
 PER_NAMESPACE = 100  # Onions per namespace (one per team, say)
 RESTART_SETTLE_S = 30.0  # after a restart: leadership, the watches' listings, a pass per Onion
+RESTART_WAKE_AFTER_S = 2.0  # the first wake after a restart is sent this long after it started
+IDENTITY = "bench-operator"  # every operator the bench starts: a restarted container's pod name
 PODS_PER_NODE = 110
 DELAY = "pod-ready.stage.kwok.x-k8s.io/delay"
 
@@ -140,15 +147,59 @@ async def watch_deployments(api: client.ApiClient, world: World) -> None:
         world.saw_replicas(f"{dep.metadata.namespace}/{dep.metadata.name}", dep.spec.replicas or 0)
 
 
+async def sample_cpu(pid: int, seconds: float, every: float = 0.5) -> dict[str, Any]:
+    """A process's CPU over `seconds` from now: in all, and its start-up work: how long until it
+    first stayed under a fifth of a core for a second, and how many cores it used until then."""
+    start, before = time.monotonic(), cpu_seconds(pid)
+    samples: list[tuple[float, float]] = []  # (seconds since start, cores over the sample)
+    last = before
+    while time.monotonic() - start < seconds:
+        await asyncio.sleep(every)
+        now = cpu_seconds(pid)
+        samples.append((round(time.monotonic() - start, 2), round((now - last) / every, 3)))
+        last = now
+    quiet = 0.2
+    busy_s = next(
+        (
+            samples[i - 1][0] if i else 0.0
+            for i in range(len(samples) - 1)
+            if samples[i][1] < quiet and samples[i + 1][1] < quiet
+        ),
+        samples[-1][0] if samples else 0.0,
+    )
+    used = sum(cores * every for t, cores in samples if t <= busy_s)
+    return {
+        "cpu_s": round(last - before, 2),
+        "busy_s": busy_s,
+        "busy_cores": round(used / busy_s, 2) if busy_s else 0.0,
+        "samples": samples,
+    }
+
+
+def caches_listed_s(log: str, started_at: float) -> float | None:
+    """When the operator's log said its caches were listed ("N Onions queued"), in seconds after
+    `started_at` (wall clock), or None if it did not say."""
+    for line in log.splitlines():
+        if " Onions queued, " in line and line.startswith("["):  # kopf's "[%(asctime)s] ..."
+            try:
+                when = datetime.fromisoformat(line[1 : line.index("]")].replace(",", "."))
+            except ValueError:
+                return None
+            return round(when.timestamp() - started_at, 3)  # naive: local time, as time.time()
+    return None
+
+
 async def measure(
     local: LocalClusterProcess,
     n: int,
     layers: int,
     rest_s: float,
     wakes: int,
+    restart_wakes: int,
     idle_s: float,
     ready_delay: str,
     restart: Callable[[], OperatorProcess],
+    profile: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     cluster_state = local.state()
     kube = await Kube.connect(cluster_state["kubeconfig"])
@@ -216,11 +267,23 @@ async def measure(
         await asyncio.sleep(10)  # let the controller-manager and kwok finish their part
         restarted_at = time.time()
         operator = await asyncio.to_thread(restart)
-        restart_cpu0 = cpu_seconds(operator.pid())
-        # A wake sent as the restarted operator starts: how long a restart holds one up.
-        first_wake = asyncio.create_task(wake_and_wait(onions[0], 0, RESTART_SETTLE_S + rest_s))
-        await asyncio.sleep(RESTART_SETTLE_S)
-        restart_cpu_s = cpu_seconds(operator.pid()) - restart_cpu0
+        started_at = time.time()
+        cpu_trace = asyncio.create_task(sample_cpu(operator.pid(), RESTART_SETTLE_S))
+        if profile is not None:  # where the new operator's first seconds go
+            profile(operator.pid(), n)
+        # Wakes right after the restart, one at a time: the first 2 s after the new operator
+        # started, the rest after it; distinct Onions, none of them among the later wakes.
+        rng = random.Random(n)
+        after_restart_targets = [(o, layers - 1) for o in rng.sample(onions, restart_wakes)]
+        await asyncio.sleep(max(0.0, started_at + RESTART_WAKE_AFTER_S - time.time()))
+        restart_wakes: list[dict[str, float | None]] = []
+        for obj, j in after_restart_targets:
+            sent = time.time()
+            took = await wake_and_wait(obj, j, RESTART_SETTLE_S)
+            restart_wakes.append({"sent_after_start_s": sent - started_at, "wake_s": took})
+        restart_cpu = await cpu_trace
+        # The restart's wakes sleep idle_s later: let them, before the quiet window.
+        await asyncio.sleep(idle_s + 5)
         pids = {"operator": operator.pid(), **cluster_state["pids"]}
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         rest_start, t0 = time.time(), time.monotonic()
@@ -229,10 +292,19 @@ async def measure(
         cpu = {name: (cpu_seconds(pid) - cpu0[name]) / elapsed for name, pid in pids.items()}
         memory = rss_mib(pids["operator"])
         load = os.getloadavg()
+        listed_s = caches_listed_s(operator.logs(), started_at)
 
         # --- wakes under that load, then sleeps ---------------------------------------------
-        rng = random.Random(n)
-        targets = rng.sample([(o, j) for o in onions for j in range(layers)], min(wakes, n))
+        restarted = {o["metadata"]["name"] for o, _ in after_restart_targets}
+        targets = rng.sample(
+            [
+                (o, j)
+                for o in onions
+                for j in range(layers)
+                if o["metadata"]["name"] not in restarted
+            ],
+            min(wakes, n),
+        )
         records: list[dict[str, Any]] = []
         missed: list[str] = []  # no wake within 30 s, or no sleep within idleTimeout + 60 s
         sleeps: list[asyncio.Task[None]] = []
@@ -267,7 +339,6 @@ async def measure(
             sleeps.append(asyncio.create_task(wake(obj, j)))
             await asyncio.sleep(0.5)
         await asyncio.gather(*sleeps)
-        first_wake_s = await first_wake
         # The audit log is written in batches: give the last ones a moment.
         await asyncio.sleep(2)
     finally:
@@ -279,13 +350,29 @@ async def measure(
     everything = audit_requests(Path(cluster_state["audit_log"]), "onion-operator")
     requests = between(everything, rest_start, rest_end)
     per_s = len(requests) / (rest_end - rest_start)
-    after_restart = between(everything, restarted_at, restarted_at + RESTART_SETTLE_S)
+    after_restart = between(everything, restarted_at, started_at + RESTART_SETTLE_S)
+    first, rest_wakes = restart_wakes[0], restart_wakes[1:]
+    first_wake_s = first["wake_s"]
+    sent_after = first["sent_after_start_s"]
     result["restart"] = {
+        "how": "SIGKILL, a new operator with the same identity started at once",
         "window_s": RESTART_SETTLE_S,
         "operator_requests": len(after_restart),
         "by_request": dict(Counter(r.what for r in after_restart).most_common()),
-        "operator_cpu_s": round(restart_cpu_s, 2),
+        "caches_listed_after_start_s": listed_s,
+        "first_wake_sent_after_start_s": None if sent_after is None else round(sent_after, 3),
         "first_wake_s": None if first_wake_s is None else round(first_wake_s, 3),
+        "first_wake_served_after_start_s": (
+            None
+            if first_wake_s is None or sent_after is None
+            else round(sent_after + first_wake_s, 3)
+        ),
+        "next_wakes": summary([w["wake_s"] for w in rest_wakes if w["wake_s"] is not None]),
+        "wakes_missed": sum(1 for w in restart_wakes if w["wake_s"] is None),
+        "operator_cpu_s": restart_cpu["cpu_s"],
+        "operator_busy_s": restart_cpu["busy_s"],
+        "operator_busy_cores": restart_cpu["busy_cores"],
+        "cpu_samples": restart_cpu["samples"],
     }
     result["creating"] = {
         "operator_requests": len(between(everything, create_start, all_ready_at)),
@@ -299,6 +386,7 @@ async def measure(
         "by_request": dict(Counter(r.what for r in requests).most_common()),
         "operator_cpu_cores": round(cpu["operator"], 4),
         **{f"operator_{k}": v for k, v in memory.items()},
+        "operator_rss_mib_per_onion": round(memory["rss_mib"] / n, 4),
         "control_plane_cpu_cores": {k: round(v, 3) for k, v in cpu.items() if k != "operator"},
         "loadavg_1_5_15": [round(x, 2) for x in load],
     }
@@ -338,18 +426,53 @@ async def measure(
     return result
 
 
+def py_spy(out: Path, pid: int, n: int) -> None:
+    """Sample `pid` with py-spy for the restart's settling time, in the background: collapsed
+    stacks (`--format raw`, one line a stack with its count) to read where the time went."""
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(RESTART_SETTLE_S)),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(out / f"restart-{n}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def memory_fit(points: list[tuple[int, float]]) -> dict[str, float]:
+    """RSS = base + slope x Onions, least squares: the curve to read 10,000 Onions from."""
+    xs, ys = [float(x) for x, _ in points], [y for _, y in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
+    return {"base_mib": round(mean_y - slope * mean_x, 1), "mib_per_onion": round(slope, 4)}
+
+
 def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     nodes = math.ceil((n + args.wakes) / (PODS_PER_NODE - 10)) + 1
     local = LocalClusterProcess(nodes=nodes, audit=True)
     cluster = local.start()
     operator = None
-    extra = ["--all-namespaces", "--leader-namespace", "scale-0"]
+    extra = ["--all-namespaces", "--leader-namespace", "scale-0", "--identity", IDENTITY]
     extra += ["--leader-lease-seconds", "15", *args.operator_args]
 
     def start() -> OperatorProcess:
         nonlocal operator
         if operator is not None:
-            operator.stop(show_log=False)  # a clean exit hands the leader Lease over at once
+            operator.kill()  # SIGKILL: nothing handed over, its watches and passes cut off
+            operator.stop(show_log=False)  # (removes its log)
         operator = OperatorProcess(
             cluster,
             "scale-0",
@@ -367,7 +490,16 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         print(f"N={n}: {nodes} kwok nodes, operator pid {start().pid()}", flush=True)
         result = asyncio.run(
             measure(
-                local, n, args.layers, args.rest, args.wakes, args.idle, args.ready_delay, start
+                local,
+                n,
+                args.layers,
+                args.rest,
+                args.wakes,
+                min(args.restart_wakes, n),
+                args.idle,
+                args.ready_delay,
+                start,
+                None if args.py_spy is None else partial(py_spy, args.py_spy),
             )
         )
         result["kwok_nodes"] = nodes
@@ -389,10 +521,13 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--onions", type=int, nargs="+", default=[100, 300, 1000])
+    p.add_argument("--onions", type=int, nargs="+", default=[100, 300, 1000, 3000])
     p.add_argument("--layers", type=int, default=2, help="managed layers per Onion (plus the core)")
     p.add_argument("--rest", type=float, default=120.0, help="seconds of the at-rest window")
     p.add_argument("--wakes", type=int, default=60)
+    p.add_argument(
+        "--restart-wakes", type=int, default=30, help="wakes one at a time after the restart"
+    )
     p.add_argument("--idle", type=float, default=10.0, help="the layers' idleTimeout, seconds")
     p.add_argument("--ready-delay", default="1s", help="kwok pod-ready delay of the layers")
     p.add_argument("--operator-source", type=Path, help="run this checkout's operator/ instead")
@@ -401,6 +536,12 @@ def main() -> int:
     p.add_argument("--keep-logs", type=Path, help="copy the audit and operator logs here")
     p.add_argument("--label", help="what is measured, for the JSON (default: the source)")
     p.add_argument("--verbose", action="store_true", help="run the operator with --verbose")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="py-spy the restarted operator for 30 s (pip install py-spy); stacks into DIR",
+    )
     args = p.parse_args()
     args.pythonpath = None
     if args.operator_source is not None:
@@ -432,8 +573,9 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(
-        "\n| Onions | to all Ready | requests/s at rest (per Onion) | CPU | RSS | wake p50/p99 "
-        "| asleep after idleTimeout p50/p99 | restart: first wake, CPU in 30 s |"
+        "\n| Onions | to all Ready | requests/s at rest (per Onion) | CPU | RSS (per Onion) "
+        "| wake p50/p99 | asleep after idleTimeout p50/p99 | restart: caches listed | first wake "
+        "(after start) | next 29 wakes p50 | CPU busy after the restart |"
     )
     for r in runs:
         rest, w, s = r["rest"], r["wake_lease_patch_to_replicas_1"], r["sleep_after_idle_timeout"]
@@ -441,9 +583,22 @@ def main() -> int:
         print(
             f"| {r['onions']} | {r['time_to_all_ready_s']} s | {rest['requests_per_s']} "
             f"({rest['requests_per_s_per_onion']}) | {rest['operator_cpu_cores']} | "
-            f"{rest['operator_rss_mib']} MiB | {w.get('p50_ms')} / {w.get('p99_ms')} ms | "
-            f"{s.get('p50_ms')} / {s.get('p99_ms')} ms | {restart['first_wake_s']} s, "
-            f"{restart['operator_cpu_s']} s |"
+            f"{rest['operator_rss_mib']} MiB ({rest['operator_rss_mib_per_onion']}) | "
+            f"{w.get('p50_ms')} / {w.get('p99_ms')} ms | "
+            f"{s.get('p50_ms')} / {s.get('p99_ms')} ms | "
+            f"{restart['caches_listed_after_start_s']} s | {restart['first_wake_s']} s "
+            f"({restart['first_wake_served_after_start_s']} s) | "
+            f"{restart['next_wakes'].get('p50_ms')} ms | {restart['operator_busy_cores']} cores "
+            f"for {restart['operator_busy_s']} s |"
+        )
+    if len(runs) > 1:
+        fit = memory_fit([(r["onions"], r["rest"]["operator_rss_mib"]) for r in runs])
+        result["memory_fit"] = fit
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(
+            f"RSS ~ {fit['base_mib']} MiB + {fit['mib_per_onion']} MiB per Onion "
+            f"(least squares over {len(runs)} sizes): "
+            f"{fit['base_mib'] + 10_000 * fit['mib_per_onion']:.0f} MiB at 10,000 Onions"
         )
     print(f"wrote {args.out}")
     return 0

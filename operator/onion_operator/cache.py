@@ -1,8 +1,9 @@
 """What the watches saw, reduced to what a pass needs, and what this operator wrote since.
 
 Three `Store`s (Onions, demand Leases, model Deployments) keep one small entry per object, built
-by the `*_entry` functions here: filled by one paginated list at start, then kept by kopf's watch
-streams (its event handlers, see handlers.py), as a client-go informer does. A pass reads an
+by the `*_entry` functions here: filled by one paginated list of each kind at start, then kept by
+a watch from that list (informer.py; the callbacks are in handlers.py), as a client-go informer
+does. A pass reads an
 `OnionView` from them and never lists from the API server. Right after a write the watch has
 not shown it yet, so `Written` keeps the API's answer to each write until the watch catches up;
 like client-go's `NewIntegerResourceVersionMutationCache`, it relies on resourceVersions being
@@ -170,8 +171,9 @@ E = TypeVar("E", CachedOnion, CachedDeployment, CachedLease)
 class Store(Generic[E]):
     """One kind's entries by Onion key, then by object name: what the list and the watch saw.
 
-    The list at start and the watch after it may both deliver an object; an older
-    resourceVersion never replaces a newer one. Each update costs O(1): no scan of the store."""
+    A list again (after a watch expired) and our own re-reads may deliver an object the store
+    already holds; an older resourceVersion never replaces a newer one. Each update costs O(1):
+    no scan of the store."""
 
     def __init__(
         self, entry: Callable[[Mapping[str, Any]], E], key: Callable[[Mapping[str, Any]], str]
@@ -182,12 +184,20 @@ class Store(Generic[E]):
 
     def put(self, body: Mapping[str, Any]) -> str:
         """Keep what `body` says (unless we hold a newer version of it); its Onion key."""
+        return self.update(body)[0]
+
+    def update(self, body: Mapping[str, Any]) -> tuple[str, bool]:
+        """`put`, and whether it changed what the store holds (a version not held before)."""
         key, entry = self._key(body), self._entry(body)
         objects = self._by_key.setdefault(key, {})
         held = objects.get(entry.name)
-        if held is None or not newer(held.resource_version, entry.resource_version):
-            objects[entry.name] = entry
-        return key
+        if held is not None and (
+            held.resource_version == entry.resource_version
+            or newer(held.resource_version, entry.resource_version)
+        ):
+            return key, False
+        objects[entry.name] = entry
+        return key, True
 
     def remove(self, body: Mapping[str, Any]) -> str:
         key = self._key(body)

@@ -1,19 +1,24 @@
 """The kopf handlers: the only module that knows kopf. Each one is a few lines.
 
-Three caches (Onions, demand Leases, model Deployments; see cache.py) are filled by one list each
-at start and kept by kopf's watch streams: every event handler here updates its cache and puts the
-Onion's key on the work queue. A pass (`run_pass`) reads the clock once, plans from the caches,
-writes only what differs, and asks the queue to come back at the plan's next deadline or the
-Onion's next drift repair, whichever is first. At rest, with no demand and nothing changing, the
-operator sends no requests but those repairs, spread over `resync_seconds`, and its leader Lease
-renewals.
+kopf runs the operator (start-up, clean-up, signals, logging); what it watches is fed by the
+operator's own informers (informer.py), one per kind: Onions, demand Leases and model Deployments
+are listed once at start into three caches (cache.py), then watched from that list; Services, the
+router ConfigMaps and HPAs are watched for their deletions only. Every change puts the Onion's key
+on the work queue as an `EVENT`; after a start, each Onion's first pass is an `EVENT` if someone may
+be waiting on it (urgency.py: demand or readiness the status does not show yet, a new spec) and
+`BACKLOG` otherwise, so a restarted operator serves wakes before its start-up passes. A pass
+(`run_pass`) reads the clock once, plans from the caches, writes only what differs, and asks the
+queue to come back at the plan's next deadline (an `EVENT`) or the Onion's next drift repair
+(`BACKLOG`), whichever is first. At rest, with no demand and nothing changing, the operator sends no
+requests but those repairs, spread over `resync_seconds`, and its leader Lease renewals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +30,7 @@ from onion_operator.cache import (
     CachedDeployment,
     CachedLease,
     CachedOnion,
+    OnionView,
     Store,
     Written,
     deployment_entry,
@@ -32,14 +38,15 @@ from onion_operator.cache import (
     key_of_onion,
     lease_entry,
     onion_entry,
-    onion_key,
 )
+from onion_operator.informer import LISTED, Informer, Obj, Source
 from onion_operator.kube import RETRYABLE, ApiError, Kube, NotFound
 from onion_operator.metrics import OperatorMetrics
 from onion_operator.planner import Wake
 from onion_operator.probes import Health
 from onion_operator.reconciler import Event, PassApi, reconcile
-from onion_operator.workqueue import WorkQueue, next_repair, spread
+from onion_operator.urgency import waiting
+from onion_operator.workqueue import Priority, WorkQueue, next_repair, spread
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +77,27 @@ class OperatorState:
         self.deployments: Store[CachedDeployment] = Store(deployment_entry, key_of_child)
         self.written = Written()
         self.queue = WorkQueue(
-            lambda key: run_pass(self, key), tuning.workers, metrics.queue_latency.observe
+            lambda key, priority: run_pass(self, key, priority),
+            tuning.workers,
+            lambda seconds, priority: metrics.queue_latency.labels(priority.label).observe(seconds),
         )
-        metrics.queue_depth.set_function(self.queue.depth)
+        for priority in Priority:
+            metrics.queue_depth.labels(priority.label).set_function(self._depth_of(priority))
         metrics.onions.set_function(lambda: len(self.onions))
+        self.serving = False  # after the caches' first listing: each Onion queued once then
         self.needs_full: set[str] = set()  # a child was deleted: apply everything
         self.repair_due: dict[str, float] = {}  # loop time of each Onion's next drift repair
         self.failures: dict[str, int] = {}
         self.last_error: dict[str, str] = {}
 
+    def _depth_of(self, priority: Priority) -> Callable[[], int]:
+        return lambda: self.queue.depth(priority)
+
     def changed(self, key: str, *, child_deleted: bool = False) -> None:
         if child_deleted:
             self.needs_full.add(key)
             self.written.forget_children(key)
-        self.queue.add(key)
+        self.queue.add(key, Priority.EVENT)
 
     def forget(self, key: str) -> None:
         self.queue.forget(key)
@@ -91,6 +105,28 @@ class OperatorState:
         for memo in (self.repair_due, self.failures, self.last_error):
             memo.pop(key, None)
         self.needs_full.discard(key)
+
+    def view(self, key: str) -> OnionView | None:
+        onions = self.onions.get(key)
+        if not onions:
+            return None
+        return self.written.view(onions[0], self.deployments.get(key), self.leases.get(key))
+
+    def first_passes(self) -> None:
+        """Queue every cached Onion once: an `EVENT` if someone may be waiting on it, else
+        `BACKLOG`. Called when the caches have their first listing, before any pass runs."""
+        urgent = 0
+        for key in self.onions:
+            view = self.view(key)
+            reason = waiting(view) if view is not None else None
+            if reason is None:
+                self.queue.add(key, Priority.BACKLOG)
+                continue
+            urgent += 1
+            log.info("%s first: %s", key, reason)
+            self.queue.add(key, Priority.EVENT)
+        log.info("%d Onions queued, %d of them first", len(self.onions), urgent)
+        self.serving = True
 
 
 async def _post(state: OperatorState, onion: CachedOnion, event: Event, now: datetime) -> None:
@@ -101,9 +137,13 @@ async def _post(state: OperatorState, onion: CachedOnion, event: Event, now: dat
 
 
 async def _failed(
-    state: OperatorState, onion: CachedOnion, error: BaseException, now: datetime
+    state: OperatorState,
+    onion: CachedOnion,
+    error: BaseException,
+    now: datetime,
+    priority: Priority,
 ) -> None:
-    """One Event per distinct error, and a retry after a growing delay."""
+    """One Event per distinct error, and a retry after a growing delay, as urgent as before."""
     key = onion.key
     if isinstance(error, ApiError):
         body = error.body.decode(errors="replace") if isinstance(error.body, bytes) else error.body
@@ -117,14 +157,13 @@ async def _failed(
         await _post(state, onion, Event("Warning", "ReconcileError", message), now)
     failures = state.failures[key] = state.failures.get(key, 0) + 1
     delay = min(state.tuning.max_retry_seconds, 0.5 * 2**failures)
-    state.queue.add_at(key, asyncio.get_running_loop().time() + delay)
+    state.queue.add_at(key, asyncio.get_running_loop().time() + delay, priority)
 
 
 async def _gone(state: OperatorState, onion: CachedOnion) -> bool:
-    """After a 404: something the caches hold was deleted with no watch event to say so (the one
-    window: deleted between the list at start and kopf's own). If it is the Onion, drop it and
-    say so; else re-read its Leases and Deployments, so the retry (a full pass) re-creates what
-    is missing."""
+    """After a 404: something the caches hold was deleted and the watch has not said so yet (or
+    said it while this pass ran). If it is the Onion, drop it and say so; else re-read its
+    Leases and Deployments, so the retry (a full pass) re-creates what is missing."""
     kube = state.kube
     try:
         if await kube.get(names.KIND, onion.namespace, onion.name) is None:
@@ -132,8 +171,8 @@ async def _gone(state: OperatorState, onion: CachedOnion) -> bool:
             state.onions.discard(onion.key, onion.name)
             state.forget(onion.key)
             return True
-        for store, kind, labels in _cached_kinds(state)[1:]:  # its Leases and Deployments
-            selector = {**labels, names.LABEL_ONION: onion.name}
+        for store, kind in _child_kinds(state):
+            selector = {**_COMPONENT[kind], names.LABEL_ONION: onion.name}
             store.replace(onion.key, await kube.list(kind, onion.namespace, selector))
     except RETRYABLE as e:
         log.warning("re-reading %s after a 404 failed: %s", onion.key, e)
@@ -143,10 +182,10 @@ async def _gone(state: OperatorState, onion: CachedOnion) -> bool:
     return False
 
 
-async def run_pass(state: OperatorState, key: str) -> None:
+async def run_pass(state: OperatorState, key: str, priority: Priority = Priority.EVENT) -> None:
     """Reconcile one Onion from the caches, reading the clock once, and schedule its next pass."""
-    onions = state.onions.get(key)
-    if not onions:  # deleted
+    view = state.view(key)
+    if view is None:  # deleted, or its children seen before it
         state.forget(key)
         return
     loop_now = asyncio.get_running_loop().time()
@@ -154,7 +193,6 @@ async def run_pass(state: OperatorState, key: str) -> None:
     due = state.repair_due.setdefault(key, loop_now + spread(key, period))  # first: its slot
     full = key in state.needs_full or loop_now >= due
     state.needs_full.discard(key)
-    view = state.written.view(onions[0], state.deployments.get(key), state.leases.get(key))
     now = datetime.now(UTC)
     metrics = state.metrics
     kind = "full" if full else "refresh"
@@ -168,7 +206,7 @@ async def run_pass(state: OperatorState, key: str) -> None:
             state.needs_full.add(key)
         if isinstance(e, ApiError) and e.status == NotFound and await _gone(state, view.onion):
             return
-        await _failed(state, view.onion, e, now)
+        await _failed(state, view.onion, e, now, priority)
         return
     kind = "full" if outcome.full else kind  # a new generation or a missing child: full
     metrics.passes.labels(kind, "ok").inc()
@@ -189,105 +227,131 @@ async def run_pass(state: OperatorState, key: str) -> None:
         state.repair_due[key] = next_repair(key, loop_now, period)
     for event in outcome.events:
         await _post(state, outcome.onion, event, now)
-    when, next_look = state.repair_due[key], "drift repair"
+    when, next_look, urgency = state.repair_due[key], "drift repair", Priority.BACKLOG
     deadline = outcome.next_deadline
     if deadline is not None and loop_now + (deadline.at - now).total_seconds() < when:
         when = loop_now + (deadline.at - now).total_seconds()
-        next_look = f"{deadline.reason} of {deadline.layer}"
-    state.queue.add_at(key, when)
+        next_look, urgency = f"{deadline.reason} of {deadline.layer}", Priority.EVENT
+    state.queue.add_at(key, when, urgency)
     if log.isEnabledFor(logging.DEBUG):
         log.debug(
-            "pass %s%s: %s; next in %.1fs (%s)",
+            "pass %s (%s%s): %s; next in %.1fs (%s)",
             key,
-            " (full)" if outcome.full else "",
+            priority.label,
+            ", full" if outcome.full else "",
             "; ".join(f"{e.reason}: {e.message}" for e in outcome.events) or "nothing to do",
             when - loop_now,
             next_look,
         )
 
 
-# --- what the watches select -------------------------------------------------------------------
+# --- what the informers follow -----------------------------------------------------------------
 
-Labels = dict[str, Any]  # kopf.PRESENT is a filter token, not a str
-_DEMAND: Labels = {names.LABEL_COMPONENT: names.COMPONENT_DEMAND, names.LABEL_ONION: kopf.PRESENT}
-_MODEL: Labels = {names.LABEL_COMPONENT: names.COMPONENT_MODEL, names.LABEL_ONION: kopf.PRESENT}
-
-
-def _selector(labels: Labels) -> str:
-    """The same filter as a label selector for a list: `a=b,c` (c: present)."""
-    return ",".join(k if v is kopf.PRESENT else f"{k}={v}" for k, v in labels.items())
+_COMPONENT: dict[str, dict[str, str]] = {
+    "Lease": {names.LABEL_COMPONENT: names.COMPONENT_DEMAND},
+    "Deployment": {names.LABEL_COMPONENT: names.COMPONENT_MODEL},
+}
+_DELETIONS_OF = ("Service", "ConfigMap", "HorizontalPodAutoscaler")  # re-created at once
 
 
-def _cached_kinds(state: OperatorState) -> list[tuple[Store[Any], str, Labels]]:
-    """Each cache, the kind it holds and the labels its watch selects (as the handlers below)."""
-    return [
-        (state.onions, names.KIND, {}),
-        (state.leases, "Lease", _DEMAND),
-        (state.deployments, "Deployment", _MODEL),
-    ]
+def _child_kinds(state: OperatorState) -> list[tuple[Store[Any], str]]:
+    return [(state.leases, "Lease"), (state.deployments, "Deployment")]
 
 
-async def fill(state: OperatorState, namespaces: list[str] | None) -> None:
-    """List the three cached kinds once, in `namespaces` (None: all), into the caches, and queue
-    every Onion. A restarted operator plans from full caches from its first pass; kopf's own
-    listing, which follows, brings nothing older (an older resourceVersion never wins)."""
+def _selector(kind: str) -> str:
+    """Demand Leases and model Deployments by their component; the rest: any Onion's."""
+    return ",".join([*(f"{k}={v}" for k, v in _COMPONENT.get(kind, {}).items()), names.LABEL_ONION])
+
+
+def _on_onion(state: OperatorState) -> Callable[[str, Obj], None]:
+    def seen(type_: str, body: Obj) -> None:
+        if type_ == "DELETED":  # children go by owner references
+            state.forget(state.onions.remove(body))
+            return
+        key, new = state.onions.update(body)
+        if new and (type_ != LISTED or state.serving):
+            state.changed(key)
+
+    return seen
+
+
+def _on_child(state: OperatorState, store: Store[Any]) -> Callable[[str, Obj], None]:
+    def seen(type_: str, body: Obj) -> None:
+        if type_ == "DELETED":
+            state.changed(store.remove(body), child_deleted=True)
+            return
+        key, new = store.update(body)
+        if new and (type_ != LISTED or state.serving):
+            state.changed(key)
+
+    return seen
+
+
+def _on_deleted(state: OperatorState) -> Callable[[str, Obj], None]:
+    """A Service, the router ConfigMap or an HPA deleted by hand is re-created at once."""
+
+    def seen(type_: str, body: Obj) -> None:
+        if type_ == "DELETED":
+            state.changed(key_of_child(body), child_deleted=True)
+
+    return seen
+
+
+def informers(state: OperatorState, kube: Kube, namespaces: list[str] | None) -> list[Informer]:
+    """One informer per followed kind and namespace (None: one for all namespaces): Leases
+    first, the kind a wake starts from, then Onions, then Deployments."""
     scope: list[str | None] = [None] if namespaces is None else list(namespaces)
-    for store, kind, labels in _cached_kinds(state):
-        for namespace in scope:
-            for body in await state.kube.list_pages(kind, namespace, _selector(labels)):
-                store.put(body)
-    for key in state.onions:
-        state.queue.add(key)
+    followed: list[tuple[Source, Callable[[str, Obj], None]]] = []
+    for namespace in scope:
+        followed += [
+            (Source("Lease", _selector("Lease"), namespace), _on_child(state, state.leases)),
+            (Source(names.KIND, "", namespace), _on_onion(state)),
+            (
+                Source("Deployment", _selector("Deployment"), namespace),
+                _on_child(state, state.deployments),
+            ),
+            *(
+                (Source(kind, _selector(kind), namespace, changes_only=True), _on_deleted(state))
+                for kind in _DELETIONS_OF
+            ),
+        ]
+    return [Informer(kube, source, on_event) for source, on_event in followed]
 
 
-async def _fill_until_done(state: OperatorState, namespaces: list[str] | None) -> None:
+async def fill(state: OperatorState, feeds: list[Informer]) -> None:
+    """List every followed kind once (in parallel) into the caches, then queue every Onion for
+    its first pass. A restarted operator plans from full caches from its first pass."""
     delay = 0.5
     while True:
         try:
-            await fill(state, namespaces)
-            return
+            await asyncio.gather(*(feed.sync() for feed in feeds if not feed.synced))
+            break
         except RETRYABLE as e:
             log.warning("listing the cached kinds failed (retrying in %.0fs): %s", delay, e)
             await asyncio.sleep(delay)
             delay = min(state.tuning.max_retry_seconds, delay * 2)
+    state.first_passes()
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
 
 
-class _NoDiffBase(kopf.DiffBaseStorage):
-    """No diff base: this operator has event handlers only, none that detect changes,
-    so the diff base kopf builds for every event (a deep copy of the whole body, managedFields
-    and all) would never be read. Measured: 12% less operator CPU under a stream of wakes."""
-
-    # kopf's signatures, arguments unused on purpose.
-    def build(self, *, body: Any, extra_fields: Any = None) -> kopf.BodyEssence:  # noqa: ARG002
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: Any) -> kopf.BodyEssence | None:  # noqa: ARG002
-        return None
-
-    def store(self, *, body: Any, patch: Any, essence: Any) -> None:  # noqa: ARG002
-        return None
-
-
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Settings, the API client, the caches (listed before kopf starts its watches) and the
-    work queue. `memo.namespaces` is the operator's scope: a list, or None for all."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
-    settings.persistence.diffbase_storage = _NoDiffBase()
-    settings.posting.enabled = False  # our own Events say what happened; not kopf's per handler
-    settings.watching.server_timeout = 300
+    """The API clients, the caches (listed once, then watched) and the work queue.
+    `memo.namespaces` is the operator's scope: a list, or None for all."""
+    settings.posting.enabled = False  # our own Events say what happened; not kopf's
     tuning = memo.get("tuning") or Tuning()
     metrics: OperatorMetrics = memo.get("metrics") or OperatorMetrics()
     kube = await Kube.connect(metrics=metrics)
+    # Watches hold their connections for minutes: their own pool, so that however many
+    # namespaces are followed, passes always find a free connection.
+    watches = await Kube.connect(metrics=metrics, pool=0)
     state = OperatorState(kube, tuning, metrics)
-    # Not kopf's indexes: while kopf lists an indexed kind at start, every object's worker waits
-    # on one condition that every listed object notifies, which took minutes of CPU for a
-    # restart at 1,000 Onions (docs/scale.md). One list per kind here is linear.
-    await _fill_until_done(state, memo.get("namespaces"))
-    memo["state"] = state
+    feeds = informers(state, watches, memo.get("namespaces"))
+    await fill(state, feeds)
+    memo["state"], memo["watches"] = state, watches
+    memo["feeds"] = [asyncio.create_task(feed.run(), name=f"watch {feed.source}") for feed in feeds]
     state.queue.start()
     health: Health | None = memo.get("health")
     if health is not None:
@@ -296,57 +360,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("feeds", []):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     state: OperatorState = memo["state"]
     await state.queue.stop()
     await state.kube.close()
-
-
-# --- events: every change of something a pass depends on queues its Onion ---------------------
-
-
-@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
-async def onion_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
-    state: OperatorState = memo["state"]
-    if type == "DELETED":  # children go by owner references
-        state.forget(state.onions.remove(body))
-    else:
-        state.changed(state.onions.put(body))
-
-
-@kopf.on.event("coordination.k8s.io", "v1", "leases", labels=_DEMAND)
-async def lease_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """New demand on a Lease."""
-    _child_changed(memo["state"], memo["state"].leases, type, body)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=_MODEL)
-async def deployment_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A model Deployment changed (e.g. a pod became Ready, or someone scaled it)."""
-    _child_changed(memo["state"], memo["state"].deployments, type, body)
-
-
-def _child_changed(state: OperatorState, store: Store[Any], type: str, body: kopf.Body) -> None:
-    deleted = type == "DELETED"
-    key = store.remove(body) if deleted else store.put(body)
-    state.changed(key, child_deleted=deleted)
-
-
-def _deleted(type: str, **_: Any) -> bool:
-    return type == "DELETED"
-
-
-@kopf.on.event("", "v1", "services", labels={names.LABEL_ONION: kopf.PRESENT}, when=_deleted)
-@kopf.on.event("", "v1", "configmaps", labels={names.LABEL_ONION: kopf.PRESENT}, when=_deleted)
-@kopf.on.event(
-    "autoscaling",
-    "v2",
-    "horizontalpodautoscalers",
-    labels={names.LABEL_ONION: kopf.PRESENT},
-    when=_deleted,
-)
-async def other_child_deleted(
-    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
-) -> None:
-    """A Service, the router ConfigMap or an HPA deleted by hand is re-created at once."""
-    key = onion_key(namespace or "", labels[names.LABEL_ONION])
-    memo["state"].changed(key, child_deleted=True)
+    await memo["watches"].close()

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from onion_contract import names
@@ -38,6 +39,15 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "HTTPRoute": (f"/apis/{c.HTTPROUTE_API_VERSION}", "httproutes"),
     names.KIND: (f"/apis/{names.API_VERSION}", names.PLURAL),
+}
+
+# kind -> (client library API class, resource in its method names): the kinds the operator watches.
+_WATCHABLE: dict[str, tuple[type[Any], str]] = {
+    "Lease": (client.CoordinationV1Api, "lease"),
+    "Deployment": (client.AppsV1Api, "deployment"),
+    "Service": (client.CoreV1Api, "service"),
+    "ConfigMap": (client.CoreV1Api, "config_map"),
+    "HorizontalPodAutoscaler": (client.AutoscalingV2Api, "horizontal_pod_autoscaler"),
 }
 
 # Kinds the operator lists to garbage-collect them itself when a layer (or its autoscaling, its
@@ -90,10 +100,15 @@ class Kube:
 
     @classmethod
     async def connect(
-        cls, kubeconfig: str | None = None, metrics: OperatorMetrics | None = None
+        cls,
+        kubeconfig: str | None = None,
+        metrics: OperatorMetrics | None = None,
+        pool: int = 100,
     ) -> Kube:
-        """In-cluster service account when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+        """In-cluster service account when running in a pod, else $KUBECONFIG / ~/.kube/config;
+        at most `pool` connections at once (0: no limit)."""
         configuration = client.Configuration()
+        configuration.connection_pool_maxsize = pool
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
@@ -153,6 +168,14 @@ class Kube:
     ) -> Objs:
         """Every object of `kind` matching a label selector (`a=b,c`), in one namespace or all
         (None), read `page` at a time as informers do, so no single answer holds thousands."""
+        items, _ = await self.list_snapshot(kind, namespace, selector, page)
+        return items
+
+    async def list_snapshot(
+        self, kind: str, namespace: str | None, selector: str, page: int = 500
+    ) -> tuple[Objs, str]:
+        """`list_pages`, and the resourceVersion the list is a snapshot of (a watch from it sees
+        every change after the list)."""
         items: Objs = []
         token = ""
         while True:
@@ -161,9 +184,70 @@ class Kube:
                 query.append(("continue", token))
             result = await self._call("GET", _path(kind, namespace), query=query)
             items.extend(result.get("items") or [])
-            token = (result.get("metadata") or {}).get("continue") or ""
+            meta = result.get("metadata") or {}
+            token = meta.get("continue") or ""
             if not token:
-                return items
+                return items, str(meta.get("resourceVersion", ""))
+
+    async def current_version(self, kind: str, namespace: str | None, selector: str) -> str:
+        """The resourceVersion a watch of changes from now on starts from: one list request of
+        at most one object (its answer's version is the collection's, however many there are)."""
+        query = [("labelSelector", selector), ("limit", "1")]
+        result = await self._call("GET", _path(kind, namespace), query=query)
+        return str((result.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        selector: str,
+        resource_version: str,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[Obj]:
+        """Watch events (`{"type", "object"}`, bookmarks included) of `kind` after
+        `resource_version`, until the server ends the stream (after `timeout_seconds`). A
+        resourceVersion the server no longer has raises ApiError 410 Gone: list again."""
+        call, args = self._list_call(kind, namespace)
+        if self.metrics is not None:
+            self.metrics.api_requests.labels(
+                "WATCH", resource_of(_path(kind, namespace)), "200"
+            ).inc()
+        # The server ends the stream after timeout_seconds; silence well past that is a dead peer.
+        async with asyncio.timeout(timeout_seconds + 60):
+            # timeout_seconds given: Watch ends where the server ends the stream, and raises a
+            # 410 instead of retrying it (the informer lists again).
+            async with watch.Watch(return_type="object") as stream:
+                events = stream.stream(
+                    call,
+                    *args,
+                    label_selector=selector,
+                    resource_version=resource_version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=timeout_seconds,
+                )
+                async for event in events:
+                    yield {"type": event["type"], "object": event["raw_object"]}
+
+    def _list_call(
+        self, kind: str, namespace: str | None
+    ) -> tuple[Callable[..., Any], tuple[str, ...]]:
+        """The client library's list function for `kind` (in a namespace or all), and its
+        positional arguments: what `watch.Watch` streams."""
+        if kind == names.KIND:
+            custom = client.CustomObjectsApi(self.api)
+            if namespace is None:
+                return custom.list_cluster_custom_object, (names.GROUP, names.VERSION, names.PLURAL)
+            return custom.list_namespaced_custom_object, (
+                names.GROUP,
+                names.VERSION,
+                namespace,
+                names.PLURAL,
+            )
+        api_class, resource = _WATCHABLE[kind]
+        api = api_class(self.api)
+        if namespace is None:
+            return getattr(api, f"list_{resource}_for_all_namespaces"), ()
+        return getattr(api, f"list_namespaced_{resource}"), (namespace,)
 
     async def apply(self, obj: Obj, manager: str = c.FIELD_MANAGER, force: bool = True) -> Obj:
         """Server-side apply under `manager`; with `force`, taking over conflicting fields

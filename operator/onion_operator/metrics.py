@@ -48,17 +48,22 @@ class OperatorMetrics:
         self.api_requests = Counter(
             "onion_operator_api_requests",
             "Requests the operator sent to the API server, by verb, resource and status code "
-            "(error: no answer). kopf's watch streams are not counted",
+            "(error: no answer); a watch request counts once, as verb WATCH",
             ["verb", "resource", "code"],
             registry=r,
         )
         self.queue_depth = Gauge(
-            "onion_operator_workqueue_depth", "Onions waiting for a pass now", registry=r
+            "onion_operator_workqueue_depth",
+            "Onions waiting for a pass now, by priority (event: a change or a deadline; backlog: "
+            "start-up passes and drift repairs, served after every event)",
+            ["priority"],
+            registry=r,
         )
         self.queue_latency = Histogram(
             "onion_operator_workqueue_queue_duration_seconds",
             "How far behind the operator is: from an Onion queued (a change seen, or a deadline "
-            "due) to its pass starting",
+            "due) to its pass starting, by priority",
+            ["priority"],
             buckets=_FAST,
             registry=r,
         )

@@ -15,7 +15,7 @@ from onion_lab.cluster import Cluster
 from onion_lab.operator import OperatorProcess, apply_crd
 from onion_lab.waiting import wait_until
 from onion_operator.cache import Written, deployment_entry, lease_entry, onion_entry, onion_key
-from onion_operator.handlers import OperatorState, Tuning, fill, run_pass
+from onion_operator.handlers import OperatorState, Tuning, fill, informers, run_pass
 from onion_operator.kube import Kube
 from onion_operator.metrics import OperatorMetrics
 from onion_operator.reconciler import PassApi, reconcile
@@ -169,14 +169,14 @@ async def test_caches_are_listed_at_start_and_a_deletion_they_missed_is_repaired
     first = OperatorState(kube, Tuning(), OperatorMetrics())
     state = OperatorState(kube, Tuning(), OperatorMetrics())  # the same operator, restarted
     try:
-        await fill(first, [ns])
+        await fill(first, informers(first, kube, [ns]))
         await run_pass(first, key)  # a new generation: every child created
         assert replicas(cluster, ns, "chat-mid") == 0
 
-        await fill(state, [ns])
+        await fill(state, informers(state, kube, [ns]))
         assert sorted(d.layer for d in state.deployments.get(key)) == ["core", "mid"]
         assert [lease.layer for lease in state.leases.get(key)] == ["mid"]
-        assert state.queue.depth() == 1  # every listed Onion queued
+        assert state.queue.queued(key) is not None and state.queue.depth() == 1  # queued once
 
         cluster.kubectl("-n", ns, "delete", "deployment", "chat-mid")  # the cache still has it
         renew_demand(cluster, ns, "chat-mid-demand")

@@ -1,14 +1,15 @@
 """The kopf handlers: the only module that knows kopf. Each one is a few lines.
 
 kopf runs the operator (start-up, clean-up, signals, logging); what it watches is fed by the
-operator's own informers (informer.py), one per kind: Onions, demand Leases and model Deployments
-are listed once at start into three caches (cache.py), then watched from that list; Services, the
-router ConfigMaps and HPAs are watched for their deletions only. Every change puts the Onion's key
-on the work queue as an `EVENT`; after a start, each Onion's first pass is an `EVENT` if someone may
-be waiting on it (urgency.py: demand or readiness the status does not show yet, a new spec) and
-`BACKLOG` otherwise, so a restarted operator serves wakes before its start-up passes. A pass
-(`run_pass`) reads the clock once, plans from the caches, writes only what differs, and asks the
-queue to come back at the plan's next deadline (an `EVENT`) or the Onion's next drift repair
+operator's own informers (informer.py), one per kind: demand Leases, Onions and model Deployments
+are listed once at start into three caches (cache.py), smallest first, each then watched from its
+list; Services, the router ConfigMaps and HPAs are watched for their deletions only. Every change
+puts the Onion's key on the work queue as an `EVENT`, served from the moment the Leases are listed
+(a pass reads what the caches lack yet); after a start, each Onion's first pass is an `EVENT` if
+someone may be waiting on it (urgency.py: demand or readiness the status does not show yet, a new
+spec) and `BACKLOG` otherwise, so a restarted operator serves wakes before its start-up passes.
+A pass (`run_pass`) reads the clock once, plans from the caches, writes only what differs, and asks
+the queue to come back at the plan's next deadline (an `EVENT`) or the Onion's next drift repair
 (`BACKLOG`), whichever is first. At rest, with no demand and nothing changing, the operator sends no
 requests but those repairs, spread over `resync_seconds`, and its leader Lease renewals.
 """
@@ -45,7 +46,7 @@ from onion_operator.metrics import OperatorMetrics
 from onion_operator.planner import Wake
 from onion_operator.probes import Health
 from onion_operator.reconciler import Event, PassApi, reconcile
-from onion_operator.urgency import waiting
+from onion_operator.urgency import unseen_demand, waiting
 from onion_operator.workqueue import Priority, WorkQueue, next_repair, spread
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ class OperatorState:
         for priority in Priority:
             metrics.queue_depth.labels(priority.label).set_function(self._depth_of(priority))
         metrics.onions.set_function(lambda: len(self.onions))
-        self.serving = False  # after the caches' first listing: each Onion queued once then
+        self.unlisted: set[str] = {names.KIND, "Lease", "Deployment"}  # no first list yet
+        self.watches: list[asyncio.Task[None]] = []
         self.needs_full: set[str] = set()  # a child was deleted: apply everything
         self.repair_due: dict[str, float] = {}  # loop time of each Onion's next drift repair
         self.failures: dict[str, int] = {}
@@ -112,21 +114,24 @@ class OperatorState:
             return None
         return self.written.view(onions[0], self.deployments.get(key), self.leases.get(key))
 
-    def first_passes(self) -> None:
-        """Queue every cached Onion once: an `EVENT` if someone may be waiting on it, else
-        `BACKLOG`. Called when the caches have their first listing, before any pass runs."""
-        urgent = 0
+    def first_passes(self, judge: Callable[[OnionView], str | None]) -> None:
+        """Queue each cached Onion that has had no pass since the start: an `EVENT` if `judge`
+        says someone may be waiting on it, else (once every kind is listed) `BACKLOG`."""
+        urgent = queued = 0
         for key in self.onions:
             view = self.view(key)
-            reason = waiting(view) if view is not None else None
-            if reason is None:
-                self.queue.add(key, Priority.BACKLOG)
+            if view is None or key in self.repair_due:  # its first pass ran (an event)
                 continue
-            urgent += 1
-            log.info("%s first: %s", key, reason)
-            self.queue.add(key, Priority.EVENT)
-        log.info("%d Onions queued, %d of them first", len(self.onions), urgent)
-        self.serving = True
+            reason = judge(view)
+            if reason is not None:
+                urgent += 1
+                log.info("%s first: %s", key, reason)
+                self.queue.add(key, Priority.EVENT)
+            elif not self.unlisted:
+                self.queue.add(key, Priority.BACKLOG)
+            queued += 1
+        if not self.unlisted:
+            log.info("%d Onions queued, %d of them first", queued, urgent)
 
 
 async def _post(state: OperatorState, onion: CachedOnion, event: Event, now: datetime) -> None:
@@ -182,8 +187,30 @@ async def _gone(state: OperatorState, onion: CachedOnion) -> bool:
     return False
 
 
+async def _read_unlisted(state: OperatorState, key: str) -> None:
+    """Before every kind has its first list: read this one Onion, and its model Deployments, from
+    the API if their kinds are not listed yet, so that an event is served now, not after the lists
+    (two requests; an older version never replaces what the lists bring later)."""
+    namespace, name = key.split("/", 1)
+    if names.KIND in state.unlisted:
+        onion = await state.kube.get(names.KIND, namespace, name)
+        if onion is not None:
+            state.onions.update(onion)
+    if "Deployment" in state.unlisted:
+        selector = {**_COMPONENT["Deployment"], names.LABEL_ONION: name}
+        for deployment in await state.kube.list("Deployment", namespace, selector):
+            state.deployments.update(deployment)
+
+
 async def run_pass(state: OperatorState, key: str, priority: Priority = Priority.EVENT) -> None:
     """Reconcile one Onion from the caches, reading the clock once, and schedule its next pass."""
+    if state.unlisted:
+        try:
+            await _read_unlisted(state, key)
+        except RETRYABLE as e:
+            log.warning("reading %s before the caches are listed failed: %s", key, e)
+            state.queue.add_at(key, asyncio.get_running_loop().time() + 1, priority)
+            return
     view = state.view(key)
     if view is None:  # deleted, or its children seen before it
         state.forget(key)
@@ -269,7 +296,7 @@ def _on_onion(state: OperatorState) -> Callable[[str, Obj], None]:
             state.forget(state.onions.remove(body))
             return
         key, new = state.onions.update(body)
-        if new and (type_ != LISTED or state.serving):
+        if new and (type_ != LISTED or not state.unlisted):
             state.changed(key)
 
     return seen
@@ -281,7 +308,7 @@ def _on_child(state: OperatorState, store: Store[Any]) -> Callable[[str, Obj], N
             state.changed(store.remove(body), child_deleted=True)
             return
         key, new = store.update(body)
-        if new and (type_ != LISTED or state.serving):
+        if new and (type_ != LISTED or not state.unlisted):
             state.changed(key)
 
     return seen
@@ -298,8 +325,7 @@ def _on_deleted(state: OperatorState) -> Callable[[str, Obj], None]:
 
 
 def informers(state: OperatorState, kube: Kube, namespaces: list[str] | None) -> list[Informer]:
-    """One informer per followed kind and namespace (None: one for all namespaces): Leases
-    first, the kind a wake starts from, then Onions, then Deployments."""
+    """One informer per followed kind and namespace (None: one for all namespaces)."""
     scope: list[str | None] = [None] if namespaces is None else list(namespaces)
     followed: list[tuple[Source, Callable[[str, Obj], None]]] = []
     for namespace in scope:
@@ -318,19 +344,43 @@ def informers(state: OperatorState, kube: Kube, namespaces: list[str] | None) ->
     return [Informer(kube, source, on_event) for source, on_event in followed]
 
 
+async def _list_then_watch(state: OperatorState, feeds: list[Informer]) -> None:
+    """List each feed (retrying until the API answers), then watch it from that list."""
+
+    async def one(feed: Informer) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await feed.sync()
+                break
+            except RETRYABLE as e:
+                log.warning("listing %s failed (retrying in %.0fs): %s", feed.source, delay, e)
+                await asyncio.sleep(delay)
+                delay = min(state.tuning.max_retry_seconds, delay * 2)
+        state.watches.append(asyncio.create_task(feed.run(), name=f"watch {feed.source}"))
+
+    await asyncio.gather(*(one(feed) for feed in feeds))
+
+
 async def fill(state: OperatorState, feeds: list[Informer]) -> None:
-    """List every followed kind once (in parallel) into the caches, then queue every Onion for
-    its first pass. A restarted operator plans from full caches from its first pass."""
-    delay = 0.5
-    while True:
-        try:
-            await asyncio.gather(*(feed.sync() for feed in feeds if not feed.synced))
-            break
-        except RETRYABLE as e:
-            log.warning("listing the cached kinds failed (retrying in %.0fs): %s", delay, e)
-            await asyncio.sleep(delay)
-            delay = min(state.tuning.max_retry_seconds, delay * 2)
-    state.first_passes()
+    """List every followed kind once into the caches and watch it from there, smallest first, so
+    that events are served before the lists are done: the demand Leases (and the kinds followed
+    for deletions, one request each), then passes start (an event's pass reads its own Onion and
+    Deployments until their kinds are listed); then the Onions, and those whose demand their
+    status has not seen go first; then the model Deployments, and every Onion is queued once."""
+    stages = [
+        ({"Lease", *_DELETIONS_OF}, None),
+        ({names.KIND}, unseen_demand),
+        ({"Deployment"}, waiting),
+    ]
+    for kinds, judge in stages:
+        await _list_then_watch(state, [f for f in feeds if f.source.kind in kinds])
+        state.unlisted -= kinds
+        if judge is None:
+            log.info("demand Leases of %d Onions listed: serving events", len(state.leases))
+            state.queue.start()
+        else:
+            state.first_passes(judge)
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
@@ -348,11 +398,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # namespaces are followed, passes always find a free connection.
     watches = await Kube.connect(metrics=metrics, pool=0)
     state = OperatorState(kube, tuning, metrics)
-    feeds = informers(state, watches, memo.get("namespaces"))
-    await fill(state, feeds)
     memo["state"], memo["watches"] = state, watches
-    memo["feeds"] = [asyncio.create_task(feed.run(), name=f"watch {feed.source}") for feed in feeds]
-    state.queue.start()
+    await fill(state, informers(state, watches, memo.get("namespaces")))
     health: Health | None = memo.get("health")
     if health is not None:
         health.synced = True
@@ -360,11 +407,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    for task in memo.get("feeds", []):
+    state: OperatorState = memo["state"]
+    for task in state.watches:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    state: OperatorState = memo["state"]
     await state.queue.stop()
     await state.kube.close()
     await memo["watches"].close()

@@ -62,7 +62,7 @@ class Informer:
         on_event: OnEvent,
         *,
         timeout_seconds: int = 300,
-        max_retry_seconds: float = 30.0,
+        max_retry_seconds: float = 5.0,  # a wake waits for the watch: retry soon, it is one request
     ) -> None:
         self.kube = kube
         self.source = source

@@ -28,16 +28,31 @@ def _managed_layers(spec: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def waiting(view: OnionView) -> str | None:
-    """Why a request or a user may be waiting on this Onion now; None: nothing but routine."""
+def unseen_demand(view: OnionView) -> str | None:
+    """What the Onion and its Leases alone tell: a spec not reconciled, or demand newer than the
+    status has seen (a request may be held for a wake). None: nothing of that."""
     onion = view.onion
     if onion.deleting:
         return None  # its children go by owner references: nothing to hurry
     status = onion.status
     if status.get("observedGeneration") != onion.generation:
         return f"generation {onion.generation} not reconciled yet"
-    published = {e.get("name"): e for e in status.get("layers") or [] if isinstance(e, Mapping)}
-    managed = _managed_layers(onion.spec)
+    published = _published(status)
+    for layer in _managed_layers(onion.spec):
+        lease = view.leases.get(layer)
+        seen = parse_time((published.get(layer) or {}).get("lastDemandTime"))
+        if lease is not None and lease.demand is not None and (seen is None or lease.demand > seen):
+            return f"{layer}: demand since the status was written"
+    return None
+
+
+def waiting(view: OnionView) -> str | None:
+    """Why a request or a user may be waiting on this Onion now; None: nothing but routine."""
+    reason = unseen_demand(view)
+    if reason is not None or view.onion.deleting:
+        return reason
+    published = _published(view.onion.status)
+    managed = _managed_layers(view.onion.spec)
     for part in (names.CORE, *managed):
         deployment = view.deployments.get(part)
         if deployment is None:
@@ -48,10 +63,10 @@ def waiting(view: OnionView) -> str | None:
         if now != (entry.get("replicas", 0), entry.get("readyReplicas", 0)):
             return f"{part}: replicas or readiness changed since the status was written"
     for layer in managed:
-        lease = view.leases.get(layer)
-        if lease is None:
+        if layer not in view.leases:
             return f"{layer}: no demand Lease"
-        seen = parse_time((published.get(layer) or {}).get("lastDemandTime"))
-        if lease.demand is not None and (seen is None or lease.demand > seen):
-            return f"{layer}: demand since the status was written"
     return None
+
+
+def _published(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {e.get("name", ""): e for e in status.get("layers") or [] if isinstance(e, Mapping)}

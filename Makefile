@@ -87,8 +87,8 @@ bench-idle: install  ## replay a real trace through the planner: GPU-hours vs co
 bench-wake: install bins  ## operator wake latency on the local cluster
 	$(PY) bench/wake_latency.py
 
-bench-scale: install bins  ## 100, 300 and 1,000 Onions on one operator: requests at rest, wake, sleep (about 25 min)
-	$(PY) bench/scale.py
+bench-scale: install bins  ## 100, 300, 1,000 and 3,000 Onions on one operator: requests at rest, wake, sleep, a kill -9 restart and the wakes after it (about 50 min; ONIONS="100 300")
+	$(PY) bench/scale.py $(if $(ONIONS),--onions $(ONIONS),)
 
 bench-router: install  ## router overhead vs direct vs LiteLLM
 	@# LiteLLM gets its own venv: its pins (huggingface-hub<2, ...) would break ours.

@@ -374,6 +374,9 @@ async def measure(
         ),
         "next_wakes": summary([w["wake_s"] for w in rest_wakes if w["wake_s"] is not None]),
         "wakes_missed": sum(1 for w in restart_wakes if w["wake_s"] is None),
+        "wakes": [
+            {k: None if v is None else round(v, 3) for k, v in w.items()} for w in restart_wakes
+        ],
         "operator_cpu_s": restart_cpu["cpu_s"],
         "operator_busy_s": restart_cpu["busy_s"],
         "operator_busy_cores": restart_cpu["busy_cores"],

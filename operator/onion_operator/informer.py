@@ -1,12 +1,13 @@
 """List once, then watch from that list: what feeds the operator's caches (client-go's reflector).
 
-An `Informer` follows one kind (a label selector, one namespace or all). `sync()` lists it, 500
-objects a page, hands each object to `on_event("LISTED", obj)` and remembers the list's
-resourceVersion; `run()` then watches every change after it, forever: `ADDED`, `MODIFIED`,
-`DELETED`. Bookmarks keep the resourceVersion fresh, so a quiet kind rarely has to list again;
-when the server no longer has it (410 Gone), the informer lists again and reports as `DELETED`
-whatever the new list lacks, so no deletion is ever lost. A kind followed only for its deletions
-(`changes_only`) is not listed at all: one object is read to learn where the watch starts.
+An `Informer` follows one kind (a label selector, one namespace or all). `sync()` lists it, 200
+objects a page (a page is parsed at once: smaller pages let a wake's event run sooner), hands
+each object to `on_event("LISTED", obj)` and remembers the list's resourceVersion; `run()` then
+watches every change after it, forever: `ADDED`, `MODIFIED`, `DELETED`. Bookmarks keep the
+resourceVersion fresh, so a quiet kind rarely has to list again; when the server no longer has it
+(410 Gone), the informer lists again and reports as `DELETED` whatever the new list lacks, so no
+deletion is ever lost. A kind followed only for its deletions (`changes_only`) is not listed at
+all: one object is read to learn where the watch starts.
 """
 
 from __future__ import annotations
@@ -62,12 +63,14 @@ class Informer:
         on_event: OnEvent,
         *,
         timeout_seconds: int = 300,
+        page: int = 200,  # each page parsed holds the event loop: ~30 ms at 200 Deployments
         max_retry_seconds: float = 5.0,  # a wake waits for the watch: retry soon, it is one request
     ) -> None:
         self.kube = kube
         self.source = source
         self.on_event = on_event
         self.timeout_seconds = timeout_seconds
+        self.page = page
         self.max_retry_seconds = max_retry_seconds
         self.resource_version = ""
         self.synced = False
@@ -80,15 +83,17 @@ class Informer:
             self.resource_version = await self.kube.current_version(s.kind, s.namespace, s.selector)
             self.synced = True
             return
-        items, self.resource_version = await self.kube.list_snapshot(
-            s.kind, s.namespace, s.selector
-        )
-        listed = {_name(obj): _stub(obj) for obj in items}
+        listed: dict[tuple[str, str], Obj] = {}
+        pages = self.kube.list_in_pages(s.kind, s.namespace, s.selector, self.page)
+        async for items, version in pages:
+            for obj in items:
+                listed[_name(obj)] = _stub(obj)
+                self.on_event(LISTED, obj)
+            self.resource_version = version
+            await asyncio.sleep(0)  # a page at a time: events run in between, none waits long
         for gone in self._known.keys() - listed.keys():  # deleted while nobody watched
             self.on_event("DELETED", self._known[gone])
         self._known = listed
-        for obj in items:
-            self.on_event(LISTED, obj)
         self.synced = True
 
     async def run(self) -> None:

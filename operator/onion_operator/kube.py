@@ -168,26 +168,27 @@ class Kube:
     ) -> Objs:
         """Every object of `kind` matching a label selector (`a=b,c`), in one namespace or all
         (None), read `page` at a time as informers do, so no single answer holds thousands."""
-        items, _ = await self.list_snapshot(kind, namespace, selector, page)
+        items: Objs = []
+        async for chunk, _ in self.list_in_pages(kind, namespace, selector, page):
+            items.extend(chunk)
         return items
 
-    async def list_snapshot(
+    async def list_in_pages(
         self, kind: str, namespace: str | None, selector: str, page: int = 500
-    ) -> tuple[Objs, str]:
-        """`list_pages`, and the resourceVersion the list is a snapshot of (a watch from it sees
-        every change after the list)."""
-        items: Objs = []
+    ) -> AsyncIterator[tuple[Objs, str]]:
+        """The pages of such a list as they come, each with the resourceVersion the whole list is
+        a snapshot of (a watch from it sees every change after the list)."""
         token = ""
         while True:
             query = [("labelSelector", selector), ("limit", str(page))]
             if token:
                 query.append(("continue", token))
             result = await self._call("GET", _path(kind, namespace), query=query)
-            items.extend(result.get("items") or [])
             meta = result.get("metadata") or {}
+            yield result.get("items") or [], str(meta.get("resourceVersion", ""))
             token = meta.get("continue") or ""
             if not token:
-                return items, str(meta.get("resourceVersion", ""))
+                return
 
     async def current_version(self, kind: str, namespace: str | None, selector: str) -> str:
         """The resourceVersion a watch of changes from now on starts from: one list request of

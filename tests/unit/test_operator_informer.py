@@ -26,11 +26,12 @@ class ExpiringApi:
         self.lists = 0
         self.watched_from: list[str] = []
 
-    async def list_snapshot(
+    async def list_in_pages(
         self, kind: str, namespace: str | None, selector: str, page: int = 500
-    ) -> tuple[list[dict[str, Any]], str]:
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         self.lists += 1
-        return list(self.objects), str(10 * self.lists)
+        for one in self.objects:  # a page of one
+            yield [one], str(10 * self.lists)
 
     async def watch(
         self, kind: str, namespace: str | None, selector: str, resource_version: str, _: int = 300
@@ -63,7 +64,7 @@ async def test_a_410_lists_again_and_reports_what_was_deleted_meanwhile() -> Non
     task = asyncio.create_task(feed.run())
     await asyncio.wait_for(modified.wait(), 5)
     task.cancel()
-    assert seen[2:] == [("DELETED", "b"), (LISTED, "a"), ("MODIFIED", "a")]
+    assert seen[2:] == [(LISTED, "a"), ("DELETED", "b"), ("MODIFIED", "a")]
     assert api.watched_from == ["10", "20"]  # from the first list, then from the second
     assert feed.resource_version == "26"
     # The deletion names the object and keeps its labels: the caches key children by them.

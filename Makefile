@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install bins engine test test-unit test-image fuzz chaos lint fmt generate generate-check cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-scale bench-router bench-instructions bench-ab bench-quality bench-embedding bench-bargain clean
+.PHONY: help install bins engine test test-unit test-image fuzz chaos lint fmt generate generate-check cluster-up cluster-down demo image kind-demo bench bench-idle bench-wake bench-scale bench-scale-ab bench-router bench-instructions bench-ab bench-quality bench-embedding bench-bargain clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -89,6 +89,13 @@ bench-wake: install bins  ## operator wake latency on the local cluster
 
 bench-scale: install bins  ## 100, 300, 1,000 and 3,000 Onions on one operator: requests at rest, wake, sleep, a kill -9 restart and the wakes after it (about 50 min; ONIONS="100 300")
 	$(PY) bench/scale.py $(if $(ONIONS),--onions $(ONIONS),)
+
+bench-scale-ab: install bins  ## another checkout's operator in the same scale run (1,000 and 3,000 Onions), then the restart plotted beside results/scale.json: make bench-scale-ab SOURCE=DIR/operator
+	@test -n "$(SOURCE)" || { echo "usage: make bench-scale-ab SOURCE=path/to/other/checkout/operator"; exit 2; }
+	$(PY) -m pip install -q 'matplotlib>=3.8'
+	$(PY) bench/scale.py --onions $(or $(ONIONS),1000 3000) --operator-source $(SOURCE) \
+	  --label "$(SOURCE)" --out results/scale-restart-before.json
+	$(PY) bench/scale_restart_plot.py results/scale-restart-before.json results/scale.json
 
 bench-router: install  ## router overhead vs direct vs LiteLLM
 	@# LiteLLM gets its own venv: its pins (huggingface-hub<2, ...) would break ours.

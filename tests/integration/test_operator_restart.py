@@ -6,6 +6,8 @@ and Deployments are even listed (its pass reads its own). The whole restart at s
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -55,17 +57,29 @@ async def stop(state: OperatorState) -> None:
     await state.queue.stop()
 
 
+@contextlib.asynccontextmanager
+async def restarted(
+    cluster: Cluster, ns: str, names: list[str]
+) -> AsyncIterator[tuple[Kube, OperatorState]]:
+    """Onions settled by an operator that went away, and the next operator's state (its caches
+    empty, nothing started); both stopped afterwards."""
+    apply_crd(cluster)
+    kube = await Kube.connect(cluster.kubeconfig)
+    state = OperatorState(kube, Tuning(), OperatorMetrics())
+    try:
+        await settled(cluster, ns, kube, names)
+        yield kube, state
+    finally:
+        await stop(state)
+        await kube.close()
+
+
 async def test_demand_recorded_while_down_is_served_before_the_backlog(
     cluster: Cluster, namespace: str
 ) -> None:
     ns = namespace
-    apply_crd(cluster)
-    kube = await Kube.connect(cluster.kubeconfig)
-    names = ["a", "b", "c"]
-    await settled(cluster, ns, kube, names)
-    renew_demand(cluster, ns, "b-mid-demand")  # a request held while no operator runs
-    state = OperatorState(kube, Tuning(), OperatorMetrics())
-    try:
+    async with restarted(cluster, ns, ["a", "b", "c"]) as (kube, state):
+        renew_demand(cluster, ns, "b-mid-demand")  # a request held while no operator runs
         await fill(state, informers(state, kube, [ns]))
         # b was queued first (and may have run already); the rest wait as backlog, once each.
         assert state.queue.queued(f"{ns}/b") in (Priority.EVENT, None)
@@ -75,20 +89,13 @@ async def test_demand_recorded_while_down_is_served_before_the_backlog(
             wait_until, lambda: replicas(cluster, ns, "b-mid") == 1, timeout=15, what="b woken"
         )
         assert replicas(cluster, ns, "a-mid") == replicas(cluster, ns, "c-mid") == 0
-    finally:
-        await stop(state)
-        await kube.close()
 
 
 async def test_an_event_is_served_before_the_onions_and_deployments_are_listed(
     cluster: Cluster, namespace: str
 ) -> None:
     ns = namespace
-    apply_crd(cluster)
-    kube = await Kube.connect(cluster.kubeconfig)
-    await settled(cluster, ns, kube, ["chat"])
-    state = OperatorState(kube, Tuning(), OperatorMetrics())
-    try:
+    async with restarted(cluster, ns, ["chat"]) as (kube, state):
         # As right after the start: the demand Leases listed, nothing else yet.
         leases = [f for f in informers(state, kube, [ns]) if f.source.kind == "Lease"]
         for feed in leases:
@@ -106,6 +113,3 @@ async def test_an_event_is_served_before_the_onions_and_deployments_are_listed(
         assert view is not None
         mid = next(e for e in view.onion.status["layers"] if e["name"] == "mid")
         assert mid["phase"] == "Waking"
-    finally:
-        await stop(state)
-        await kube.close()

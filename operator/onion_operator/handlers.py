@@ -46,7 +46,7 @@ from onion_operator.metrics import OperatorMetrics
 from onion_operator.planner import Wake
 from onion_operator.probes import Health
 from onion_operator.reconciler import Event, PassApi, reconcile
-from onion_operator.urgency import unseen_demand, waiting
+from onion_operator.urgency import waiting, waiting_by_status
 from onion_operator.workqueue import Priority, WorkQueue, next_repair, spread
 
 log = logging.getLogger(__name__)
@@ -370,7 +370,7 @@ async def fill(state: OperatorState, feeds: list[Informer]) -> None:
     status has not seen go first; then the model Deployments, and every Onion is queued once."""
     stages = [
         ({"Lease", *_DELETIONS_OF}, None),
-        ({names.KIND}, unseen_demand),
+        ({names.KIND}, waiting_by_status),
         ({"Deployment"}, waiting),
     ]
     for kinds, judge in stages:

@@ -5,8 +5,9 @@ keep turning Ready. The watch events that would have said so are gone, so after 
 operator compares what the caches hold with what the Onion's status last said: a demand newer than
 the status's `lastDemandTime` (a request may be held for a wake), a Deployment's replicas or ready
 replicas other than the status says (a held request waits for `Ready`), a spec generation not yet
-reconciled (a user's `kubectl apply`), a layer whose Deployment or Lease is missing. Such an Onion's
-first pass is an event; every other Onion's is backlog. Pure: no I/O, a few dict reads per Onion.
+reconciled (a user's `kubectl apply`), a layer the status calls Waking, a layer whose Deployment or
+Lease is missing. Such an Onion's first pass is an event; every other Onion's is backlog. Pure: no
+I/O, a few dict reads per Onion.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ def _managed_layers(spec: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def unseen_demand(view: OnionView) -> str | None:
-    """What the Onion and its Leases alone tell: a spec not reconciled, or demand newer than the
-    status has seen (a request may be held for a wake). None: nothing of that."""
+def waiting_by_status(view: OnionView) -> str | None:
+    """What the Onion and its Leases alone tell (before the Deployments are listed): a spec not
+    reconciled, demand newer than the status has seen (a request may be held for a wake), or a
+    layer the status calls Waking (held requests wait for its Ready, which may have come while
+    no operator watched). None: nothing of that."""
     onion = view.onion
     if onion.deleting:
         return None  # its children go by owner references: nothing to hurry
@@ -43,12 +46,14 @@ def unseen_demand(view: OnionView) -> str | None:
         seen = parse_time((published.get(layer) or {}).get("lastDemandTime"))
         if lease is not None and lease.demand is not None and (seen is None or lease.demand > seen):
             return f"{layer}: demand since the status was written"
+        if (published.get(layer) or {}).get("phase") == names.PHASE_WAKING:
+            return f"{layer}: Waking when the status was written"
     return None
 
 
 def waiting(view: OnionView) -> str | None:
     """Why a request or a user may be waiting on this Onion now; None: nothing but routine."""
-    reason = unseen_demand(view)
+    reason = waiting_by_status(view)
     if reason is not None or view.onion.deleting:
         return reason
     published = _published(view.onion.status)

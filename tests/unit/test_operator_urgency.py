@@ -12,7 +12,7 @@ from onion_contract.spec import parse_spec
 from onion_operator.cache import CachedDeployment, CachedLease, CachedOnion, OnionView
 from onion_operator.planner import Observed, plan
 from onion_operator.status import StatusInput, build_status
-from onion_operator.urgency import unseen_demand, waiting
+from onion_operator.urgency import waiting, waiting_by_status
 
 NOW = datetime(2026, 12, 7, 18, 0, 0, tzinfo=UTC)
 RAW_SPEC: dict[str, Any] = {
@@ -108,10 +108,13 @@ def test_an_older_demand_or_a_deleting_onion_is_routine() -> None:
 def test_before_the_deployments_are_listed_only_demand_and_spec_can_tell() -> None:
     """What a restart can judge from the Onions and Leases alone (their lists come first)."""
     listed = replace(settled(), deployments={})  # no Deployment listed yet
-    assert unseen_demand(listed) is None
+    assert waiting_by_status(listed) is None
     demand = with_lease(listed, NOW - timedelta(seconds=2))
-    assert (unseen_demand(demand) or "").startswith("mid: demand since")
+    assert (waiting_by_status(demand) or "").startswith("mid: demand since")
     spec = replace(listed, onion=replace(listed.onion, generation=4))
-    assert (unseen_demand(spec) or "").startswith("generation 4")
+    assert (waiting_by_status(spec) or "").startswith("generation 4")
     ready = with_mid(settled(), Observed(replicas=1, ready_replicas=1, current_replicas=1))
-    assert unseen_demand(ready) is None and waiting(ready) is not None  # needs the Deployments
+    assert waiting_by_status(ready) is None and waiting(ready) is not None  # needs the Deployments
+    # Woken before the crash: held requests wait for its Ready, whatever the Deployment says now.
+    waking = settled(Observed(replicas=1, woken_at=NOW - timedelta(seconds=5)), NOW)
+    assert (waiting_by_status(replace(waking, deployments={})) or "").startswith("mid: Waking")

@@ -177,8 +177,7 @@ async def _gone(state: OperatorState, onion: CachedOnion) -> bool:
             state.forget(onion.key)
             return True
         for store, kind in _child_kinds(state):
-            selector = {**_COMPONENT[kind], names.LABEL_ONION: onion.name}
-            store.replace(onion.key, await kube.list(kind, onion.namespace, selector))
+            store.replace(onion.key, await kube.list(kind, onion.namespace, _of(kind, onion.name)))
     except RETRYABLE as e:
         log.warning("re-reading %s after a 404 failed: %s", onion.key, e)
         return False
@@ -197,8 +196,7 @@ async def _read_unlisted(state: OperatorState, key: str) -> None:
         if onion is not None:
             state.onions.update(onion)
     if "Deployment" in state.unlisted:
-        selector = {**_COMPONENT["Deployment"], names.LABEL_ONION: name}
-        for deployment in await state.kube.list("Deployment", namespace, selector):
+        for deployment in await state.kube.list("Deployment", namespace, _of("Deployment", name)):
             state.deployments.update(deployment)
 
 
@@ -285,27 +283,25 @@ def _child_kinds(state: OperatorState) -> list[tuple[Store[Any], str]]:
     return [(state.leases, "Lease"), (state.deployments, "Deployment")]
 
 
+def _of(kind: str, onion: str) -> dict[str, str]:
+    """The labels of one Onion's demand Leases or model Deployments."""
+    return {**_COMPONENT[kind], names.LABEL_ONION: onion}
+
+
 def _selector(kind: str) -> str:
     """Demand Leases and model Deployments by their component; the rest: any Onion's."""
     return ",".join([*(f"{k}={v}" for k, v in _COMPONENT.get(kind, {}).items()), names.LABEL_ONION])
 
 
-def _on_onion(state: OperatorState) -> Callable[[str, Obj], None]:
-    def seen(type_: str, body: Obj) -> None:
-        if type_ == "DELETED":  # children go by owner references
-            state.forget(state.onions.remove(body))
-            return
-        key, new = state.onions.update(body)
-        if new and (type_ != LISTED or not state.unlisted):
-            state.changed(key)
+def _on_cached(
+    state: OperatorState, store: Store[Any], deleted: Callable[[str], None]
+) -> Callable[[str, Obj], None]:
+    """Keep `store`; a change queues its Onion (a first list's objects wait for `first_passes`),
+    a deletion goes to `deleted` with the Onion's key."""
 
-    return seen
-
-
-def _on_child(state: OperatorState, store: Store[Any]) -> Callable[[str, Obj], None]:
     def seen(type_: str, body: Obj) -> None:
         if type_ == "DELETED":
-            state.changed(store.remove(body), child_deleted=True)
+            deleted(store.remove(body))
             return
         key, new = store.update(body)
         if new and (type_ != LISTED or not state.unlisted):
@@ -314,12 +310,16 @@ def _on_child(state: OperatorState, store: Store[Any]) -> Callable[[str, Obj], N
     return seen
 
 
+def _child_deleted(state: OperatorState) -> Callable[[str], None]:
+    return lambda key: state.changed(key, child_deleted=True)
+
+
 def _on_deleted(state: OperatorState) -> Callable[[str, Obj], None]:
     """A Service, the router ConfigMap or an HPA deleted by hand is re-created at once."""
 
     def seen(type_: str, body: Obj) -> None:
         if type_ == "DELETED":
-            state.changed(key_of_child(body), child_deleted=True)
+            _child_deleted(state)(key_of_child(body))
 
     return seen
 
@@ -330,11 +330,15 @@ def informers(state: OperatorState, kube: Kube, namespaces: list[str] | None) ->
     followed: list[tuple[Source, Callable[[str, Obj], None]]] = []
     for namespace in scope:
         followed += [
-            (Source("Lease", _selector("Lease"), namespace), _on_child(state, state.leases)),
-            (Source(names.KIND, "", namespace), _on_onion(state)),
+            (
+                Source("Lease", _selector("Lease"), namespace),
+                _on_cached(state, state.leases, _child_deleted(state)),
+            ),
+            # An Onion's children go by owner references: forget it.
+            (Source(names.KIND, "", namespace), _on_cached(state, state.onions, state.forget)),
             (
                 Source("Deployment", _selector("Deployment"), namespace),
-                _on_child(state, state.deployments),
+                _on_cached(state, state.deployments, _child_deleted(state)),
             ),
             *(
                 (Source(kind, _selector(kind), namespace, changes_only=True), _on_deleted(state))
@@ -345,21 +349,11 @@ def informers(state: OperatorState, kube: Kube, namespaces: list[str] | None) ->
 
 
 async def _list_then_watch(state: OperatorState, feeds: list[Informer]) -> None:
-    """List each feed (retrying until the API answers), then watch it from that list."""
-
-    async def one(feed: Informer) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await feed.sync()
-                break
-            except RETRYABLE as e:
-                log.warning("listing %s failed (retrying in %.0fs): %s", feed.source, delay, e)
-                await asyncio.sleep(delay)
-                delay = min(state.tuning.max_retry_seconds, delay * 2)
+    """Start each feed (it lists, retrying until the API answers, then watches from that list)
+    and wait until every one has its first list in the caches."""
+    for feed in feeds:
         state.watches.append(asyncio.create_task(feed.run(), name=f"watch {feed.source}"))
-
-    await asyncio.gather(*(one(feed) for feed in feeds))
+    await asyncio.gather(*(feed.listed.wait() for feed in feeds))
 
 
 async def fill(state: OperatorState, feeds: list[Informer]) -> None:

@@ -73,7 +73,8 @@ class Informer:
         self.page = page
         self.max_retry_seconds = max_retry_seconds
         self.resource_version = ""
-        self.synced = False
+        self.synced = False  # the last list is what the watch goes on from
+        self.listed = asyncio.Event()  # set once the first list is handed over
         self._known: dict[tuple[str, str], Obj] = {}  # what a list again compares with
 
     async def sync(self) -> None:
@@ -82,6 +83,7 @@ class Informer:
         if s.changes_only:
             self.resource_version = await self.kube.current_version(s.kind, s.namespace, s.selector)
             self.synced = True
+            self.listed.set()
             return
         listed: dict[tuple[str, str], Obj] = {}
         pages = self.kube.list_in_pages(s.kind, s.namespace, s.selector, self.page)
@@ -95,9 +97,11 @@ class Informer:
             self.on_event("DELETED", self._known[gone])
         self._known = listed
         self.synced = True
+        self.listed.set()
 
     async def run(self) -> None:
-        """Watch from the last list, forever (until cancelled); list again when it must."""
+        """List (until the API answers), then watch from the last list, forever (until
+        cancelled); list again when it must. `listed` says when the first list is in."""
         delay = 0.5
         while True:
             try:
@@ -121,10 +125,8 @@ class Informer:
             s.kind, s.namespace, s.selector, self.resource_version, self.timeout_seconds
         )
         async for event in events:
-            kind, obj = event["type"], event["object"]
+            kind, obj = event["type"], event["object"]  # (an ERROR event: Watch raises it)
             version = (obj.get("metadata") or {}).get("resourceVersion")
-            if kind == "ERROR":  # kubernetes_asyncio raises 410 itself; anything else is odd
-                raise ApiError(status=obj.get("code"), reason=str(obj.get("message")))
             if version:
                 self.resource_version = str(version)
             if kind == "BOOKMARK":
